@@ -1,0 +1,24 @@
+"""Suite-wide settings: offline hub, no telemetry, two torch threads, and the tiny model pair."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(teacher_dir, student_dir): a tiny Gemma-like teacher and SmolLM2-like student, random weights."""
+    from tests.tiny_models import make_tiny_pair
+
+    return make_tiny_pair(tmp_path_factory.mktemp("tiny"))
