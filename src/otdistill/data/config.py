@@ -1,0 +1,59 @@
+"""`DataConfig`: everything that decides which rows a run uses and how they are cut; YAML-friendly fields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+OnError = Literal["fail", "skip"]
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is checked and tokenised.
+
+    * `task`: a registered task name (`otdistill.data.list_tasks()`), or a new one defined by `task_spec`
+      (a dict in the same form as a YAML task entry, registered when the data is loaded).
+    * `source`: a local file (.jsonl / .json / .parquet), a local directory holding `{split}.jsonl` or
+      `{split}.parquet`, `s3://bucket/key-or-prefix` (same layout), or a Hugging Face hub id.
+    * `revision`: required for hub ids (a commit sha or tag), so a run is reproducible; ignored otherwise.
+    * `split`: which split to read (file name stem for local/S3 directories, split name on the hub).
+    * `limit`: read at most this many rows from the source (in source order), None for all.
+    * `on_error`: "fail" stops at the first bad row (its index and field in the message); "skip" drops it
+      and counts it by reason in the `DataReport`.
+    * `max_length`: most tokens (prompt + response + end token) per model; contexts are cut to fit.
+    * `max_prompt_tokens`: optional extra cap on prompt tokens per model.
+    * `max_field_chars`: a text field longer than this is a bad row (reason `too_long`) before tokenising.
+    * `s3_endpoint_url`: for MinIO and other S3-compatible stores; default: `AWS_ENDPOINT_URL` or AWS.
+    """
+
+    task: str = "dialogsum"
+    source: str = "../shared/data/dialogsum"
+    revision: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    on_error: OnError = "fail"
+    max_length: int = 1024
+    max_prompt_tokens: int | None = None
+    max_field_chars: int = 200_000
+    s3_endpoint_url: str | None = None
+    task_spec: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("fail", "skip"):
+            raise ValueError(f"DataConfig.on_error must be 'fail' or 'skip', got {self.on_error!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"DataConfig.limit must be >= 0 or None, got {self.limit}")
+        if self.max_length < 2:
+            raise ValueError(f"DataConfig.max_length must be >= 2, got {self.max_length}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(
+                f"DataConfig.max_prompt_tokens must be >= 1 or None, got {self.max_prompt_tokens}"
+            )
+        if self.task_spec is not None and self.task_spec.get("name", self.task) != self.task:
+            raise ValueError(
+                f"DataConfig.task_spec defines task {self.task_spec.get('name')!r} but task is {self.task!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,67 @@
+"""`DataReport`: what a run read, kept, skipped (and why), and truncated; JSON-serialisable for tracking."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from otdistill.data.errors import RowIssue
+
+MAX_RECORDED_ISSUES = 20
+
+
+@dataclass
+class DataReport:
+    """Counts and identity of one loaded split.
+
+    `skipped_by_reason` counts skipped rows per reason (missing, empty, wrong_type, too_long, invalid_json,
+    duplicate_id); `issues` keeps the first `MAX_RECORDED_ISSUES` bad rows with index, field and message.
+    `content_sha256` identifies the kept examples (see `otdistill.data.hashing`).
+    """
+
+    task: str
+    source: str
+    split: str
+    revision: str | None = None
+    rows_read: int = 0
+    rows_kept: int = 0
+    rows_skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    truncated: int = 0
+    content_sha256: str = ""
+
+    def record_skip(self, issue: RowIssue) -> None:
+        self.rows_skipped += 1
+        counts = Counter(self.skipped_by_reason)
+        counts[issue.reason] += 1
+        self.skipped_by_reason = dict(sorted(counts.items()))
+        if len(self.issues) < MAX_RECORDED_ISSUES:
+            self.issues.append(issue.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def metrics(self, prefix: str = "data") -> dict[str, float]:
+        """Flat numeric view for a tracker (e.g. `mlflow.log_metrics`)."""
+        out = {
+            f"{prefix}.rows_read": float(self.rows_read),
+            f"{prefix}.rows_kept": float(self.rows_kept),
+            f"{prefix}.rows_skipped": float(self.rows_skipped),
+            f"{prefix}.truncated": float(self.truncated),
+        }
+        out.update({f"{prefix}.skipped.{k}": float(v) for k, v in self.skipped_by_reason.items()})
+        return out
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in self.skipped_by_reason.items()) or "none"
+        return (
+            f"{self.task}/{self.split} from {self.source}: read {self.rows_read}, kept {self.rows_kept}, "
+            f"skipped {self.rows_skipped} ({reasons}), truncated {self.truncated}, "
+            f"sha256 {self.content_sha256[:12]}"
+        )

@@ -1,0 +1,222 @@
+"""Reading raw rows from where users keep data: local files, S3 (and S3-compatible stores), the HF hub.
+
+Every reader yields `(index, row)` in source order, `index` counting data rows from 0 across the files of a
+split. A line that is not valid JSON, or not a JSON object, is yielded as a `RowIssue` in place of the row, so
+the caller's fail/skip policy applies to it like to any other bad row.
+
+Layouts accepted for a directory or an S3 prefix: `{split}.jsonl`, `{split}.json` (JSON Lines),
+`{split}.parquet`, or shards `{split}-*.{jsonl,parquet}` / `{split}/*.{jsonl,parquet}`, read in sorted order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from otdistill.data.errors import DataSourceError, RowIssue
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+JSONL_SUFFIXES = (".jsonl", ".json")
+PARQUET_SUFFIXES = (".parquet",)
+DATA_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def source_kind(source: str) -> str:
+    """'s3', 'local' or 'hub' for a `DataConfig.source` string."""
+    if source.startswith("s3://"):
+        return "s3"
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")) or path.suffix in DATA_SUFFIXES:
+        return "local"
+    if _HUB_ID.match(source):
+        return "hub"
+    return "local"
+
+
+def select_split_files(names: Sequence[str], split: str) -> list[str]:
+    """From relative file names (POSIX), those that hold `split`, sorted; [] if none."""
+    single = [n for n in names if PurePosixPath(n).name in {f"{split}{s}" for s in DATA_SUFFIXES}]
+    if single:
+        # one file per split: prefer JSON Lines over Parquet if both are there (same data, cheaper to read)
+        return [sorted(single, key=lambda n: DATA_SUFFIXES.index(PurePosixPath(n).suffix))[0]]
+    shards = []
+    for n in names:
+        p = PurePosixPath(n)
+        if p.suffix not in DATA_SUFFIXES:
+            continue
+        if p.name.startswith(f"{split}-") or (len(p.parts) >= 2 and p.parts[-2] == split):
+            shards.append(n)
+    return sorted(shards)
+
+
+def read_jsonl(path: Path, start_index: int = 0) -> Iterator[tuple[int, Row | RowIssue]]:
+    index = start_index
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield (
+                    index,
+                    RowIssue(index, "<json>", "invalid_json", f"{path.name} line {line_no}: {exc.msg}"),
+                )
+            else:
+                if isinstance(row, dict):
+                    yield index, row
+                else:
+                    yield (
+                        index,
+                        RowIssue(
+                            index,
+                            "<row>",
+                            "wrong_type",
+                            f"{path.name} line {line_no}: expected a JSON object",
+                        ),
+                    )
+            index += 1
+
+
+def read_parquet(
+    path: Path, start_index: int = 0, batch_size: int = 1024
+) -> Iterator[tuple[int, Row | RowIssue]]:
+    import pyarrow.parquet as pq
+
+    index = start_index
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        for row in batch.to_pylist():
+            yield index, row
+            index += 1
+
+
+def read_files(paths: Sequence[Path]) -> Iterator[tuple[int, Row | RowIssue]]:
+    index = 0
+    for path in paths:
+        reader = read_parquet if path.suffix in PARQUET_SUFFIXES else read_jsonl
+        last = index - 1
+        for last, item in reader(path, index):
+            yield last, item
+        index = last + 1
+
+
+def local_files(source: str, split: str) -> list[Path]:
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix not in DATA_SUFFIXES:
+            raise DataSourceError(
+                f"{path}: unsupported file type {path.suffix!r}; use one of {DATA_SUFFIXES}"
+            )
+        return [path]
+    if path.is_dir():
+        names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
+        chosen = select_split_files(names, split)
+        if not chosen:
+            raise DataSourceError(
+                f"{path}: no file for split {split!r} (expected {split}.jsonl, {split}.parquet or shards)"
+            )
+        return [path / n for n in chosen]
+    raise DataSourceError(f"data source {source!r} does not exist (not a local file or directory)")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise DataSourceError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise DataSourceError(f"s3 URI {uri!r} has no bucket")
+    return bucket, key
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client; credentials from the environment/profile chain, endpoint from the argument or
+    `AWS_ENDPOINT_URL` (MinIO, Ceph, ...). Credentials are never logged."""
+    import boto3
+
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client("s3", endpoint_url=endpoint or None)
+
+
+def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
+    """(bucket, keys) holding `split` under the URI, which names one object or a prefix."""
+    bucket, key = parse_s3_uri(uri)
+    if PurePosixPath(key).suffix in DATA_SUFFIXES:
+        return bucket, [key]
+    prefix = key.rstrip("/") + "/" if key else ""
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+    chosen = select_split_files(names, split)
+    if not chosen:
+        raise DataSourceError(
+            f"{uri}: no object for split {split!r} (expected {split}.jsonl, {split}.parquet or shards)"
+        )
+    return bucket, [prefix + n for n in chosen]
+
+
+def read_s3(uri: str, split: str, endpoint_url: str | None = None) -> Iterator[tuple[int, Row | RowIssue]]:
+    """Download the split's objects to a temporary directory, then read them as local files."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client(endpoint_url)
+    try:
+        bucket, keys = s3_keys(client, uri, split)
+        with tempfile.TemporaryDirectory(prefix="otdistill-s3-") as tmp:
+            paths = []
+            for i, key in enumerate(keys):
+                local = Path(tmp) / f"{i:05d}-{PurePosixPath(key).name}"
+                log.info("downloading s3://%s/%s", bucket, key)
+                client.download_file(bucket, key, str(local))
+                paths.append(local)
+            yield from read_files(paths)
+    except (BotoCoreError, ClientError) as exc:
+        raise DataSourceError(f"cannot read {uri} from S3: {exc}") from exc
+
+
+def read_hub(dataset_id: str, revision: str | None, split: str) -> Iterator[tuple[int, Row | RowIssue]]:
+    """Rows of a Hugging Face hub data set at a pinned revision (checked and loaded before the first row)."""
+    if not revision:
+        raise DataSourceError(
+            f"hub data set {dataset_id!r} needs a pinned revision (a commit sha or tag) in "
+            "DataConfig.revision, so that a run can say exactly which data it used"
+        )
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, revision=revision, split=split)
+    except Exception as exc:  # datasets raises several types for network/offline/not-found
+        offline = [
+            v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(v, "") not in ("", "0")
+        ]
+        hint = (
+            f" ({' and '.join(offline)} set: the hub is off; copy the data to a local path or s3:// "
+            "and use that)"
+            if offline
+            else ""
+        )
+        raise DataSourceError(
+            f"cannot load hub data set {dataset_id!r} at revision {revision!r}, split {split!r}{hint}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return ((index, dict(row)) for index, row in enumerate(ds))
+
+
+def iter_rows(
+    source: str, *, split: str, revision: str | None = None, s3_endpoint_url: str | None = None
+) -> Iterator[tuple[int, Row | RowIssue]]:
+    """`(index, row or RowIssue)` for the split at `source` (see module doc for the layouts)."""
+    kind = source_kind(source)
+    if kind == "s3":
+        return read_s3(source, split, s3_endpoint_url)
+    if kind == "hub":
+        return read_hub(source, revision, split)
+    return read_files(local_files(source, split))

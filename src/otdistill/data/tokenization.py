@@ -1,0 +1,251 @@
+"""One example, two tokenisers: the token ids each model sees, with the response marked.
+
+For each model: ``ids = prompt_ids + response_ids + [end_id]`` where
+
+* ``prompt_ids`` = the tokenizer's own special prefix (Gemma: one ``<bos>``; SmolLM2: nothing) followed by
+  ``tokenizer(build_prompt(example, tokenizer), add_special_tokens=False)``. A chat template that already
+  renders the BOS text is not given a second one. Suffix specials a post-processor might add (an EOS after
+  the prompt) are never used: the prompt must end where the response starts.
+* ``response_ids`` = ``tokenizer(response, add_special_tokens=False)``: the response is tokenised on its own,
+  so it is the same text for both models whatever their prompts are. Boundary effect: a SentencePiece
+  tokenizer that adds a dummy prefix (Metaspace, ``prepend_scheme="first"``) tokenises "Bart" as "▁Bart",
+  i.e. the model sees one leading space after the prompt's final newline; a byte-level BPE tokenizer adds
+  nothing. Decoding the response ids gives back exactly the response text in both cases (checked in tests).
+* ``end_id`` closes the response: the chat template's end-of-turn token when there is a template (found by
+  rendering an assistant turn, e.g. ``<|im_end|>``, Gemma's ``<end_of_turn>``), else the tokenizer's EOS.
+
+Truncation never touches the response: when prompt + response is longer than ``max_length`` (or the prompt
+than ``max_prompt_tokens``) the context is cut at a word boundary, the same cut for both models (the longest
+that fits both, by binary search), so teacher and student condition on the same text. A row that does not fit
+even with an empty context raises `RowValidationError` (reason ``too_long``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from otdistill.data.errors import RowValidationError
+from otdistill.data.examples import Example
+from otdistill.data.prompts import build_prompt, has_chat_template
+
+_SENTINEL = "OTDISTILL_RESPONSE_SENTINEL"
+
+
+@dataclass(frozen=True)
+class SideFeature:
+    """One model's tokens for one example: `input_ids[response_start:]` are the response tokens (with end)."""
+
+    input_ids: list[int]
+    response_start: int
+
+    @property
+    def n_response(self) -> int:
+        return len(self.input_ids) - self.response_start
+
+    @property
+    def response_ids(self) -> list[int]:
+        return self.input_ids[self.response_start :]
+
+    @property
+    def response_positions(self) -> list[int]:
+        """Index of the logit that predicts response token i: the position just before it."""
+        return list(range(self.response_start - 1, len(self.input_ids) - 1))
+
+
+@dataclass(frozen=True)
+class PairedFeature:
+    """The teacher's and the student's tokens for the same example; `truncated` if its context was cut."""
+
+    example_id: str
+    teacher: SideFeature
+    student: SideFeature
+    truncated: bool = False
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def special_prefix_ids(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before a text when asked for special tokens (e.g. ``[bos]``, or nothing)."""
+    probe = "Hello world"
+    plain = _ids(tokenizer, probe)
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    raise ValueError(
+        f"cannot find the text inside the tokenizer's special-token output {full} (text ids {plain})"
+    )
+
+
+def end_of_response_id(tokenizer: Any) -> int:
+    """The token that ends a response: the chat template's end-of-turn token if it has one, else EOS."""
+    if has_chat_template(tokenizer):
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}],
+                tokenize=False,
+                add_generation_prompt=False,
+            )
+        except Exception:  # a template that cannot render an assistant turn: fall back to EOS below
+            text = ""
+        if isinstance(text, str) and _SENTINEL in text:
+            tail = _ids(tokenizer, text.split(_SENTINEL, 1)[1])
+            special = set(getattr(tokenizer, "all_special_ids", []) or [])
+            added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+            special |= {i for i, tok in added.items() if getattr(tok, "special", False)}
+            if tail and tail[0] in special:
+                return int(tail[0])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("tokenizer has neither a chat end-of-turn token nor an eos_token_id: set eos_token")
+    return int(eos)
+
+
+class SideEncoder:
+    """Encodes examples for one model; probes the tokenizer's BOS and end-of-turn conventions once."""
+
+    def __init__(self, tokenizer: Any, name: str = "model") -> None:
+        self.tokenizer = tokenizer
+        self.name = name
+        self.prefix_ids = special_prefix_ids(tokenizer)
+        self.end_id = end_of_response_id(tokenizer)
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        ids = _ids(self.tokenizer, build_prompt(example, self.tokenizer))
+        if self.prefix_ids and ids[: len(self.prefix_ids)] != self.prefix_ids:
+            ids = self.prefix_ids + ids
+        return ids
+
+    def response_ids(self, response: str) -> list[int]:
+        return _ids(self.tokenizer, response) + [self.end_id]
+
+    def __repr__(self) -> str:
+        return f"SideEncoder({self.name}, prefix={self.prefix_ids}, end_id={self.end_id})"
+
+
+def _word_cut(context: str, n_chars: int) -> str:
+    """`context[:n_chars]`, moved back to the last whitespace when there is one, trailing space removed."""
+    if n_chars >= len(context):
+        return context
+    head = context[:n_chars]
+    last_space = max((m.start() for m in re.finditer(r"\s", head)), default=-1)
+    if last_space >= 0 and not context[n_chars].isspace():
+        head = head[:last_space]
+    return head.rstrip()
+
+
+def _search_longest(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
+    """Largest n in [lo, hi] with fits(n), given fits(lo) and monotone fits."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def encode_pair(
+    example: Example,
+    encoders: Sequence[SideEncoder],
+    *,
+    max_length: int,
+    max_prompt_tokens: int | None = None,
+    index: int = -1,
+    response_field: str = "response",
+    context_field: str = "context",
+) -> tuple[list[SideFeature], bool]:
+    """Encode `example` for every encoder with one shared context cut; return (features, truncated).
+
+    `index` and the field names are only used to name the row in a `RowValidationError`.
+    """
+    responses = [enc.response_ids(example.response) for enc in encoders]
+    for enc, resp in zip(encoders, responses, strict=True):
+        if len(resp) >= max_length:
+            raise RowValidationError.make(
+                index,
+                response_field,
+                "too_long",
+                f"response is {len(resp)} {enc.name} tokens with its end token; max_length is {max_length}",
+            )
+
+    def prompts_for(ex: Example) -> list[list[int]] | None:
+        out = []
+        for enc, resp in zip(encoders, responses, strict=True):
+            prompt = enc.prompt_ids(ex)
+            if len(prompt) + len(resp) > max_length or (
+                max_prompt_tokens and len(prompt) > max_prompt_tokens
+            ):
+                return None
+            out.append(prompt)
+        return out
+
+    prompts = prompts_for(example)
+    truncated = False
+    if prompts is None:
+        if prompts_for(example.with_context("")) is None:
+            raise RowValidationError.make(
+                index,
+                context_field,
+                "too_long",
+                f"does not fit max_length={max_length}"
+                + (f", max_prompt_tokens={max_prompt_tokens}" if max_prompt_tokens else "")
+                + " even with the context removed (instruction and response alone are too long)",
+            )
+        n = _search_longest(
+            0,
+            len(example.context),
+            lambda k: prompts_for(example.with_context(_word_cut(example.context, k))) is not None,
+        )
+        example = example.with_context(_word_cut(example.context, n))
+        prompts = prompts_for(example)
+        assert prompts is not None  # fits by construction of the search
+        truncated = True
+    features = [
+        SideFeature(input_ids=prompt + resp, response_start=len(prompt))
+        for prompt, resp in zip(prompts, responses, strict=True)
+    ]
+    return features, truncated
+
+
+class PairEncoder:
+    """Teacher + student encoders with the length limits: `encode(example, index)` -> `PairedFeature`."""
+
+    def __init__(
+        self,
+        teacher_tokenizer: Any,
+        student_tokenizer: Any,
+        *,
+        max_length: int = 1024,
+        max_prompt_tokens: int | None = None,
+    ) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {max_length}")
+        self.teacher = SideEncoder(teacher_tokenizer, "teacher")
+        self.student = SideEncoder(student_tokenizer, "student")
+        self.max_length = max_length
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def encode(
+        self,
+        example: Example,
+        index: int = -1,
+        *,
+        response_field: str = "response",
+        context_field: str = "context",
+    ) -> PairedFeature:
+        (teacher, student), truncated = encode_pair(
+            example,
+            (self.teacher, self.student),
+            max_length=self.max_length,
+            max_prompt_tokens=self.max_prompt_tokens,
+            index=index,
+            response_field=response_field,
+            context_field=context_field,
+        )
+        return PairedFeature(example.id, teacher, student, truncated)
