@@ -1,0 +1,151 @@
+"""Batched greedy generation on the tiny teacher (Gemma-like, BOS) and student (SmolLM2-like, ChatML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from otdistill.evaluation.generation import encode_prompt, greedy_generate, stop_token_ids
+
+PROMPTS = [
+    "#Person1#: Hi, Mr. Smith. I'm Doctor Hawkins. Why are you here today?\n#Person2#: I found it would be a "
+    "good idea to get a check-up.\nSummary:",
+    "when does the implantation of the embryo occur",
+    "Summary:",
+    "#Person1#: Do you have any plans for the weekend? #Person2#: Not yet. Summary:",
+    "who sang the song",
+    # Longer than the tiny teacher's 64-token sliding window, so padding meets sliding attention too.
+    "#Person1#: Ms. Dawson, I need you to take a dictation for me.\n#Person2#: Yes, sir...\n#Person1#: This "
+    "should go out as an intra-office memorandum to all employees by this afternoon. Are you ready?\n"
+    "#Person2#: Yes, sir. Go ahead.\n#Person1#: Attention all staff... Effective immediately, "
+    "all office communications are restricted to email correspondence and official memos.\nSummary:",
+]
+
+
+def _load(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def student(tiny_pair: tuple[Path, Path]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return _load(tiny_pair[1])
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_pair: tuple[Path, Path]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return _load(tiny_pair[0])
+
+
+def _reference_greedy(model: PreTrainedModel, ids: list[int], steps: int) -> list[int]:
+    """Greedy decoding the slow obvious way: full forward pass per step, argmax of the last logits."""
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([seq])).logits
+            seq.append(int(logits[0, -1].argmax()))
+    return seq[len(ids) :]
+
+
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_batched_equals_one_by_one(side: str, request: pytest.FixtureRequest) -> None:
+    model, tok = request.getfixturevalue(side)
+    one = greedy_generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=1, show_progress=False)
+    batched = greedy_generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=3, show_progress=False)
+    unsorted = greedy_generate(
+        model, tok, PROMPTS, max_new_tokens=12, batch_size=5, sort_by_length=False, show_progress=False
+    )
+    assert batched.texts == one.texts == unsorted.texts
+    assert batched.num_tokens == one.num_tokens == unsorted.num_tokens
+    assert any(one.texts), "the tiny model generated nothing at all; the comparison would be vacuous"
+    assert max(one.prompt_tokens) > 64 > min(one.prompt_tokens)
+
+
+@pytest.mark.parametrize("side", ["student", "teacher"])
+def test_matches_step_by_step_argmax_without_cache(side: str, request: pytest.FixtureRequest) -> None:
+    model, tok = request.getfixturevalue(side)
+    prompt = PROMPTS[0]
+    ids = encode_prompt(tok, prompt)
+    expected = _reference_greedy(model, ids, 6)
+    stops = set(stop_token_ids(tok, model))
+    if stops & set(expected):
+        expected = expected[: next(i for i, t in enumerate(expected) if t in stops)]
+    got = greedy_generate(
+        model, tok, [prompt, PROMPTS[1]], max_new_tokens=6, batch_size=2, show_progress=False
+    )
+    assert got.texts[0] == tok.decode(expected, skip_special_tokens=True).strip()
+
+
+def test_stops_at_stop_token_and_respects_max_new_tokens(
+    student: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+) -> None:
+    model, tok = student
+    prompt = PROMPTS[3]
+    free = _reference_greedy(model, encode_prompt(tok, prompt), 10)
+    assert not set(free) & set(stop_token_ids(tok, model)), "pick a prompt whose greedy run has no stop token"
+    # Declare the 4th generated token a stop token: generation must end right there (stop token counted,
+    # not decoded), in a batch where the other rows keep going.
+    stop = free[3]
+    first = free.index(stop)
+    out = greedy_generate(
+        model,
+        tok,
+        [prompt, PROMPTS[0]],
+        max_new_tokens=10,
+        batch_size=2,
+        extra_stop_ids=[stop],
+        show_progress=False,
+    )
+    assert out.stopped[0] and out.num_tokens[0] == first + 1
+    assert out.texts[0] == tok.decode(free[:first], skip_special_tokens=True).strip()
+    plain = greedy_generate(model, tok, [prompt], max_new_tokens=10, batch_size=1, show_progress=False)
+    assert plain.num_tokens == [10] and plain.stopped == [False]
+    assert plain.texts[0] == tok.decode(free, skip_special_tokens=True).strip()
+    short = greedy_generate(model, tok, [prompt], max_new_tokens=3, batch_size=1, show_progress=False)
+    assert (
+        short.num_tokens == [3] and short.texts[0] == tok.decode(free[:3], skip_special_tokens=True).strip()
+    )
+
+
+def test_stop_tokens_include_end_of_turn(
+    student: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+    teacher: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+) -> None:
+    s_model, s_tok = student
+    t_model, t_tok = teacher
+    s_ids = stop_token_ids(s_tok, s_model)
+    assert s_tok.convert_tokens_to_ids("<|im_end|>") in s_ids
+    assert s_tok.convert_tokens_to_ids("<|endoftext|>") in s_ids
+    assert t_tok.convert_tokens_to_ids("<eos>") in stop_token_ids(t_tok, t_model)
+    assert t_tok.convert_tokens_to_ids("<pad>") not in stop_token_ids(t_tok, t_model)
+
+
+def test_bos_added_once(teacher: tuple[PreTrainedModel, PreTrainedTokenizerBase]) -> None:
+    _, tok = teacher
+    plain = encode_prompt(tok, "Summary:")
+    templated = encode_prompt(tok, "<bos>Summary:")
+    assert plain[0] == tok.bos_token_id and plain[1] != tok.bos_token_id
+    # (The text after an in-text <bos> may tokenise differently: this Metaspace tokenizer prepends "▁" only to
+    # the first word of a string; what matters is that BOS is there exactly once.)
+    assert templated[0] == tok.bos_token_id and templated.count(tok.bos_token_id) == 1
+
+
+def test_prompt_is_not_in_output(student: tuple[PreTrainedModel, PreTrainedTokenizerBase]) -> None:
+    model, tok = student
+    out = greedy_generate(model, tok, ["#Person1#: Hello there."], max_new_tokens=4, show_progress=False)
+    assert "#Person1#: Hello there." not in out.texts[0]
+    assert out.prompt_tokens == [len(encode_prompt(tok, "#Person1#: Hello there."))]
+    assert out.tokens_per_second > 0
+
+
+def test_bad_arguments(student: tuple[PreTrainedModel, PreTrainedTokenizerBase]) -> None:
+    model, tok = student
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy_generate(model, tok, ["a"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        greedy_generate(model, tok, ["a"], batch_size=0)
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        greedy_generate(model, tok, ["a", ""], show_progress=False)
