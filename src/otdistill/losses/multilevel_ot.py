@@ -1,10 +1,9 @@
 """MultiLevelOT (Cui et al., AAAI 2025), exactly as `../shared/docs/multilevelot.md` fixes it.
 
-Everything is vectorised over the batch and positions; the one Python loop is over Sinkhorn iterations.
-Memory: the teacher side is computed without autograd (it is a constant of the student's loss) and keeps one
-full-vocabulary softmax only until its top-k is gathered; the student side gathers through
-`logits - logsumexp(logits)`, so autograd keeps the logits it was given plus, for tau_sd != 1, one
-scaled copy.
+Everything is vectorised over the batch and positions; the Python loops are over Sinkhorn iterations and over
+memory blocks of rows in `streamed.py`. Memory: neither side materialises a full-vocabulary softmax; the
+teacher side runs without autograd (it is a constant of the student's loss), and the student's backward
+writes only the one (B, L, V) gradient it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from otdistill.losses.inputs import (
     masked_position_mean,
 )
 from otdistill.losses.sinkhorn import sinkhorn_plan
+from otdistill.losses.streamed import GatheredLogProbs, softmax_stats
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,6 @@ class MultiLevelOTOutput:
     had: Tensor
     sl: Tensor
     sd: Tensor
-
-
-def _sequence_topk(probs: Tensor, mask: Tensor, k: int) -> Tensor:
-    """Indices (B, k) of the k vocabulary entries with the largest sum of `probs` over valid positions."""
-    summed = torch.bmm(mask.to(probs.dtype).unsqueeze(1), probs).squeeze(1)  # (B, V), no (B, L, V) copy
-    return torch.topk(summed, k, dim=-1, sorted=True).indices
-
-
-def _scaled(logits: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
-    """logits / temperature in `dtype`, with no copy when neither changes anything."""
-    x = logits.to(dtype)
-    return x if temperature == 1.0 else x / temperature
-
-
-def _gathered_log_probs(scaled: Tensor, indices: Tensor) -> Tensor:
-    """log softmax(scaled) at `indices` (B, k), for every position: (B, L, k), without a (B, L, V) output."""
-    lse = torch.logsumexp(scaled, dim=-1, keepdim=True)
-    idx = indices.unsqueeze(1).expand(-1, scaled.shape[1], -1)
-    return scaled.gather(-1, idx) - lse
 
 
 class MultiLevelOTLoss(nn.Module):
@@ -118,12 +99,14 @@ class MultiLevelOTLoss(nn.Module):
         mask = check_mask("teacher_mask", teacher_mask.to(teacher_logits.device), batch, length)
         k = min(k or self.top_k, vocab)
         dtype = compute_dtype(teacher_logits)
-        scaled = _scaled(teacher_logits, self.temperature, dtype)
-        indices = _sequence_topk(torch.softmax(scaled, dim=-1), mask, k)
-        # Gathered exactly as on the student side, so identical distributions give identical values.
-        gathered = _gathered_log_probs(scaled, indices).exp()
-        del scaled
-        sd = _gathered_log_probs(_scaled(teacher_logits, self.sinkhorn_temperature, dtype), indices).exp()
+        lse, lse_sd, sums = softmax_stats(
+            teacher_logits, mask, self.temperature, self.sinkhorn_temperature, dtype
+        )
+        indices = torch.topk(sums, k, dim=-1, sorted=True).indices
+        log_p, log_p_sd = GatheredLogProbs.apply(
+            teacher_logits, indices, lse, lse_sd, self.temperature, self.sinkhorn_temperature
+        )
+        gathered, sd = log_p.exp(), log_p_sd.exp()
         return TeacherTopK(indices, gathered, sd, vocab, self.temperature, self.sinkhorn_temperature)
 
     def forward(
@@ -151,12 +134,14 @@ class MultiLevelOTLoss(nn.Module):
         t_probs = topk.probs[..., :k].to(device=student_logits.device, dtype=dtype)
         t_probs_sd = topk.probs_sd[..., :k].to(device=student_logits.device, dtype=dtype)
 
-        # Step 1-2, student side: ranking without gradient, probabilities gathered with gradient.
-        logits = student_logits.to(dtype)  # one fp32 copy for half-precision inputs, none otherwise
-        scaled = _scaled(logits, self.temperature, dtype)
-        with torch.no_grad():
-            s_indices = _sequence_topk(torch.softmax(scaled.detach(), dim=-1), s_mask, k)
-        log_s = _gathered_log_probs(scaled, s_indices)  # (B, Ls, k)
+        # Step 1-2, student side: ranking without gradient, log-probabilities gathered with gradient.
+        lse, lse_sd, sums = softmax_stats(
+            student_logits, s_mask, self.temperature, self.sinkhorn_temperature, dtype
+        )
+        s_indices = torch.topk(sums, k, dim=-1, sorted=True).indices
+        log_s, log_s_sd = GatheredLogProbs.apply(
+            student_logits, s_indices, lse, lse_sd, self.temperature, self.sinkhorn_temperature
+        )
         s_probs = log_s.exp()
 
         # Step 3: token level over aligned positions.
@@ -167,8 +152,7 @@ class MultiLevelOTLoss(nn.Module):
         sl = masked_position_mean(-(t_aligned * log_s[:, :length]).sum(-1), alignment)
 
         # Step 4: sequence level, Sinkhorn distance between all valid positions of each side.
-        scaled_sd = _scaled(logits, self.sinkhorn_temperature, dtype)
-        s_probs_sd = _gathered_log_probs(scaled_sd, s_indices).exp()
+        s_probs_sd = log_s_sd.exp()
         cost = torch.cdist(t_probs_sd, s_probs_sd, p=1.0)  # (B, Lt, Ls): L1 between rank-aligned top-k rows
         plan = sinkhorn_plan(
             cost, t_mask, s_mask, self.sinkhorn_epsilon, self.sinkhorn_iters, self.detach_plan
