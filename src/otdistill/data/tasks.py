@@ -133,7 +133,10 @@ class FieldTask(Task):
         if not self.instruction.strip() and self.context_field is None:
             raise ValueError(f"task {self.name!r}: give an 'instruction' template or a 'context_field'")
         self._instruction_fields = [f for _, f, _, _ in string.Formatter().parse(self.instruction) if f]
-        self.source_fields = {"context": self.context_field or "context", "response": self.response_fields[0]}
+        self.source_fields = {
+            "context": self.context_field or "context",
+            "response": "|".join(self.response_fields),  # which one depends on the row
+        }
         if len(self._instruction_fields) == 1:
             self.source_fields["instruction"] = self._instruction_fields[0]
 

@@ -57,12 +57,17 @@ class SideFeature:
 
 @dataclass(frozen=True)
 class PairedFeature:
-    """The teacher's and the student's tokens for the same example; `truncated` if its context was cut."""
+    """The teacher's and the student's tokens for the same example.
+
+    `truncated` says whether the context was cut; `context_chars` is how many of its characters both
+    models saw.
+    """
 
     example_id: str
     teacher: SideFeature
     student: SideFeature
     truncated: bool = False
+    context_chars: int = 0
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -159,8 +164,8 @@ def encode_pair(
     index: int = -1,
     response_field: str = "response",
     context_field: str = "context",
-) -> tuple[list[SideFeature], bool]:
-    """Encode `example` for every encoder with one shared context cut; return (features, truncated).
+) -> tuple[list[SideFeature], int]:
+    """Encode `example` for every encoder with one shared context cut; return (features, context chars kept).
 
     `index` and the field names are only used to name the row in a `RowValidationError`.
     """
@@ -186,7 +191,6 @@ def encode_pair(
         return out
 
     prompts = prompts_for(example)
-    truncated = False
     if prompts is None:
         if prompts_for(example.with_context("")) is None:
             raise RowValidationError.make(
@@ -205,12 +209,11 @@ def encode_pair(
         example = example.with_context(_word_cut(example.context, n))
         prompts = prompts_for(example)
         assert prompts is not None  # fits by construction of the search
-        truncated = True
     features = [
         SideFeature(input_ids=prompt + resp, response_start=len(prompt))
         for prompt, resp in zip(prompts, responses, strict=True)
     ]
-    return features, truncated
+    return features, len(example.context)
 
 
 class PairEncoder:
@@ -239,7 +242,7 @@ class PairEncoder:
         response_field: str = "response",
         context_field: str = "context",
     ) -> PairedFeature:
-        (teacher, student), truncated = encode_pair(
+        (teacher, student), kept = encode_pair(
             example,
             (self.teacher, self.student),
             max_length=self.max_length,
@@ -248,4 +251,4 @@ class PairEncoder:
             response_field=response_field,
             context_field=context_field,
         )
-        return PairedFeature(example.id, teacher, student, truncated)
+        return PairedFeature(example.id, teacher, student, kept < len(example.context), kept)
