@@ -1,0 +1,100 @@
+"""What a training run reports while it runs: a tqdm bar on the console and metrics in MLflow.
+
+The trainer puts every loss part (CE, HAD, SL, SD / ULD / KL), the learning rate, the gradient norm,
+tokens per second and memory into each training log; this callback shows them on one progress bar and,
+when an MLflow run is active in this process (the tracking part opens one per pipeline step), logs them as
+metrics at the optimizer step. Only the main process reports; the history is kept for `TrainResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+# Keys of a training log that are worth a metric (the Trainer's end-of-run summary has others).
+BAR_KEYS: tuple[str, ...] = (
+    "loss",
+    "loss_ce",
+    "loss_had",
+    "loss_sl",
+    "loss_sd",
+    "loss_uld",
+    "loss_kl",
+    "learning_rate",
+    "tokens_per_second",
+    "memory_gb",
+)
+
+
+def numeric(logs: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a log dict (MLflow rejects NaN; booleans and strings are dropped)."""
+    out = {}
+    for key, value in logs.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[key] = float(value)
+    return out
+
+
+class ProgressAndMetricsCallback(TrainerCallback):
+    """One tqdm bar over optimizer steps with the latest loss parts; MLflow metrics when a run is active."""
+
+    def __init__(self, description: str = "train", progress_bar: bool = True, mlflow_prefix: str = "train/"):
+        self.description = description
+        self.progress_bar = progress_bar
+        self.mlflow_prefix = mlflow_prefix
+        self.bar: Any = None
+        self.history: list[dict[str, float]] = []
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_local_process_zero and self.progress_bar:
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc=self.description,
+                unit="step",
+                dynamic_ncols=True,
+            )
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        values = numeric(logs)
+        if "loss" not in values:  # the end-of-run summary, not a training step log
+            return
+        self.history.append({"step": float(state.global_step), **values})
+        if self.bar is not None:
+            shown = {k.removeprefix("loss_"): f"{values[k]:.4g}" for k in BAR_KEYS if k in values}
+            self.bar.set_postfix(shown, refresh=False)
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_metrics(
+                {f"{self.mlflow_prefix}{k}": v for k, v in values.items()}, step=state.global_step
+            )
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

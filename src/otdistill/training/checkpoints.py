@@ -1,0 +1,239 @@
+"""Atomic checkpoints, on local disk and mirrored to S3, and finding the one to resume from.
+
+A checkpoint is everything the Trainer saves (weights, optimizer, scheduler, RNG states of every rank,
+trainer state with the data position). It is written into `<output_dir>/.staging/checkpoint-N`, then a
+manifest (`otdistill_complete.json`: every file's size and sha256) is written last, everything is fsynced,
+and the directory is renamed to `<output_dir>/checkpoint-N` in one `os.rename`. A crash at any moment
+leaves either no `checkpoint-N` or a complete one; a directory without a valid manifest (copied by hand,
+truncated by a full disk, a partial S3 download) is never resumed from: it is skipped with a warning.
+
+S3 mirror: files are uploaded first and the manifest last, so an S3 prefix with a manifest is complete;
+resume downloads the newest complete S3 checkpoint when it is newer than the local ones, and verifies
+every file against the manifest before using it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "otdistill_complete.json"
+STAGING = ".staging"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_step(path: Path | str) -> int | None:
+    match = CHECKPOINT_RE.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def write_manifest(directory: Path, step: int) -> dict[str, Any]:
+    """fsync every file of `directory`, then write its manifest atomically (the last file to appear)."""
+    files = {}
+    for path in _files(directory):
+        _fsync_path(path)
+        files[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    manifest = {"step": step, "files": files, "written_at": time.time()}
+    tmp = directory / f".{MANIFEST}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / MANIFEST)
+    _fsync_path(directory)
+    return manifest
+
+
+def verify_checkpoint(directory: Path, check_hashes: bool = True) -> str | None:
+    """None when `directory` is a complete checkpoint; otherwise why it is not (for the warning)."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        return (
+            "no completion manifest (the save was interrupted or the directory was not written by otdistill)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable manifest: {exc}"
+    if not files:
+        return "manifest lists no files"
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta["size"]:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {meta['size']}"
+        if check_hashes and _sha256(path) != meta["sha256"]:
+            return f"{name} does not match its sha256 in the manifest"
+    return None
+
+
+def finalize_checkpoint(staging: Path, final: Path, step: int) -> Path:
+    """Manifest + fsync `staging`, then rename it to `final` (replacing an older `final`, e.g. on re-save)."""
+    write_manifest(staging, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if final.exists():
+        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
+        os.rename(final, trash)
+    os.rename(staging, final)
+    _fsync_path(final.parent)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+def clean_staging(output_dir: Path) -> None:
+    """Remove what an interrupted save left behind (never a complete checkpoint: those are renamed)."""
+    for leftover in [output_dir / STAGING, *output_dir.glob(".trash-checkpoint-*")]:
+        if leftover.exists():
+            log.warning("removing %s left by an interrupted checkpoint save", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def local_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `checkpoint-N` directory, newest first, complete or not."""
+    if not output_dir.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in output_dir.iterdir() if p.is_dir()]
+    return sorted(((s, p) for s, p in found if s is not None), reverse=True)
+
+
+def latest_complete_checkpoint(output_dir: Path, check_hashes: bool = True) -> Path | None:
+    """The newest `checkpoint-N` with a valid manifest; incomplete ones are skipped with a warning."""
+    for step, path in local_checkpoints(output_dir):
+        problem = verify_checkpoint(path, check_hashes=check_hashes)
+        if problem is None:
+            return path
+        log.warning("ignoring incomplete checkpoint %s (step %d): %s", path, step, problem)
+    return None
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        if not uri.startswith("s3://"):
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"s3 URI without a bucket: {uri!r}")
+        return cls(bucket, prefix.strip("/"))
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+
+class S3CheckpointStore:
+    """Mirror of the checkpoints under `s3://bucket/prefix/checkpoint-N/` (MinIO etc. via `endpoint_url`)."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None, client: Any = None) -> None:
+        import boto3
+
+        self.uri = uri.rstrip("/")
+        self.location = S3Location.parse(uri)
+        self.client = client or boto3.client(
+            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        )
+
+    def upload(self, checkpoint: Path) -> str:
+        """Upload a finalized checkpoint: its files first, the manifest last. Returns its URI."""
+        if verify_checkpoint(checkpoint, check_hashes=False) is not None:
+            raise ValueError(f"refusing to upload {checkpoint}: it is not a complete checkpoint")
+        name = checkpoint.name
+        for path in _files(checkpoint):
+            rel = path.relative_to(checkpoint).as_posix()
+            self.client.upload_file(str(path), self.location.bucket, self.location.key(name, rel))
+        self.client.upload_file(
+            str(checkpoint / MANIFEST), self.location.bucket, self.location.key(name, MANIFEST)
+        )
+        return f"{self.uri}/{name}"
+
+    def complete_steps(self) -> list[int]:
+        """Steps of the checkpoints whose manifest is in S3 (uploaded last: their files are all there)."""
+        steps = set()
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = self.location.key("") + "/" if self.location.prefix else ""
+        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix) :]
+                head, _, tail = rel.partition("/")
+                step = checkpoint_step(head)
+                if step is not None and tail == MANIFEST:
+                    steps.add(step)
+        return sorted(steps, reverse=True)
+
+    def download(self, step: int, output_dir: Path) -> Path:
+        """Download checkpoint `step` into `output_dir` (staged, verified against its manifest, renamed)."""
+        name = f"checkpoint-{step}"
+        staging = output_dir / STAGING / name
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        manifest_key = self.location.key(name, MANIFEST)
+        body = self.client.get_object(Bucket=self.location.bucket, Key=manifest_key)["Body"].read()
+        manifest = json.loads(body)
+        for rel in manifest["files"]:
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.location.bucket, self.location.key(name, rel), str(target))
+        (staging / MANIFEST).write_bytes(body)
+        problem = verify_checkpoint(staging)
+        if problem is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(f"checkpoint {self.uri}/{name} failed verification after download: {problem}")
+        final = output_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        return final
+
+
+def resolve_resume(output_dir: Path, store: S3CheckpointStore | None) -> Path | None:
+    """The checkpoint to resume from: the newest complete one, local or (downloaded) from S3; or None."""
+    clean_staging(output_dir)
+    local = latest_complete_checkpoint(output_dir)
+    local_step = checkpoint_step(local) if local is not None else -1
+    if store is not None:
+        for step in store.complete_steps():
+            if step <= (local_step if local_step is not None else -1):
+                break
+            try:
+                log.info("downloading checkpoint-%d from %s", step, store.uri)
+                return store.download(step, output_dir)
+            except (ValueError, OSError) as exc:
+                log.warning("skipping S3 checkpoint-%d: %s", step, exc)
+    return local

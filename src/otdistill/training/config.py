@@ -1,0 +1,176 @@
+"""`TrainConfig`: every knob of one training stage, YAML-friendly, with the MultiLevelOT paper's defaults.
+
+One config serves both stages: the teacher's SFT reads the optimisation, checkpoint and LoRA fields and
+ignores the distillation ones; the student's distillation reads all of them. Values are checked here, when
+the config is built (from YAML or code), so that a bad value fails before a GPU is allocated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+LossName = Literal["multilevel_ot", "uld", "kl", "none"]
+TeacherSource = Literal["live", "cache"]
+Precision = Literal["auto", "bf16", "fp32"]
+Distributed = Literal["ddp", "fsdp"]
+TeacherSharding = Literal["replicate", "fsdp"]
+
+LOSS_NAMES: tuple[str, ...] = ("multilevel_ot", "uld", "kl", "none")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage (teacher SFT or student distillation).
+
+    Distillation term (`loss`): "multilevel_ot" (default), "uld", "kl" (teacher and student must share one
+    tokenizer) or "none" (the SFT baseline: student cross-entropy only). The training loss is the student's
+    response cross-entropy plus that term; its parameters default to the paper's values (top_k=50, tau=1,
+    tau_sd=2, epsilon=0.1, 20 Sinkhorn iterations, alpha=0.15, beta=0.1, gamma=0.1; ULD weight 0.15).
+
+    Teacher (`teacher_source`): "live" loads the teacher model, frozen, in eval mode, without gradients, on
+    the student's device; "cache" reads its top-k from `teacher_cache_uri` (no teacher model in memory).
+    Under FSDP, `teacher_sharding="fsdp"` shards a live teacher too; "replicate" keeps a full copy per GPU.
+
+    Optimisation: `max_steps` optimizer steps (or `num_epochs` when `max_steps` <= 0), AdamW with
+    `learning_rate`, `lr_scheduler`, `warmup_steps` (a fraction of the run when < 1), `weight_decay`,
+    `max_grad_norm`; a global batch of per_device_batch_size x gradient_accumulation_steps x world size.
+
+    Checkpoints: every `save_steps` steps into `output_dir`/checkpoint-N (atomically; see checkpoints.py),
+    mirrored to `checkpoint_uri` (s3://bucket/prefix) when set; `resume` continues from the newest complete
+    checkpoint found locally or in S3. `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32.
+    `deterministic` turns on torch's deterministic algorithms (and the cuBLAS workspace setting on GPUs).
+    """
+
+    # distillation objective
+    loss: LossName = "multilevel_ot"
+    top_k: int = 50
+    temperature: float = 1.0
+    sinkhorn_temperature: float = 2.0
+    sinkhorn_epsilon: float = 0.1
+    sinkhorn_iters: int = 20
+    alpha: float = 0.15
+    beta: float = 0.1
+    gamma: float = 0.1
+    detach_sinkhorn_plan: bool = False
+    uld_weight: float = 0.15
+    kl_weight: float = 1.0
+    kl_temperature: float = 1.0
+    ce_weight: float = 1.0
+
+    # teacher
+    teacher_source: TeacherSource = "live"
+    teacher_cache_uri: str | None = None
+    teacher_sharding: TeacherSharding = "replicate"
+
+    # LoRA (teacher SFT or student); merged into the base weights when the stage ends
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+    # optimisation
+    max_steps: int = 1000
+    num_epochs: float = 1.0
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "cosine"
+    warmup_steps: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw_torch"
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    dataloader_num_workers: int = 0
+
+    # logging, checkpoints, reproducibility
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 3
+    output_dir: str = "outputs/train"
+    checkpoint_uri: str | None = None
+    s3_endpoint_url: str | None = None
+    resume: bool = True
+    seed: int = 42
+    deterministic: bool = False
+    precision: Precision = "auto"
+    distributed: Distributed = "ddp"
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field for any value that cannot work."""
+        choices: dict[str, tuple[str, ...]] = {
+            "loss": LOSS_NAMES,
+            "teacher_source": ("live", "cache"),
+            "teacher_sharding": ("replicate", "fsdp"),
+            "precision": ("auto", "bf16", "fp32"),
+            "distributed": ("ddp", "fsdp"),
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {', '.join(allowed)}; got {value!r}")
+        positive = {
+            "top_k": self.top_k,
+            "temperature": self.temperature,
+            "sinkhorn_temperature": self.sinkhorn_temperature,
+            "sinkhorn_epsilon": self.sinkhorn_epsilon,
+            "sinkhorn_iters": self.sinkhorn_iters,
+            "kl_temperature": self.kl_temperature,
+            "learning_rate": self.learning_rate,
+            "per_device_batch_size": self.per_device_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "logging_steps": self.logging_steps,
+            "save_steps": self.save_steps,
+            "lora_r": self.lora_r,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {value!r}")
+        non_negative = {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "uld_weight": self.uld_weight,
+            "kl_weight": self.kl_weight,
+            "ce_weight": self.ce_weight,
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": self.weight_decay,
+            "max_grad_norm": self.max_grad_norm,
+            "lora_dropout": self.lora_dropout,
+            "dataloader_num_workers": self.dataloader_num_workers,
+        }
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {value!r}")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ValueError("TrainConfig: set max_steps > 0 or num_epochs > 0 (both are <= 0)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(
+                f"TrainConfig.save_total_limit must be >= 1 or null, got {self.save_total_limit}"
+            )
+        if (
+            self.teacher_source == "cache"
+            and self.loss in ("multilevel_ot", "uld")
+            and not self.teacher_cache_uri
+        ):
+            raise ValueError("TrainConfig.teacher_source is 'cache' but teacher_cache_uri is not set")
+        if self.teacher_source == "cache" and self.loss == "kl":
+            raise ValueError(
+                "TrainConfig: loss 'kl' needs the teacher's full distribution, which the top-k teacher cache "
+                "does not hold; use teacher_source 'live'"
+            )
+        if self.checkpoint_uri is not None and not self.checkpoint_uri.startswith("s3://"):
+            raise ValueError(f"TrainConfig.checkpoint_uri must be an s3:// URI, got {self.checkpoint_uri!r}")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether the distillation term uses the teacher at all ("none" is plain SFT of the student)."""
+        return self.loss != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

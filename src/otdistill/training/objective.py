@@ -1,0 +1,159 @@
+"""The training objective as a plug-in of the Trainer: cross-entropy plus one distillation term.
+
+Every term is returned unweighted and as a mean over its own count (`tokens` for the CE, `aligned`
+positions for HAD, SL, ULD and KL, contributing `sequences` for SD), exactly as `otdistill.losses` defines
+it. `combine` turns those means back into sums and divides by the counts of the whole optimizer step (all
+micro-batches of the gradient accumulation, on all data-parallel ranks), so that 2 GPUs x batch 4, or
+batch 4 x 2 accumulation steps, optimise exactly the loss of one batch of 8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from otdistill.data import SideBatch
+from otdistill.losses import (
+    ForwardKLLoss,
+    MultiLevelOTLoss,
+    TeacherSortedProbs,
+    TeacherTopK,
+    ULDLoss,
+)
+from otdistill.training.config import TrainConfig
+
+COUNT_KEYS: tuple[str, ...] = ("tokens", "aligned", "sequences")
+PART_LABELS: dict[str, str] = {"ce": "CE", "had": "HAD", "sl": "SL", "sd": "SD", "uld": "ULD", "kl": "KL"}
+
+
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """The teacher's side of one batch: full response logits (live) or what the cache holds, and its mask."""
+
+    mask: Tensor  # (B, Rt) bool prefix
+    logits: Tensor | None = None  # (B, Rt, Vt), live teacher
+    topk: TeacherTopK | None = None  # cache, MultiLevelOT
+    sorted_probs: TeacherSortedProbs | None = None  # cache, ULD
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One part of the loss: its unweighted mean `value` over `count` items of this micro-batch."""
+
+    name: str
+    value: Tensor
+    weight: float
+    count: str
+
+
+def response_targets(side: SideBatch) -> Tensor:
+    """(B, R) the response token each response logit predicts (the token after its position)."""
+    nxt = (side.response_positions + 1).clamp(max=side.input_ids.shape[1] - 1)
+    return side.input_ids.gather(1, nxt)
+
+
+def response_cross_entropy(logits: Tensor, side: SideBatch) -> Tensor:
+    """Mean next-token cross-entropy over the response tokens of the batch (fp32 whatever the logits are)."""
+    targets = response_targets(side)
+    per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    mask = side.response_mask.flatten().to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def local_counts(student_mask: Tensor, teacher_mask: Tensor | None) -> dict[str, Tensor]:
+    """Counts of this micro-batch (float64 scalars): response tokens, aligned positions, contributing rows."""
+    n_s = student_mask.sum(dim=1)
+    counts = {"tokens": n_s.sum().double()}
+    if teacher_mask is None:
+        counts["aligned"] = torch.zeros((), dtype=torch.float64, device=n_s.device)
+        counts["sequences"] = torch.zeros((), dtype=torch.float64, device=n_s.device)
+        return counts
+    n_t = teacher_mask.sum(dim=1)
+    counts["aligned"] = torch.minimum(n_s, n_t).sum().double()
+    counts["sequences"] = ((n_s > 0) & (n_t > 0)).sum().double()
+    return counts
+
+
+def combine(
+    terms: list[LossTerm],
+    local: Mapping[str, Tensor],
+    total: Mapping[str, Tensor],
+    scale: float = 1.0,
+) -> Tensor:
+    """sum_t weight_t * value_t * local_count / total_count, times `scale` (the DDP world size).
+
+    With `total` = the counts of the whole optimizer step, the gradients summed over micro-batches (and
+    averaged over ranks by DDP, undone by `scale`) are those of the full batch's loss.
+    """
+    loss: Tensor | None = None
+    for term in terms:
+        share = (local[term.count] / total[term.count].clamp(min=1)).to(term.value.dtype)
+        part = term.weight * term.value * share
+        loss = part if loss is None else loss + part
+    if loss is None:
+        raise ValueError("no loss terms")
+    return loss * scale
+
+
+class DistillationObjective:
+    """Builds the terms of one micro-batch's loss from the config: CE and the chosen distillation term."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.mlot = MultiLevelOTLoss(
+            top_k=config.top_k,
+            temperature=config.temperature,
+            sinkhorn_temperature=config.sinkhorn_temperature,
+            sinkhorn_epsilon=config.sinkhorn_epsilon,
+            sinkhorn_iters=config.sinkhorn_iters,
+            alpha=config.alpha,
+            beta=config.beta,
+            gamma=config.gamma,
+            detach_plan=config.detach_sinkhorn_plan,
+        )
+        self.uld = ULDLoss(weight=config.uld_weight)
+        self.kl = ForwardKLLoss(weight=config.kl_weight, temperature=config.kl_temperature)
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        extra = {"multilevel_ot": ("had", "sl", "sd"), "uld": ("uld",), "kl": ("kl",), "none": ()}
+        return ("ce", *extra[self.config.loss])
+
+    def terms(
+        self, student_logits: Tensor, student: SideBatch, teacher: TeacherOutputs | None
+    ) -> list[LossTerm]:
+        """The loss terms of one micro-batch; `student_logits` are the (B, R, V) response logits."""
+        cfg = self.config
+        terms = [LossTerm("ce", response_cross_entropy(student_logits, student), cfg.ce_weight, "tokens")]
+        if cfg.loss == "none":
+            return terms
+        if teacher is None:
+            raise ValueError(f"loss {cfg.loss!r} needs the teacher's outputs, got none")
+        s_mask = student.response_mask
+        if cfg.loss == "multilevel_ot":
+            source = teacher.topk if teacher.topk is not None else teacher.logits
+            if source is None:
+                raise ValueError("MultiLevelOT needs teacher logits or a cached TeacherTopK")
+            out = self.mlot(student_logits, source, s_mask, teacher.mask)
+            a = cfg.alpha
+            terms += [
+                LossTerm("had", out.had, a, "aligned"),
+                LossTerm("sl", out.sl, a * cfg.beta, "aligned"),
+                LossTerm("sd", out.sd, a * cfg.gamma, "sequences"),
+            ]
+        elif cfg.loss == "uld":
+            uld_source = teacher.sorted_probs if teacher.sorted_probs is not None else teacher.logits
+            if uld_source is None:
+                raise ValueError("ULD needs teacher logits or cached sorted teacher probabilities")
+            uld = self.uld(student_logits, uld_source, s_mask, teacher.mask)
+            terms.append(LossTerm("uld", uld.uld, cfg.uld_weight, "aligned"))
+        elif cfg.loss == "kl":
+            if teacher.logits is None:
+                raise ValueError("forward KL needs the live teacher's full logits")
+            kl = self.kl(student_logits, teacher.logits, s_mask, teacher.mask)
+            terms.append(LossTerm("kl", kl.kl, cfg.kl_weight, "aligned"))
+        return terms

@@ -1,0 +1,57 @@
+"""Choosing the training precision: bf16 mixed precision on GPUs that support it, fp32 everywhere else.
+
+The choice is made once, recorded with the run (it changes numbers), and asked-for bf16 on hardware without
+it fails here with a clear message instead of deep inside accelerate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """`name`: "bf16" (mixed precision for the trained model) or "fp32"; `teacher_dtype`: the teacher's."""
+
+    name: str  # "bf16" | "fp32"
+    device: str  # "cuda" | "cpu" | ...
+    reason: str
+
+    @property
+    def bf16(self) -> bool:
+        return self.name == "bf16"
+
+    @property
+    def teacher_dtype(self) -> torch.dtype:
+        """A frozen teacher has no master weights to keep: it runs in bf16 outright under bf16."""
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    def record(self) -> dict[str, str]:
+        return {f"precision.{k}": str(v) for k, v in asdict(self).items()}
+
+
+def bf16_supported() -> bool:
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def choose_precision(requested: str = "auto", use_cpu: bool = False) -> PrecisionChoice:
+    """bf16 when asked or, for "auto", when a CUDA GPU supports it; fp32 on CPU and older GPUs."""
+    device = "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+    if requested == "fp32":
+        return PrecisionChoice("fp32", device, "requested")
+    supported = device == "cuda" and bf16_supported()
+    if requested == "bf16":
+        if not supported:
+            raise ValueError(
+                f"precision 'bf16' was requested but the {device} device does not support bf16 "
+                "(needs a CUDA GPU with compute capability >= 8.0); use 'auto' or 'fp32'"
+            )
+        return PrecisionChoice("bf16", device, "requested")
+    if requested != "auto":
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {requested!r}")
+    if supported:
+        return PrecisionChoice("bf16", device, "auto: CUDA GPU with bf16 support")
+    reason = "auto: no CUDA device" if device == "cpu" else "auto: GPU without bf16 support"
+    return PrecisionChoice("fp32", device, reason)

@@ -1,0 +1,384 @@
+"""The two training stages as functions a KFP component (or a user) calls: teacher SFT, student distillation.
+
+Both build the same `DistillationTrainer`; only the objective and the data differ:
+
+* `train_teacher_sft`: the teacher's response cross-entropy on its own tokenisation (full fine-tuning, or
+  LoRA merged at the end);
+* `distill_student`: the student's response cross-entropy plus the chosen distillation term, the teacher
+  live (frozen) or from its top-k cache.
+
+Each resumes from the newest complete checkpoint in `output_dir` (or S3) when `resume` is on, and ends by
+saving a plain Hugging Face model directory (weights + tokenizer) atomically to `<output_dir>/model`,
+with `training_result.json` next to it: what ran, on what precision, with which seeds, and its history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from otdistill.data import DataConfig, Example, load_examples, tokenize_pair_split
+from otdistill.data.loading import LoadedSplit
+from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
+from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
+from otdistill.training.callbacks import ProgressAndMetricsCallback
+from otdistill.training.checkpoints import STAGING, S3CheckpointStore, resolve_resume
+from otdistill.training.config import TrainConfig
+from otdistill.training.determinism import determinism_record, seed_everything
+from otdistill.training.inputs import TrainCollator, encode_side_examples
+from otdistill.training.lora import apply_lora, merge_lora
+from otdistill.training.objective import DistillationObjective
+from otdistill.training.precision import PrecisionChoice, choose_precision
+from otdistill.training.teacher import CachedTeacher, LiveTeacher, TeacherSource
+from otdistill.training.trainer import DistillationTrainer
+
+log = logging.getLogger(__name__)
+
+ModelRef = ModelSpec | ResolvedModel | str | os.PathLike[str]
+DataRef = DataConfig | LoadedSplit | Sequence[Example]
+RESULT_FILE = "training_result.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class TrainResult:
+    """What a stage produced: a plain HF model directory, its final step and loss, and the run's record."""
+
+    stage: str
+    model_dir: Path
+    output_dir: Path
+    global_step: int
+    train_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: str | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["model_dir"] = str(self.model_dir)
+        out["output_dir"] = str(self.output_dir)
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainResult:
+        """Read `training_result.json` (the file or the model directory holding it)."""
+        p = Path(path)
+        data = json.loads((p / RESULT_FILE if p.is_dir() else p).read_text(encoding="utf-8"))
+        data["model_dir"], data["output_dir"] = Path(data["model_dir"]), Path(data["output_dir"])
+        return cls(**data)
+
+
+# ---- inputs -------------------------------------------------------------------------------------------
+def resolve(ref: ModelRef) -> ResolvedModel:
+    if isinstance(ref, ResolvedModel):
+        return ref
+    if isinstance(ref, ModelSpec):
+        return resolve_model(ref)
+    return resolve_model(ModelSpec(source=str(ref)))
+
+
+def _examples(data: DataRef) -> tuple[list[Example], DataConfig | None]:
+    if isinstance(data, DataConfig):
+        return load_examples(data).examples, data
+    if isinstance(data, LoadedSplit):
+        return list(data.examples), None
+    return list(data), None
+
+
+def paired_features(
+    data: DataRef, teacher_tok: Any, student_tok: Any, max_length: int, max_prompt_tokens: int | None
+) -> list[PairedFeature]:
+    """Both models' tokens for every example, cut the same way (`otdistill.data`'s rules and report)."""
+    if isinstance(data, DataConfig | LoadedSplit):
+        cfg = (
+            data
+            if isinstance(data, DataConfig)
+            else DataConfig(max_length=max_length, max_prompt_tokens=max_prompt_tokens)
+        )
+        loaded = load_examples(data) if isinstance(data, DataConfig) else data
+        return tokenize_pair_split(loaded, teacher_tok, student_tok, cfg).features
+    encoder = PairEncoder(
+        teacher_tok, student_tok, max_length=max_length, max_prompt_tokens=max_prompt_tokens
+    )
+    return [encoder.encode(example, index) for index, example in enumerate(data)]
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers map text to the same ids (same vocabulary, same token -> id map)."""
+    return bool(a.get_vocab() == b.get_vocab())
+
+
+def check_loss_for_tokenizers(
+    config: TrainConfig, teacher_tok: PreTrainedTokenizerBase, student_tok: PreTrainedTokenizerBase
+) -> None:
+    """Refuse forward KL across different tokenizers (its positions and vocabularies would not align)."""
+    if config.loss == "kl" and not same_tokenizer(teacher_tok, student_tok):
+        raise ValueError(
+            "loss 'kl' needs the teacher and the student to share one tokenizer, but they differ "
+            f"(teacher {type(teacher_tok).__name__} with {len(teacher_tok)} tokens, student "
+            f"{type(student_tok).__name__} with {len(student_tok)} tokens); use loss 'multilevel_ot' or "
+            "'uld', which distil across tokenizers"
+        )
+
+
+# ---- trainer assembly ---------------------------------------------------------------------------------
+def training_arguments(config: TrainConfig, precision: PrecisionChoice) -> TrainingArguments:
+    """The Trainer's arguments for `config`; reporting and progress are ours (MLflow + one tqdm bar)."""
+    on_cpu = precision.device == "cpu"
+    distributed_launch = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun sets it
+    fsdp: dict[str, Any] = {}
+    if config.distributed == "fsdp":
+        fsdp = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2}}
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,
+        num_train_epochs=config.num_epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optimizer,
+        activation_checkpointing=config.gradient_checkpointing,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN stops the run (DistillationTrainer), it is never averaged away
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        data_seed=config.seed,
+        full_determinism=config.deterministic,
+        bf16=precision.bf16,
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and distributed_launch else None,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=config.dataloader_num_workers,
+        remove_unused_columns=False,  # the collator's dict is the contract, not the model's signature
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="no",
+        **fsdp,
+    )
+
+
+def _build_trainer(
+    config: TrainConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Sequence[PairedFeature] | Sequence[SideFeature],
+    collator: TrainCollator,
+    teacher: TeacherSource | None,
+    precision: PrecisionChoice,
+    args: TrainingArguments,
+    stage: str,
+) -> tuple[DistillationTrainer, ProgressAndMetricsCallback]:
+    store = (
+        S3CheckpointStore(config.checkpoint_uri, config.s3_endpoint_url) if config.checkpoint_uri else None
+    )
+    reporter = ProgressAndMetricsCallback(description=stage, progress_bar=config.progress_bar)
+    trainer = DistillationTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=list(train_dataset),
+        processing_class=tokenizer,
+        callbacks=[reporter],
+        objective=DistillationObjective(config),
+        teacher=teacher,
+        precision=precision,
+        checkpoint_store=store,
+    )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer, reporter
+
+
+def _run(
+    stage: str,
+    config: TrainConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Sequence[PairedFeature] | Sequence[SideFeature],
+    collator: TrainCollator,
+    teacher: TeacherSource | None,
+    precision: PrecisionChoice,
+    args: TrainingArguments,
+    record: dict[str, Any],
+) -> TrainResult:
+    output_dir = Path(config.output_dir)
+    if config.lora:
+        model = apply_lora(model, config)  # type: ignore[assignment]
+    trainer, reporter = _build_trainer(
+        config, model, tokenizer, train_dataset, collator, teacher, precision, args, stage
+    )
+    resume_from: Path | None = None
+    if config.resume:
+        with args.main_process_first(local=True, desc="finding the checkpoint to resume from"):
+            store = trainer.checkpoint_store if args.should_save else None
+            resume_from = resolve_resume(output_dir, store)
+        if resume_from is not None:
+            log.info("%s: resuming from %s", stage, resume_from)
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    model_dir = output_dir / MODEL_DIR
+    record = {
+        **record,
+        **precision.record(),
+        "determinism": determinism_record(config.seed, config.deterministic),
+    }
+    result = TrainResult(
+        stage=stage,
+        model_dir=model_dir,
+        output_dir=output_dir,
+        global_step=int(output.global_step),
+        train_loss=float(output.training_loss),
+        history=reporter.history,
+        metrics={k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)},
+        resumed_from=str(resume_from) if resume_from else None,
+        record=record,
+    )
+    if args.should_save:
+        save_final_model(trainer, tokenizer, model_dir, result)
+    trainer.accelerator.wait_for_everyone()
+    return result
+
+
+def save_final_model(
+    trainer: DistillationTrainer, tokenizer: PreTrainedTokenizerBase, model_dir: Path, result: TrainResult
+) -> None:
+    """Save the trained model (LoRA merged) + tokenizer + result, staged and renamed into `model_dir`."""
+    staging = model_dir.parent / STAGING / model_dir.name
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
+    model.save_pretrained(staging, safe_serialization=True)  # type: ignore[operator]
+    tokenizer.save_pretrained(staging)
+    (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.rename(staging, model_dir)
+
+
+def _setup(config: TrainConfig) -> tuple[PrecisionChoice, TrainingArguments]:
+    precision = choose_precision(config.precision)
+    args = training_arguments(config, precision)  # initialises torch.distributed under torchrun
+    seed_everything(config.seed, config.deterministic)
+    return precision, args
+
+
+# ---- public stages ------------------------------------------------------------------------------------
+def train_teacher_sft(
+    config: TrainConfig,
+    teacher: ModelRef,
+    data: DataRef,
+    *,
+    max_length: int | None = None,
+    max_prompt_tokens: int | None = None,
+) -> TrainResult:
+    """Supervised fine-tuning of the teacher on the task's responses; returns where the plain model is.
+
+    `data`: a DataConfig (loaded and validated by `otdistill.data`), a LoadedSplit, or Examples.
+    `max_length` defaults to the DataConfig's (or 1024).
+    """
+    sft = dataclasses.replace(config, loss="none")
+    precision, args = _setup(sft)
+    resolved = resolve(teacher)
+    tokenizer = load_tokenizer(resolved)
+    examples, data_cfg = _examples(data)
+    length = max_length or (data_cfg.max_length if data_cfg else 1024)
+    prompt_cap = max_prompt_tokens or (data_cfg.max_prompt_tokens if data_cfg else None)
+    features = encode_side_examples(examples, tokenizer, max_length=length, max_prompt_tokens=prompt_cap)
+    model = load_model(resolved, dtype="float32")
+    record = {"stage": "teacher_sft", "model": resolved.record(), "train_examples": len(features)}
+    return _run(
+        "teacher_sft",
+        sft,
+        model,
+        tokenizer,
+        features,
+        TrainCollator.for_model(tokenizer),
+        None,
+        precision,
+        args,
+        record,
+    )
+
+
+def distill_student(
+    config: TrainConfig,
+    student: ModelRef,
+    teacher: ModelRef | None,
+    data: DataRef,
+    *,
+    max_length: int | None = None,
+    max_prompt_tokens: int | None = None,
+) -> TrainResult:
+    """Train the student with CE + the configured distillation term; returns where the plain model is.
+
+    `teacher` is needed for every loss but "none" (its tokenizer always, its weights only when
+    `teacher_source` is "live"). With "none" the student is fine-tuned alone: the SFT baseline.
+    """
+    precision, args = _setup(config)
+    s_resolved = resolve(student)
+    s_tok = load_tokenizer(s_resolved)
+    data_cfg = data if isinstance(data, DataConfig) else None
+    length = max_length or (data_cfg.max_length if data_cfg else 1024)
+    prompt_cap = max_prompt_tokens or (data_cfg.max_prompt_tokens if data_cfg else None)
+    record: dict[str, Any] = {"stage": "distill", "student": s_resolved.record(), "loss": config.loss}
+    teacher_source: TeacherSource | None = None
+    dataset: list[PairedFeature] | list[SideFeature]
+    if not config.needs_teacher:
+        examples, _ = _examples(data)
+        dataset = encode_side_examples(
+            examples, s_tok, max_length=length, max_prompt_tokens=prompt_cap, name="student"
+        )
+        collator = TrainCollator.for_model(s_tok)
+    else:
+        if teacher is None:
+            raise ValueError(
+                f"loss {config.loss!r} needs a teacher model (for its tokenizer, and weights if live)"
+            )
+        t_resolved = resolve(teacher)
+        t_tok = load_tokenizer(t_resolved)
+        check_loss_for_tokenizers(config, t_tok, s_tok)
+        dataset = paired_features(data, t_tok, s_tok, length, prompt_cap)
+        collator = TrainCollator.for_pair(t_tok, s_tok)
+        record["teacher"] = t_resolved.record()
+        record["teacher_source"] = config.teacher_source
+        if config.teacher_source == "live":
+            t_model = load_model(t_resolved, dtype=precision.teacher_dtype, device=args.device)
+            teacher_source = LiveTeacher(t_model)
+        else:
+            from otdistill.teacher_cache import TeacherCache
+
+            assert config.teacher_cache_uri is not None  # TrainConfig.validate
+            cache = TeacherCache(config.teacher_cache_uri, endpoint_url=config.s3_endpoint_url)
+            objective = DistillationObjective(config)
+            cache.check_compatible(
+                objective.mlot if config.loss == "multilevel_ot" else objective.uld, t_resolved.revision
+            )
+            teacher_source = CachedTeacher(cache)
+            record["teacher_cache"] = {"uri": cache.uri, "k": cache.k, "top_uld": cache.top_uld}
+    record["train_examples"] = len(dataset)
+    model = load_model(s_resolved, dtype="float32")
+    return _run("distill", config, model, s_tok, dataset, collator, teacher_source, precision, args, record)
+
+
+def set_torch_threads(default: int = 2) -> None:
+    """Honour OMP_NUM_THREADS (the CPU quota of a pod), else `default`."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", default)))
