@@ -1,0 +1,27 @@
+"""Teacher top-k cache: run the teacher once, store what the losses need, train without the teacher.
+
+    from otdistill.teacher_cache import build_teacher_cache, TeacherCache
+    build_teacher_cache(teacher, batches, "s3://bucket/caches/run1", k=50, K_uld=256,
+                        temperatures=(1.0, 2.0), shard_size=1024, teacher=resolved.record())
+    cache = TeacherCache("s3://bucket/caches/run1")      # verifies every shard's sha256
+    cache.check_compatible(loss)                         # refuses a k / temperature mismatch
+    t = cache.for_batch(paired_batch, device)            # TeacherTopK, TeacherSortedProbs, mask
+    loss(student_logits, t.topk, student_mask, t.mask)
+
+Format and the ULD approximation: docs/teacher_cache.md.
+"""
+
+from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
+from otdistill.teacher_cache.format import CacheSettings, Manifest, ShardInfo, TeacherCacheError
+from otdistill.teacher_cache.reader import CachedTeacherBatch, TeacherCache
+
+__all__ = [
+    "BuildResult",
+    "CacheSettings",
+    "CachedTeacherBatch",
+    "Manifest",
+    "ShardInfo",
+    "TeacherCache",
+    "TeacherCacheError",
+    "build_teacher_cache",
+]
