@@ -89,3 +89,20 @@ def test_config_rejects_bad_values() -> None:
         DataConfig(max_length=1)
     with pytest.raises(ValueError, match="limit"):
         DataConfig(limit=-1)
+
+
+def test_report_round_trips_through_a_json_file(messy_file: Path, tmp_path: Path) -> None:
+    from otdistill.data import DataReport
+
+    cfg = DataConfig(task="dialogsum", source=str(messy_file), on_error="skip", max_field_chars=4000)
+    report = load_examples(cfg, progress=False).report
+    path = report.write_json(tmp_path / "out" / "data_report.json")
+    again = DataReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    assert again == report
+
+
+def test_empty_source_is_refused() -> None:
+    from otdistill.data import DataSourceError
+
+    with pytest.raises(DataSourceError, match="source is empty"):
+        load_examples(DataConfig(source=""), progress=False)

@@ -25,6 +25,7 @@ class DataConfig:
     * `max_prompt_tokens`: optional extra cap on prompt tokens per model.
     * `max_field_chars`: a text field longer than this is a bad row (reason `too_long`) before tokenising.
     * `s3_endpoint_url`: for MinIO and other S3-compatible stores; default: `AWS_ENDPOINT_URL` or AWS.
+    * `subset`: the hub data set's configuration name, for data sets that have several.
     """
 
     task: str = "dialogsum"
@@ -37,6 +38,7 @@ class DataConfig:
     max_prompt_tokens: int | None = None
     max_field_chars: int = 200_000
     s3_endpoint_url: str | None = None
+    subset: str | None = None
     task_spec: dict[str, Any] | None = field(default=None)
 
     def __post_init__(self) -> None:

@@ -91,7 +91,11 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
     task = resolve_task(config)
     report = DataReport(task=task.name, source=config.source, split=config.split, revision=config.revision)
     rows = iter_rows(
-        config.source, split=config.split, revision=config.revision, s3_endpoint_url=config.s3_endpoint_url
+        config.source,
+        split=config.split,
+        revision=config.revision,
+        s3_endpoint_url=config.s3_endpoint_url,
+        subset=config.subset,
     )
     examples: list[Example] = []
     indices: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from otdistill.data.errors import RowIssue
@@ -46,6 +47,18 @@ class DataReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write the report (e.g. as a pipeline step's output artifact); returns the path."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(self.to_json() + "\n", encoding="utf-8")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataReport:
+        """Inverse of `to_dict` (reading a report written by an earlier pipeline step)."""
+        return cls(**data)
 
     def metrics(self, prefix: str = "data") -> dict[str, float]:
         """Flat numeric view for a tracker (e.g. `mlflow.log_metrics`)."""

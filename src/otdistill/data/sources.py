@@ -182,17 +182,20 @@ def read_s3(uri: str, split: str, endpoint_url: str | None = None) -> Iterator[t
         raise DataSourceError(f"cannot read {uri} from S3: {exc}") from exc
 
 
-def read_hub(dataset_id: str, revision: str | None, split: str) -> Iterator[tuple[int, Row | RowIssue]]:
+def read_hub(
+    dataset_id: str, revision: str | None, split: str, subset: str | None = None
+) -> Iterator[tuple[int, Row | RowIssue]]:
     """Rows of a Hugging Face hub data set at a pinned revision (checked and loaded before the first row)."""
     if not revision:
         raise DataSourceError(
             f"hub data set {dataset_id!r} needs a pinned revision (a commit sha or tag) in "
-            "DataConfig.revision, so that a run can say exactly which data it used"
+            "DataConfig.revision, so that a run can say exactly which data it used (if you meant a local "
+            f"path: {Path(dataset_id).resolve()} does not exist)"
         )
     import datasets
 
     try:
-        ds = datasets.load_dataset(dataset_id, revision=revision, split=split)
+        ds = datasets.load_dataset(dataset_id, subset, revision=revision, split=split)
     except Exception as exc:  # datasets raises several types for network/offline/not-found
         offline = [
             v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(v, "") not in ("", "0")
@@ -211,12 +214,19 @@ def read_hub(dataset_id: str, revision: str | None, split: str) -> Iterator[tupl
 
 
 def iter_rows(
-    source: str, *, split: str, revision: str | None = None, s3_endpoint_url: str | None = None
+    source: str,
+    *,
+    split: str,
+    revision: str | None = None,
+    s3_endpoint_url: str | None = None,
+    subset: str | None = None,
 ) -> Iterator[tuple[int, Row | RowIssue]]:
     """`(index, row or RowIssue)` for the split at `source` (see module doc for the layouts)."""
+    if not source:
+        raise DataSourceError("DataConfig.source is empty: give a local path, an s3:// URI or a hub id")
     kind = source_kind(source)
     if kind == "s3":
         return read_s3(source, split, s3_endpoint_url)
     if kind == "hub":
-        return read_hub(source, revision, split)
+        return read_hub(source, revision, split, subset)
     return read_files(local_files(source, split))
