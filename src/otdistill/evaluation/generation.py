@@ -11,8 +11,8 @@ Why it is written this way:
   model's EOS ids and the end-of-turn tokens that exist in its vocabulary.
 * Length-sorted batches. Prompts are batched in order of token length, so a batch wastes little compute on
   padding; results come back in the caller's order.
-* BOS exactly once. A prompt rendered by a chat template may already start with the BOS token text; then the
-  tokenizer is told not to add another one.
+* BOS exactly once, as in training. A prompt rendered by a chat template may already start with the BOS
+  token text; it gets no second one (`encode_prompt` follows ``otdistill.data.SideEncoder``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any, cast
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+
+from otdistill.data.tokenization import special_prefix_ids
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +100,13 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | 
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids of `prompt` with the tokenizer's special tokens, adding BOS only when the text lacks it."""
-    bos = tokenizer.bos_token
-    add_special = not (isinstance(bos, str) and bos and prompt.startswith(bos))
-    ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
-    return [int(i) for i in ids]
+    """Token ids of `prompt` as training encodes it: no special suffix, the tokenizer's special prefix
+    (BOS) once, prepended unless the text (a chat template's output) already starts with it."""
+    ids = [int(i) for i in tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    prefix = special_prefix_ids(tokenizer)
+    if prefix and ids[: len(prefix)] != prefix:
+        ids = prefix + ids
+    return ids
 
 
 def _greedy_config(max_new_tokens: int, stop_ids: list[int], pad_id: int) -> GenerationConfig:
@@ -134,7 +138,7 @@ def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple
 def greedy_generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     *,
     max_new_tokens: int = 128,
     batch_size: int = 8,
@@ -145,7 +149,8 @@ def greedy_generate(
 ) -> Generation:
     """Greedy-decode a continuation of every prompt, `batch_size` prompts at a time, left-padded.
 
-    Prompts are text that ends exactly where the answer starts (``otdistill.data.build_prompt``). Generation
+    Prompts are text that ends exactly where the answer starts (``otdistill.data.build_prompt``), encoded with
+    `encode_prompt`, or token ids already encoded (BOS included where the model wants one). Generation
     of a row stops at the first stop token (`stop_token_ids` plus `extra_stop_ids`) or after `max_new_tokens`.
     A progress bar counts prompts.
     """
@@ -159,7 +164,7 @@ def greedy_generate(
     config = _greedy_config(max_new_tokens, stop_ids, int(pad_id))
     stop_set = set(stop_ids)
 
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    encoded = [encode_prompt(tokenizer, p) if isinstance(p, str) else [int(i) for i in p] for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {i} is empty after tokenisation: there is nothing to continue")

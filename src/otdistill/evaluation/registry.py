@@ -1,0 +1,152 @@
+"""Resolve an MLflow model-registry URI (``models:/name@alias``, ``models:/name/3``) to a local HF directory.
+
+A scheduled run re-scores "the current champion": the alias is resolved to a model version once, at the
+start, and that exact version is downloaded and recorded, so the run is reproducible even if the alias
+moves while it runs. Students are logged with ``mlflow.transformers.log_model``, whose artifact layout keeps
+the weights (``config.json``, safetensors) in ``model/`` (the ``model_binary`` of the MLmodel's
+``transformers`` flavour) and the tokenizer in ``components/tokenizer/``; we merge the two into one
+directory, which is what `otdistill.models.load_model` / `load_tokenizer` expect. A version logged with
+``save_pretrained=False`` holds only a reference to a hub model; it is resolved through
+`otdistill.models.resolve_model` with the pinned hub revision recorded in the MLmodel.
+
+Downloads are cached per (registry URI, model name, version): a registered version never changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from otdistill.models import ModelSourceError, ModelSpec, ResolvedModel, default_cache_dir, resolve_model
+from otdistill.models.cache import publish_once
+
+logger = logging.getLogger(__name__)
+
+_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """A parsed ``models:/`` URI: registered model name and either an alias or a version number."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+
+def is_registry_uri(ref: str) -> bool:
+    return ref.strip().startswith("models:/")
+
+
+def parse_registry_uri(uri: str) -> RegistryRef:
+    """Split ``models:/name@alias`` or ``models:/name/<version>``; anything else is an error saying so."""
+    match = _URI_RE.match(uri.strip())
+    if match is None:
+        raise ModelSourceError(
+            f"{uri!r} is not a registered-model URI; use models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    return RegistryRef(match["name"], match["alias"], match["version"])
+
+
+def _hf_dir_of(root: Path, source: str) -> Path:
+    """The directory holding config.json and safetensors: the MLmodel's model_binary, else a search."""
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("transformers", {})
+        binary = flavor.get("model_binary")
+        if binary and (root / binary / "config.json").is_file():
+            return root / str(binary)
+    candidates = sorted(p.parent for p in root.rglob("config.json") if any(p.parent.glob("*.safetensors")))
+    if not candidates:
+        raise ModelSourceError(f"{source}: no directory with config.json and *.safetensors in its artifacts")
+    return candidates[0]
+
+
+def _hub_reference(root: Path) -> tuple[str, str | None] | None:
+    mlmodel = root / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    flavor: dict[str, Any] = (
+        (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("transformers", {})
+    )
+    if flavor.get("model_binary") and (root / str(flavor["model_binary"])).exists():
+        return None
+    name = flavor.get("source_model_name")
+    return (str(name), flavor.get("source_model_revision")) if name else None
+
+
+def _assemble(download: Path, target: Path, source: str) -> None:
+    """Move the weights directory and the tokenizer files of an MLflow transformers model into `target`."""
+    hf = _hf_dir_of(download, source)
+    shutil.move(str(hf), str(target))
+    tokenizer_dir = download / "components" / "tokenizer"
+    if tokenizer_dir.is_dir():
+        for item in tokenizer_dir.iterdir():
+            if not (target / item.name).exists():
+                shutil.move(str(item), str(target / item.name))
+    if (download / "MLmodel").is_file():
+        shutil.copy2(download / "MLmodel", target / "MLmodel")
+
+
+def resolve_registered_model(
+    uri: str, cache_dir: str | Path | None = None
+) -> tuple[ResolvedModel, dict[str, str]]:
+    """Download the model version `uri` points at; return it as a `ResolvedModel` and its registry facts.
+
+    Uses the current MLflow registry (``mlflow.get_registry_uri()``: env ``MLFLOW_REGISTRY_URI`` or the
+    tracking URI). The facts (name, version, alias, run id, registry) belong in the run's record.
+    """
+    import mlflow
+
+    ref = parse_registry_uri(uri)
+    client = mlflow.MlflowClient()
+    try:
+        if ref.alias is not None:
+            mv = client.get_model_version_by_alias(ref.name, ref.alias)
+        else:
+            mv = client.get_model_version(ref.name, str(ref.version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise ModelSourceError(
+            f"{uri}: cannot resolve it in the registry {mlflow.get_registry_uri()!r}: {exc}"
+        ) from exc
+    version = str(mv.version)
+    registry = mlflow.get_registry_uri()
+    facts = {
+        "registered_model": ref.name,
+        "registered_version": version,
+        "registered_alias": ref.alias or "",
+        "registered_run_id": str(mv.run_id or ""),
+        "registry_uri": re.sub(r"//[^/@]*@", "//***@", registry),  # never record credentials in a URI
+    }
+    key = hashlib.sha256(f"{registry}\n{ref.name}\n{version}".encode()).hexdigest()[:16]
+    cache_root = default_cache_dir(cache_dir)
+    target = cache_root / "mlflow-registry" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', ref.name)}-v{version}-{key}"
+    pinned = f"models:/{ref.name}/{version}"
+
+    def build(tmp: Path) -> None:
+        download = tmp / "download"
+        mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(download))
+        hub = _hub_reference(download)
+        if hub is not None:  # weights not saved with the version: keep only its MLmodel as the reference
+            shutil.copy2(download / "MLmodel", tmp / "MLmodel")
+        else:
+            _assemble(download, tmp / "hf", uri)
+        shutil.rmtree(download)
+
+    logger.info("resolving %s -> %s (version %s)", uri, pinned, version)
+    publish_once(target, build, {"source": pinned, **facts})
+    if not (target / "hf").is_dir():
+        hub = _hub_reference(target)
+        if hub is None:
+            raise ModelSourceError(f"{uri}: version {version} has neither saved weights nor a hub reference")
+        resolved = resolve_model(ModelSpec(source=hub[0], revision=hub[1]), cache_dir=cache_dir)
+        return replace(resolved, source=uri), {**facts, "hub_model": hub[0], "hub_revision": str(hub[1])}
+    resolved = resolve_model(ModelSpec(source=str(target / "hf")), cache_dir=cache_dir)
+    return replace(resolved, source=uri), facts
