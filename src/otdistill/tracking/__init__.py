@@ -1,0 +1,61 @@
+"""MLflow tracking and model registry for distillation runs.
+
+One parent run per pipeline run with a nested run per step, lineage tags on both, the student logged as an
+MLflow transformers model, and registry promotion to a champion alias only when the student is better.
+"""
+
+from otdistill.tracking.config import TrackingConfig
+from otdistill.tracking.connection import (
+    TrackingError,
+    TrackingServerUnavailableError,
+    configure_client,
+    preflight,
+    redact_uri,
+)
+from otdistill.tracking.lineage import Lineage, code_version, container_image, log_lineage, read_lineage
+from otdistill.tracking.model_logging import (
+    STUDENT_ARTIFACT_NAME,
+    log_student_model,
+    student_pip_requirements,
+)
+from otdistill.tracking.registry import PromotionDecision, register_and_promote, resolve_alias
+from otdistill.tracking.runs import (
+    PipelineRun,
+    StepRun,
+    TrackedRun,
+    attach_pipeline_run,
+    finish_pipeline_run,
+    flatten_params,
+    open_pipeline_run,
+    start_pipeline_run,
+    step_run,
+)
+
+__all__ = [
+    "STUDENT_ARTIFACT_NAME",
+    "Lineage",
+    "PipelineRun",
+    "PromotionDecision",
+    "StepRun",
+    "TrackedRun",
+    "TrackingConfig",
+    "TrackingError",
+    "TrackingServerUnavailableError",
+    "attach_pipeline_run",
+    "code_version",
+    "configure_client",
+    "container_image",
+    "finish_pipeline_run",
+    "flatten_params",
+    "log_lineage",
+    "log_student_model",
+    "open_pipeline_run",
+    "preflight",
+    "read_lineage",
+    "redact_uri",
+    "register_and_promote",
+    "resolve_alias",
+    "start_pipeline_run",
+    "step_run",
+    "student_pip_requirements",
+]

@@ -1,0 +1,86 @@
+"""Session fixtures for the `servers` group: PostgreSQL + S3 + `mlflow server`, all on 127.0.0.1.
+
+The stack starts once per test session (about 10 s) on first use and is always torn down: by the fixture's
+finaliser after the last test (also when tests fail) and, should the interpreter exit without running
+finalisers, by an atexit hook. Every test that uses it is marked `servers` automatically.
+"""
+
+from __future__ import annotations
+
+import atexit
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from otdistill.tracking import TrackingConfig
+from tests.servers.processes import MlflowServer, PostgresServer, S3Server
+
+
+@dataclass
+class ServerStack:
+    postgres: PostgresServer
+    s3: S3Server
+    mlflow: MlflowServer
+    workdir: Path
+
+    def stop(self) -> None:
+        # Reverse order of start; each stop is idempotent and never raises for a dead process.
+        for server in (self.mlflow, self.s3, self.postgres):
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"warning: stopping {type(server).__name__} failed: {exc}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.fixture(scope="session")
+def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerStack]:
+    workdir = tmp_path_factory.mktemp("servers")
+    postgres = PostgresServer(workdir)
+    s3 = S3Server(workdir)
+    mlflow_server = MlflowServer(workdir, postgres, s3)
+    stack = ServerStack(postgres, s3, mlflow_server, workdir)
+    atexit.register(stack.stop)
+    try:
+        postgres.start()
+        s3.start()
+        mlflow_server.start()
+        yield stack
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+
+
+@pytest.fixture()
+def mlflow_server(server_stack: ServerStack) -> Iterator[MlflowServer]:
+    """The running tracking server; restarted after a test that left it stopped."""
+    yield server_stack.mlflow
+    if not server_stack.mlflow.process.running:
+        server_stack.mlflow.start()
+
+
+@pytest.fixture()
+def tracking_config(mlflow_server: MlflowServer) -> TrackingConfig:
+    """A config on the live server with a fresh experiment and registered model name per test."""
+    suffix = uuid.uuid4().hex[:8]
+    return TrackingConfig(
+        tracking_uri=mlflow_server.uri,
+        experiment=f"servers-{suffix}",
+        registered_model_name=f"student-{suffix}",
+        promotion_metric="rougeLsum",
+        promotion_margin=0.01,
+        request_timeout_s=10,
+        max_retries=5,
+        backoff_factor=1,
+        preflight_timeout_s=5.0,
+        race_settle_s=0.3,
+    )
