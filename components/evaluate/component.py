@@ -1,0 +1,34 @@
+"""KFP component `evaluate`: score teacher, SFT baseline student and distilled student on the same rows."""
+
+from kfp import dsl
+
+from otdistill.steps.common import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)
+def evaluate(
+    config: str,
+    validation_data: dsl.Input[dsl.Dataset],
+    teacher_model: dsl.Input[dsl.Model],
+    baseline_model: dsl.Input[dsl.Model],
+    student_model: dsl.Input[dsl.Model],
+    scores: dsl.Output[dsl.Artifact],
+    report: dsl.Output[dsl.HTML],
+    metrics: dsl.Output[dsl.Metrics],
+) -> None:
+    """Generate on the validation split with each model; writes scores JSON, an HTML report and metrics."""
+    from otdistill.steps.evaluate import evaluate as run_step
+
+    result = run_step(
+        config_json=config,
+        validation_dir=validation_data.path,
+        models={
+            "teacher": teacher_model.path,
+            "sft_baseline": baseline_model.path,
+            "distilled": student_model.path,
+        },
+        scores_path=scores.path,
+        report_path=report.path,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, value)

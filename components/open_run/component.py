@@ -1,0 +1,72 @@
+"""KFP component `open_run`: merge the run's parameters into its config and open the parent MLflow run."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from otdistill.steps.common import COMPONENT_IMAGE
+
+
+class StepConfigs(NamedTuple):
+    prepare_data: str
+    reference_model: str
+    train_teacher: str
+    train_sft_baseline: str
+    cache_teacher: str
+    distill_student: str
+    evaluate: str
+    register_and_promote: str
+    parent_run_id: str
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)
+def open_run(
+    base_config: str,
+    pipeline_run_id: str,
+    pipeline_run_name: str,
+    teacher_source: str,
+    teacher_revision: str,
+    student_source: str,
+    student_revision: str,
+    task: str,
+    data_source: str,
+    data_revision: str,
+    train_rows: int,
+    validation_rows: int,
+    loss: str,
+    loss_alpha: float,
+    loss_beta: float,
+    loss_gamma: float,
+    distill_steps: int,
+    distill_learning_rate: float,
+    teacher_sft_steps: int,
+    teacher_sft_learning_rate: float,
+    sft_baseline_steps: int,
+    sft_baseline_learning_rate: float,
+    tracking_uri: str,
+    experiment: str,
+    registered_model_name: str,
+    promotion_metric: str,
+    promotion_margin: float,
+    skip_teacher_sft: bool,
+    skip_sft_baseline: bool,
+    run_config: dsl.Output[dsl.Artifact],
+) -> StepConfigs:
+    """Apply the pipeline parameters to `base_config`, validate it, open the parent MLflow run.
+
+    Returns one config JSON per step holding only what that step reads, so each step's cache key moves
+    only when its own inputs move, plus the parent MLflow run id.
+    """
+    from otdistill.steps.open_run import open_run as run_step
+
+    params = dict(locals())
+    for key in ("base_config", "pipeline_run_id", "pipeline_run_name", "run_config", "run_step"):
+        params.pop(key, None)
+    result = run_step(
+        base_config=base_config,
+        params=params,
+        pipeline_run_id=pipeline_run_id,
+        pipeline_run_name=pipeline_run_name,
+        config_path=run_config.path,
+    )
+    return StepConfigs(**result.step_configs, parent_run_id=result.parent_run_id)

@@ -1,0 +1,38 @@
+"""KFP component `register_and_promote`: register the distilled student and run the promotion gate."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from otdistill.steps.common import COMPONENT_IMAGE
+
+
+class Registration(NamedTuple):
+    model_uri: str
+    version: str
+    promoted: bool
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)
+def register_and_promote(
+    config: str,
+    parent_run_id: str,
+    validation_data: dsl.Input[dsl.Dataset],
+    student_model: dsl.Input[dsl.Model],
+    scores: dsl.Input[dsl.Artifact],
+    decision: dsl.Output[dsl.Artifact],
+) -> Registration:
+    """Register the student (alias challenger); it becomes champion only if it beats the SFT baseline of
+    this run and the current champion re-scored on the same rows, both by the configured margin."""
+    from otdistill.steps.register_and_promote import register_and_promote as run_step
+
+    result = run_step(
+        config_json=config,
+        parent_run_id=parent_run_id,
+        validation_dir=validation_data.path,
+        student_dir=student_model.path,
+        scores_path=scores.path,
+        decision_path=decision.path,
+    )
+    decision.metadata.update(result.tags)
+    return Registration(model_uri=result.model_uri, version=result.version, promoted=result.promoted)

@@ -1,0 +1,71 @@
+"""Apply a RunConfig's `cluster` section to one pipeline task with kfp / kfp-kubernetes.
+
+GPU steps get accelerators, node selector, tolerations, retries with backoff; every step gets its
+resources, a timeout (active_deadline_seconds), the credential secrets as environment, the model-cache PVC
+and the pipeline run id as an environment variable (from the pod's `pipeline/runid` label: steps find their
+MLflow parent run by it without taking it as an input, which would defeat step caching).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp import kubernetes
+
+from otdistill.config import ClusterConfig, Resources
+from otdistill.steps.common import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
+
+RUN_ID_LABEL = "metadata.labels['pipeline/runid']"
+
+
+def _resources(task: Any, res: Resources) -> None:
+    if res.cpu_request:
+        task.set_cpu_request(res.cpu_request)
+    if res.cpu_limit:
+        task.set_cpu_limit(res.cpu_limit)
+    if res.memory_request:
+        task.set_memory_request(res.memory_request)
+    if res.memory_limit:
+        task.set_memory_limit(res.memory_limit)
+
+
+def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
+    """Configure `task` (the pipeline's `step`) for the cluster described by `cluster`; returns it."""
+    task.set_container_image(cluster.image)
+    task.set_env_variable(IMAGE_ENV, cluster.image)  # recorded as lineage by the steps
+    if cluster.image_pull_policy:
+        kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)
+    if cluster.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(cluster.image_pull_secrets))
+    gpu = step in cluster.gpu_steps and cluster.gpus > 0
+    if gpu:
+        task.set_accelerator_type(cluster.accelerator)
+        task.set_accelerator_limit(cluster.gpus)
+        _resources(task, cluster.gpu_resources)
+        for key, value in cluster.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        for tol in cluster.gpu_tolerations:
+            kubernetes.add_toleration(
+                task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect
+            )
+        if cluster.retry.num_retries > 0:
+            task.set_retry(
+                num_retries=cluster.retry.num_retries,
+                backoff_duration=cluster.retry.backoff_duration,
+                backoff_factor=cluster.retry.backoff_factor,
+                backoff_max_duration=cluster.retry.backoff_max_duration,
+            )
+    else:
+        _resources(task, cluster.cpu_resources)
+    timeout = cluster.timeouts.get(step, cluster.default_timeout)
+    if timeout > 0:
+        kubernetes.set_timeout(task, timeout)
+    for secret in cluster.secrets:
+        kubernetes.use_secret_as_env(
+            task, secret_name=secret.name, secret_key_to_env=dict(secret.keys), optional=secret.optional
+        )
+    if cluster.model_cache_pvc:
+        kubernetes.mount_pvc(task, pvc_name=cluster.model_cache_pvc, mount_path=cluster.model_cache_path)
+        task.set_env_variable(CACHE_ENV, cluster.model_cache_path)
+    kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_LABEL)
+    return task

@@ -1,0 +1,179 @@
+"""The otdistill DAG: data -> (teacher SFT) -> teacher cache -> distillation -> evaluation -> registry.
+
+`build_pipeline(cfg)` returns the KFP pipeline for one RunConfig: the per-run knobs are pipeline parameters
+(defaults from the config), everything else in the config travels as a compile-time constant, and the
+config's `cluster` section becomes Kubernetes settings on each task (see `cluster.py`).
+"""
+
+from typing import Any
+
+from components.cache_teacher.component import cache_teacher
+from components.distill_student.component import distill_student
+from components.evaluate.component import evaluate
+from components.open_run.component import open_run
+from components.prepare_data.component import prepare_data
+from components.reference_model.component import reference_model
+from components.register_and_promote.component import register_and_promote
+from components.train_sft.component import train_sft
+from kfp import dsl
+
+from otdistill.config import RunConfig, pipeline_parameter_defaults
+from pipelines.cluster import apply_cluster_settings
+
+PIPELINE_NAME = "otdistill"
+
+
+def build_pipeline(cfg: RunConfig) -> Any:
+    """The KFP pipeline (a GraphComponent) for `cfg`, ready for kfp.compiler or kfp.local."""
+    d = pipeline_parameter_defaults(cfg)
+    base_config = cfg.to_json()
+    cluster = cfg.cluster
+    caching = cfg.steps.enable_caching
+
+    def configure(task: Any, step: str, *, cache: bool = True) -> Any:
+        task.set_caching_options(enable_caching=caching and cache)
+        task.set_display_name(step.replace("_", "-"))
+        return apply_cluster_settings(task, step, cluster)
+
+    @dsl.pipeline(
+        name=cfg.name or PIPELINE_NAME,
+        description="Cross-tokenizer distillation of a teacher LLM into a student LLM with MultiLevelOT.",
+    )
+    def otdistill_pipeline(
+        teacher_source: str = d["teacher_source"],
+        teacher_revision: str = d["teacher_revision"],
+        student_source: str = d["student_source"],
+        student_revision: str = d["student_revision"],
+        task: str = d["task"],
+        data_source: str = d["data_source"],
+        data_revision: str = d["data_revision"],
+        train_rows: int = d["train_rows"],
+        validation_rows: int = d["validation_rows"],
+        loss: str = d["loss"],
+        loss_alpha: float = d["loss_alpha"],
+        loss_beta: float = d["loss_beta"],
+        loss_gamma: float = d["loss_gamma"],
+        distill_steps: int = d["distill_steps"],
+        distill_learning_rate: float = d["distill_learning_rate"],
+        teacher_sft_steps: int = d["teacher_sft_steps"],
+        teacher_sft_learning_rate: float = d["teacher_sft_learning_rate"],
+        sft_baseline_steps: int = d["sft_baseline_steps"],
+        sft_baseline_learning_rate: float = d["sft_baseline_learning_rate"],
+        tracking_uri: str = d["tracking_uri"],
+        experiment: str = d["experiment"],
+        registered_model_name: str = d["registered_model_name"],
+        promotion_metric: str = d["promotion_metric"],
+        promotion_margin: float = d["promotion_margin"],
+        skip_teacher_sft: bool = d["skip_teacher_sft"],
+        skip_sft_baseline: bool = d["skip_sft_baseline"],
+    ) -> None:
+        opened = open_run(
+            base_config=base_config,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            teacher_source=teacher_source,
+            teacher_revision=teacher_revision,
+            student_source=student_source,
+            student_revision=student_revision,
+            task=task,
+            data_source=data_source,
+            data_revision=data_revision,
+            train_rows=train_rows,
+            validation_rows=validation_rows,
+            loss=loss,
+            loss_alpha=loss_alpha,
+            loss_beta=loss_beta,
+            loss_gamma=loss_gamma,
+            distill_steps=distill_steps,
+            distill_learning_rate=distill_learning_rate,
+            teacher_sft_steps=teacher_sft_steps,
+            teacher_sft_learning_rate=teacher_sft_learning_rate,
+            sft_baseline_steps=sft_baseline_steps,
+            sft_baseline_learning_rate=sft_baseline_learning_rate,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            registered_model_name=registered_model_name,
+            promotion_metric=promotion_metric,
+            promotion_margin=promotion_margin,
+            skip_teacher_sft=skip_teacher_sft,
+            skip_sft_baseline=skip_sft_baseline,
+        )
+        # Opens this run's parent MLflow run: never cached (its inputs include the run id).
+        configure(opened, "open_run", cache=False)
+
+        data = configure(prepare_data(config=opened.outputs["prepare_data"]), "prepare_data")
+        train_data = data.outputs["train_data"]
+        validation_data = data.outputs["validation_data"]
+
+        with dsl.If(skip_teacher_sft == False, "teacher-sft"):  # noqa: E712 (KFP condition, not a bool)
+            tuned_teacher = configure(
+                train_sft(
+                    config=opened.outputs["train_teacher"],
+                    role="teacher",
+                    train_data=train_data,
+                    validation_data=validation_data,
+                ),
+                "train_teacher",
+            )
+        with dsl.Else("teacher-as-is"):
+            given_teacher = configure(
+                reference_model(config=opened.outputs["reference_model"], role="teacher"), "reference_model"
+            )
+        teacher = dsl.OneOf(tuned_teacher.outputs["model"], given_teacher.outputs["model"])
+
+        with dsl.If(skip_sft_baseline == False, "sft-baseline"):  # noqa: E712
+            sft_student = configure(
+                train_sft(
+                    config=opened.outputs["train_sft_baseline"],
+                    role="student",
+                    train_data=train_data,
+                    validation_data=validation_data,
+                ),
+                "train_sft_baseline",
+            )
+        with dsl.Else("base-student-baseline"):
+            base_student = configure(
+                reference_model(config=opened.outputs["reference_model"], role="student"), "reference_model"
+            )
+        baseline = dsl.OneOf(sft_student.outputs["model"], base_student.outputs["model"])
+
+        cached = configure(
+            cache_teacher(
+                config=opened.outputs["cache_teacher"], teacher_model=teacher, train_data=train_data
+            ),
+            "cache_teacher",
+        )
+        distilled = configure(
+            distill_student(
+                config=opened.outputs["distill_student"],
+                teacher_model=teacher,
+                teacher_cache=cached.outputs["teacher_cache"],
+                train_data=train_data,
+                validation_data=validation_data,
+            ),
+            "distill_student",
+        )
+        scored = configure(
+            evaluate(
+                config=opened.outputs["evaluate"],
+                validation_data=validation_data,
+                teacher_model=teacher,
+                baseline_model=baseline,
+                student_model=distilled.outputs["student_model"],
+            ),
+            "evaluate",
+        )
+        # The gate compares against the registry as it is now: never cached. Idempotent per run itself.
+        configure(
+            register_and_promote(
+                config=opened.outputs["register_and_promote"],
+                parent_run_id=opened.outputs["parent_run_id"],
+                validation_data=validation_data,
+                student_model=distilled.outputs["student_model"],
+                scores=scored.outputs["scores"],
+            ),
+            "register_and_promote",
+            cache=False,
+        )
+
+    return otdistill_pipeline

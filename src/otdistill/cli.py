@@ -1,0 +1,233 @@
+"""The `otdistill` command: run the pipeline locally, or compile / submit / schedule it on Kubeflow.
+
+    otdistill run --config configs/quickstart.yaml          # whole DAG on this machine (kfp.local)
+    otdistill compile --config configs/paper/... -o p.yaml  # KFP pipeline YAML
+    otdistill submit --config ... --host https://kfp.example.com
+    otdistill schedule create --config ... --host ... --cron "0 0 3 * * *"
+    otdistill schedule list|pause|resume|delete ...
+
+Every command takes `--set section.key=value` (repeatable) to override the config without editing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from otdistill.config import ConfigError, RunConfig, load_config
+
+log = logging.getLogger("otdistill.cli")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_set(values: Sequence[str] | None) -> dict[str, Any]:
+    """``["distill.max_steps=10", "data.limit=null"]`` -> dotted overrides with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for item in values or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str) and _FLOAT.match(value):
+            value = float(value)  # PyYAML reads 1e-4 (no dot) as a string; on a command line it is a number
+        out[key.strip()] = value
+    return out
+
+
+def parse_params(values: Sequence[str] | None) -> dict[str, Any]:
+    """``--param name=value`` pipeline parameters (YAML-typed); names are checked against the pipeline."""
+    from otdistill.config import PIPELINE_PARAMETERS
+
+    params = parse_set(values)
+    unknown = sorted(set(params) - set(PIPELINE_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            f"unknown pipeline parameter(s): {', '.join(unknown)} (allowed: {', '.join(PIPELINE_PARAMETERS)})"
+        )
+    return params
+
+
+def _project_on_path() -> None:
+    """Make the checkout's `pipelines/` and `components/` importable.
+
+    They are project folders next to `src/` (kubeflow/pipelines-components layout), not part of the
+    installed package; the CLI runs from a checkout (or the image, which holds one at /app).
+    """
+    for root in (Path.cwd(), *Path(__file__).resolve().parents):
+        if (root / "pipelines" / "otdistill_pipeline.py").is_file() and (root / "components").is_dir():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return
+    raise ConfigError(
+        "cannot find the otdistill checkout (pipelines/ and components/): run otdistill from the repository"
+    )
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, parse_set(args.set))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _project_on_path()
+    from pipelines.local import run_local
+
+    result = run_local(_config(args), run_dir=args.run_dir, fresh=args.fresh)
+    print(result.summary())
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    _project_on_path()
+    from pipelines.submit import compile_pipeline
+
+    path = compile_pipeline(_config(args), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    _project_on_path()
+    from pipelines.submit import make_client, submit
+
+    cfg = _config(args)
+    client = make_client(
+        args.host, token=args.token, namespace=args.namespace, sa_token_path=args.sa_token_path
+    )
+    run_id = submit(
+        client,
+        cfg,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        params=parse_params(args.param),
+        namespace=args.namespace,
+        service_account=args.service_account,
+    )
+    print(f"submitted run {run_id}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    _project_on_path()
+    from pipelines import submit as kfp_ops
+
+    client = kfp_ops.make_client(
+        args.host, token=args.token, namespace=args.namespace, sa_token_path=args.sa_token_path
+    )
+    if args.action == "create":
+        if not args.config or not args.cron:
+            raise ConfigError("schedule create needs --config and --cron")
+        rid = kfp_ops.create_schedule(
+            client,
+            _config(args),
+            cron=args.cron,
+            name=args.name,
+            experiment=args.experiment,
+            params=parse_params(args.param),
+            max_concurrency=args.max_concurrency,
+            service_account=args.service_account,
+        )
+        print(f"created recurring run {rid} ({args.cron})")
+    elif args.action == "list":
+        for row in kfp_ops.list_schedules(client, experiment=args.experiment, namespace=args.namespace):
+            print(f"{row['id']}  {row['status']:<8}  {row['cron']:<20}  {row['name']}")
+    else:
+        if not args.id:
+            raise ConfigError(f"schedule {args.action} needs the recurring run id (--id)")
+        {
+            "pause": kfp_ops.pause_schedule,
+            "resume": kfp_ops.resume_schedule,
+            "delete": kfp_ops.delete_schedule,
+        }[args.action](client, args.id)
+        print(f"{args.action}d recurring run {args.id}")
+    return 0
+
+
+def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", "-c", required=required, help="run config YAML (see configs/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. distill.max_steps=10",
+    )
+
+
+def _add_kfp(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="KFP API endpoint; omit inside the cluster (service account)")
+    p.add_argument("--token", default=None, help="bearer token (default: env KFP_TOKEN if set)")
+    p.add_argument(
+        "--sa-token-path", default=None, help="projected service-account token file to authenticate with"
+    )
+    p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
+    p.add_argument("--experiment", default="otdistill", help="KFP experiment")
+    p.add_argument("--service-account", default=None, help="Kubernetes service account the run's pods use")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter for this run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otdistill", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local, no Docker)")
+    _add_config(p)
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="where outputs and the MLflow store go (default: local.run_root/<name>)",
+    )
+    p.add_argument("--fresh", action="store_true", help="ignore the step cache of earlier local runs")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="write the KFP pipeline YAML")
+    _add_config(p)
+    p.add_argument("--output", "-o", default="otdistill-pipeline.yaml")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines cluster")
+    _add_config(p)
+    _add_kfp(p)
+    p.add_argument("--run-name", default=None)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("schedule", help="create / list / pause / resume / delete recurring runs")
+    p.add_argument("action", choices=["create", "list", "pause", "resume", "delete"])
+    _add_config(p, required=False)
+    _add_kfp(p)
+    p.add_argument("--cron", default=None, help='KFP 6-field cron "sec min hour day month weekday"')
+    p.add_argument("--name", default=None, help="recurring run name (default: the config's name)")
+    p.add_argument("--id", default=None, help="recurring run id (pause / resume / delete)")
+    p.add_argument("--max-concurrency", type=int, default=1)
+    p.set_defaults(func=cmd_schedule)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code (2 for config / usage errors, 1 for failures)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"otdistill: config error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"otdistill {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

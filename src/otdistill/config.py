@@ -1,0 +1,497 @@
+"""`RunConfig`: one run's whole configuration, loaded strictly from YAML and recorded whole.
+
+Strict dataclass <-> plain-data conversion:
+
+A typo in a YAML key (``learnig_rate``) must fail loudly with the key's full path and the allowed names,
+not silently fall back to a default and waste a GPU day; values are checked against the field's type so a
+string where a number belongs fails at load time, before anything is submitted to a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from otdistill.data import DataConfig
+from otdistill.evaluation.evaluate import EvalConfig
+from otdistill.models import ModelSpec
+from otdistill.tracking.config import TrackingConfig
+from otdistill.training.config import TrainConfig
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A run config is invalid: unknown keys, wrong types, missing required values."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Convert plain YAML/JSON data `value` to type `tp`, raising ConfigError naming `path`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{path}: must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or tp) is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build dataclass `cls` from `data`, recursively; unknown keys are an error that names them."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    where = path or "config"
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(fields))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{path}.{name}" if path else name)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"missing required key(s) in {where}: {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-safe data for a (nested) dataclass; tuples become lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating intermediate mappings."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: the form MLflow params take."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# The pipeline's steps. Kept here (not in pipelines/) because configs name them (gpu_steps, timeouts).
+
+STEP_NAMES: tuple[str, ...] = (
+    "open_run",
+    "prepare_data",
+    "reference_model",
+    "train_teacher",
+    "train_sft_baseline",
+    "cache_teacher",
+    "distill_student",
+    "evaluate",
+    "register_and_promote",
+)
+GPU_STEPS: tuple[str, ...] = (
+    "train_teacher",
+    "train_sft_baseline",
+    "cache_teacher",
+    "distill_student",
+    "evaluate",
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cluster settings (owned by the pipeline): how each step's pod is scheduled. None of it is hard-coded to a
+# cluster; the defaults are what a stock Kubeflow install with the NVIDIA device plugin accepts.
+
+
+@dataclass
+class Toleration:
+    """A Kubernetes toleration, e.g. for the taint GPU node pools carry (nvidia.com/gpu:NoSchedule)."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] | None = None
+
+
+@dataclass
+class SecretEnv:
+    """Expose keys of a Kubernetes Secret as environment variables (S3 / MLflow credentials).
+
+    `keys` maps secret key -> environment variable name. Credentials travel only this way, never as
+    pipeline parameters, so they never appear in the compiled YAML, the KFP UI or MLflow params.
+    """
+
+    name: str
+    keys: dict[str, str] = field(default_factory=dict)
+    optional: bool = False
+
+
+@dataclass
+class Resources:
+    """Requests / limits for one class of step. Strings in Kubernetes quantity syntax."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+
+
+@dataclass
+class RetryPolicy:
+    """KFP retries; GPU steps fail transiently (preempted spot nodes, NCCL / driver hiccups)."""
+
+    num_retries: int = 2
+    backoff_duration: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "3600s"
+
+
+@dataclass
+class ClusterConfig:
+    """Where and how the pipeline's pods run on Kubernetes (applied at compile time with kfp-kubernetes).
+
+    image: the project's image (has otdistill installed); every component runs in it.
+    gpu_steps: the steps that get `gpus` accelerators of `accelerator` type, `gpu_node_selector`,
+      `gpu_tolerations` and `retry`; the others get `cpu_resources` only.
+    timeouts: seconds per step name (active_deadline_seconds); steps not named get `default_timeout`.
+    model_cache_pvc: an existing PersistentVolumeClaim mounted at `model_cache_path` in every step and
+      used as OTDISTILL_CACHE, so resolved / converted models are shared across steps and runs.
+    """
+
+    image: str = "ghcr.io/otdistill/otdistill:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
+    image_pull_secrets: list[str] = field(default_factory=list)
+    accelerator: str = "nvidia.com/gpu"
+    gpus: int = 1
+    gpu_steps: list[str] = field(default_factory=lambda: list(GPU_STEPS))
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: list[Toleration] = field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
+    gpu_resources: Resources = field(
+        default_factory=lambda: Resources(cpu_request="4", memory_request="32Gi", memory_limit="64Gi")
+    )
+    cpu_resources: Resources = field(
+        default_factory=lambda: Resources(cpu_request="1", memory_request="4Gi", memory_limit="8Gi")
+    )
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    default_timeout: int = 6 * 3600
+    timeouts: dict[str, int] = field(default_factory=dict)
+    secrets: list[SecretEnv] = field(default_factory=list)
+    model_cache_pvc: str | None = None
+    model_cache_path: str = "/cache/otdistill"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.gpu_steps) - set(STEP_NAMES))
+        if unknown:
+            raise ValueError(
+                f"cluster.gpu_steps names unknown step(s) {unknown}; steps are {list(STEP_NAMES)}"
+            )
+        unknown = sorted(set(self.timeouts) - set(STEP_NAMES))
+        if unknown:
+            raise ValueError(
+                f"cluster.timeouts names unknown step(s) {unknown}; steps are {list(STEP_NAMES)}"
+            )
+        if self.gpus < 0:
+            raise ValueError(f"cluster.gpus must be >= 0, got {self.gpus}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# The run config: the parts' own config dataclasses, composed.
+
+
+@dataclass
+class ValidationData:
+    """Which rows score the models: same task and source as `data`, another split, optionally capped."""
+
+    split: str = "validation"
+    limit: int | None = None
+
+
+@dataclass
+class StepSwitches:
+    """Optional steps and caching.
+
+    skip_teacher_sft: the teacher is already tuned for the task; use it as is.
+    skip_sft_baseline: do not train the SFT baseline student; the untuned student is the baseline then.
+    enable_caching: KFP step caching; a re-run reuses every step whose inputs did not change.
+    """
+
+    skip_teacher_sft: bool = False
+    skip_sft_baseline: bool = False
+    enable_caching: bool = True
+
+
+@dataclass
+class LocalConfig:
+    """`otdistill run` (kfp.local): everything of a local run lives under `run_root/<run name>`."""
+
+    run_root: str = "runs"
+
+
+def _default_teacher() -> ModelSpec:
+    return ModelSpec(source="pypi:gemma-3-270m")
+
+
+def _default_student() -> ModelSpec:
+    return ModelSpec(source="pypi:smollm2-135m-instruct")
+
+
+@dataclass
+class RunConfig:
+    """One run's whole configuration; what a pipeline run records (MLflow artifact + flattened params)."""
+
+    name: str = "otdistill"
+    teacher: ModelSpec = field(default_factory=_default_teacher)
+    student: ModelSpec = field(default_factory=_default_student)
+    data: DataConfig = field(default_factory=DataConfig)
+    validation: ValidationData = field(default_factory=ValidationData)
+    teacher_sft: TrainConfig = field(default_factory=TrainConfig)
+    sft_baseline: TrainConfig = field(default_factory=TrainConfig)
+    distill: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    steps: StepSwitches = field(default_factory=StepSwitches)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Strict load: unknown keys anywhere are an error naming them."""
+        return from_dict(cls, data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        """Load a YAML config file; errors name the file."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return typing.cast(dict[str, Any], to_dict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A copy with ``{"distill.learning_rate": 1e-4, ...}`` applied, validated like a loaded file."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            set_dotted(data, dotted, value)
+        return self.from_dict(data)
+
+    def section_json(self, step: str) -> str:
+        """JSON of only the sections `step` reads (see STEP_SECTIONS).
+
+        Each step gets exactly what it depends on as its input, so KFP's cache key for the step changes
+        when, and only when, something the step uses changes: a new distillation learning rate re-runs
+        distillation but reuses data preparation, teacher SFT and the teacher cache.
+        """
+        data = self.to_dict()
+        return json.dumps({k: data[k] for k in STEP_SECTIONS[step]}, sort_keys=True)
+
+    def flat_params(self) -> dict[str, str]:
+        """Flattened ``section.key -> str(value)`` for MLflow params (values cut to MLflow's 6000 chars)."""
+        return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in flatten(self.to_dict()).items()}
+
+
+# What each step reads. `tracking` is everywhere: every step logs its own nested MLflow run.
+STEP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "open_run": tuple(f.name for f in dataclasses.fields(RunConfig)),
+    "prepare_data": ("name", "teacher", "student", "data", "validation", "tracking"),
+    "reference_model": ("teacher", "student", "tracking"),
+    "train_teacher": ("teacher", "teacher_sft", "data", "tracking"),
+    "train_sft_baseline": ("student", "sft_baseline", "data", "tracking"),
+    "cache_teacher": ("teacher", "distill", "tracking"),
+    "distill_student": ("teacher", "student", "distill", "data", "tracking"),
+    "evaluate": ("teacher", "student", "data", "validation", "eval", "tracking"),
+    "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
+}
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Load `path` and apply dotted overrides (what the CLI's ``--set key=value`` gives)."""
+    cfg = RunConfig.from_yaml(path)
+    return cfg.with_overrides(overrides) if overrides else cfg
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pipeline parameters: what users change per run without recompiling. name -> dotted config path.
+# KFP parameters cannot be null, so "" stands for "none" (revisions) and 0 for "all rows" (row limits).
+
+PIPELINE_PARAMETERS: dict[str, str] = {
+    "teacher_source": "teacher.source",
+    "teacher_revision": "teacher.revision",
+    "student_source": "student.source",
+    "student_revision": "student.revision",
+    "task": "data.task",
+    "data_source": "data.source",
+    "data_revision": "data.revision",
+    "train_rows": "data.limit",
+    "validation_rows": "validation.limit",
+    "loss": "distill.loss",
+    "loss_alpha": "distill.alpha",
+    "loss_beta": "distill.beta",
+    "loss_gamma": "distill.gamma",
+    "distill_steps": "distill.max_steps",
+    "distill_learning_rate": "distill.learning_rate",
+    "teacher_sft_steps": "teacher_sft.max_steps",
+    "teacher_sft_learning_rate": "teacher_sft.learning_rate",
+    "sft_baseline_steps": "sft_baseline.max_steps",
+    "sft_baseline_learning_rate": "sft_baseline.learning_rate",
+    "tracking_uri": "tracking.tracking_uri",
+    "experiment": "tracking.experiment",
+    "registered_model_name": "tracking.registered_model_name",
+    "promotion_metric": "tracking.promotion_metric",
+    "promotion_margin": "tracking.promotion_margin",
+    "skip_teacher_sft": "steps.skip_teacher_sft",
+    "skip_sft_baseline": "steps.skip_sft_baseline",
+}
+_NONE_AS_EMPTY = {"teacher_revision", "student_revision", "data_revision"}
+_NONE_AS_ZERO = {"train_rows", "validation_rows"}
+
+
+def _get_dotted(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def pipeline_parameter_defaults(cfg: RunConfig) -> dict[str, Any]:
+    """The pipeline parameters' values for `cfg` (the compiled pipeline's defaults)."""
+    data = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for name, dotted in PIPELINE_PARAMETERS.items():
+        value = _get_dotted(data, dotted)
+        if value is None and name in _NONE_AS_EMPTY:
+            value = ""
+        elif value is None and name in _NONE_AS_ZERO:
+            value = 0
+        out[name] = value
+    return out
+
+
+def parameter_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Pipeline parameter values -> dotted config overrides (the inverse of the defaults' encoding)."""
+    unknown = sorted(set(params) - set(PIPELINE_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            f"unknown pipeline parameter(s): {', '.join(unknown)} (allowed: {', '.join(PIPELINE_PARAMETERS)})"
+        )
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in _NONE_AS_EMPTY and value == "" or name in _NONE_AS_ZERO and value == 0:
+            value = None
+        out[PIPELINE_PARAMETERS[name]] = value
+    return out

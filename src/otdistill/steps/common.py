@@ -1,0 +1,117 @@
+"""What the steps share: environment names, config parsing, the parent MLflow run, Model artifacts.
+
+A Model artifact is a directory. A trained model is stored whole (Hugging Face files: config, safetensors,
+tokenizer); a model used as is (the teacher without SFT, the untuned student) is stored as a reference
+(`model_ref.json`: its ModelSpec) and resolved by the consumer, so multi-GB weights are not copied into
+the artifact store for nothing. Both carry `otdistill_model.json` (role, source, revision) for lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from otdistill.config import RunConfig
+from otdistill.models import ModelSpec, ResolvedModel, resolve_model
+from otdistill.tracking.config import TrackingConfig
+from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, open_pipeline_run
+
+# The image components are built with; `cluster.image` overrides it per task at compile time. Contains
+# "python" so kfp.local's SubprocessRunner accepts it without a warning.
+COMPONENT_IMAGE = "ghcr.io/otdistill/otdistill-python:0.1.0"
+# Where models are resolved / converted (a PVC on clusters); read by otdistill.models.
+CACHE_ENV = "OTDISTILL_CACHE"
+# The KFP run id, from the pod label on clusters and from `otdistill run` locally (see pipelines/cluster.py).
+RUN_ID_ENV = "OTDISTILL_PIPELINE_RUN_ID"
+IMAGE_ENV = "OTDISTILL_CONTAINER_IMAGE"
+MODEL_INFO = "otdistill_model.json"
+MODEL_REF = "model_ref.json"
+
+log = logging.getLogger("otdistill.steps")
+
+
+def setup_logging() -> None:
+    """INFO logs to stdout for a step process (KFP shows a pod's stdout as the step's log)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def load_step_config(config_json: str) -> RunConfig:
+    """The step's config sections as a RunConfig (sections the step does not read keep their defaults)."""
+    return RunConfig.from_json(config_json)
+
+
+def pipeline_run(tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None) -> PipelineRun:
+    """This pipeline run's parent MLflow run.
+
+    By id when the step gets it as an input (uncached steps), else found by the KFP run id in the
+    environment (cached steps must not take per-run inputs); opened if this step comes first.
+    """
+    if parent_run_id:
+        return attach_pipeline_run(tracking, parent_run_id)
+    run_id = os.environ.get(RUN_ID_ENV, "").strip()
+    if not run_id:
+        raise RuntimeError(
+            f"{RUN_ID_ENV} is not set: a step needs the pipeline run id to find its MLflow parent run "
+            "(set by `otdistill run` locally and from the pod label `pipeline/runid` on a cluster)"
+        )
+    return open_pipeline_run(tracking, run_name, pipeline_run_id=run_id)
+
+
+def model_spec(cfg: RunConfig, role: str) -> ModelSpec:
+    if role == "teacher":
+        return cfg.teacher
+    if role == "student":
+        return cfg.student
+    raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
+
+
+def write_model_info(model_dir: Path, info: dict[str, Any]) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_INFO).write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / MODEL_INFO
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def write_model_reference(
+    model_dir: str | Path, spec: ModelSpec, resolved: ResolvedModel, role: str
+) -> dict[str, str]:
+    """Record `spec` in `model_dir` as a reference Model artifact; returns its metadata."""
+    from otdistill.config import to_dict
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_REF).write_text(json.dumps(to_dict(spec), indent=2, sort_keys=True), encoding="utf-8")
+    info = {"role": role, "kind": "reference", **resolved.record()}
+    info.pop("path", None)
+    write_model_info(model_dir, info)
+    return info
+
+
+def resolve_model_artifact(model_dir: str | Path) -> ResolvedModel:
+    """A Model artifact directory -> a local Hugging Face model directory (resolving references)."""
+    model_dir = Path(model_dir)
+    ref = model_dir / MODEL_REF
+    if ref.exists():
+        from otdistill.config import from_dict
+
+        spec = from_dict(ModelSpec, json.loads(ref.read_text(encoding="utf-8")), "model_ref")
+        return resolve_model(spec)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(
+            f"{model_dir} is not a model artifact: it has neither {MODEL_REF} nor a Hugging Face config.json"
+        )
+    return resolve_model(ModelSpec(source=str(model_dir)))

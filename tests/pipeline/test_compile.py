@@ -1,0 +1,116 @@
+"""Compile the pipeline for every shipped config and check the result against KFP's protobuf schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+from pipelines.submit import compile_pipeline
+
+from otdistill.config import PIPELINE_PARAMETERS, RunConfig, SecretEnv, Toleration
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def _parse(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict[str, k8s_pb2.KubernetesExecutorConfig]]:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) == 2, "expected the pipeline spec and the platform spec"
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    executors = platform.platforms["kubernetes"].deployment_spec.executors
+    out = {}
+    for name, struct in executors.items():
+        out[name] = json_format.ParseDict(
+            json_format.MessageToDict(struct), k8s_pb2.KubernetesExecutorConfig()
+        )
+    return spec, out
+
+
+def _tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, Any]:
+    """Every task of the root DAG and of the condition sub-DAGs, by name."""
+    tasks = dict(spec.root.dag.tasks)
+    for comp in spec.components.values():
+        if comp.HasField("dag"):
+            tasks.update(dict(comp.dag.tasks))
+    return tasks
+
+
+def _executor(spec: pipeline_spec_pb2.PipelineSpec, task: Any) -> str:
+    return spec.components[task.component_ref.name].executor_label
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_config_compiles_to_a_valid_spec(path: Path, tmp_path: Path) -> None:
+    cfg = RunConfig.from_yaml(path)
+    spec, executors = _parse(compile_pipeline(cfg, tmp_path / "p.yaml"))
+    assert set(spec.root.input_definitions.parameters) == set(PIPELINE_PARAMETERS)
+    tasks = _tasks(spec)
+    assert {"open-run", "prepare-data", "cache-teacher", "distill-student", "evaluate"} <= set(tasks)
+    gpu_tasks = {"train-sft", "train-sft-2", "cache-teacher", "distill-student", "evaluate"}
+    for name in gpu_tasks:
+        task = tasks[name]
+        res = spec.deployment_spec.fields["executors"].struct_value.fields[_executor(spec, task)]
+        container = res.struct_value.fields["container"].struct_value.fields
+        acc = container["resources"].struct_value.fields["accelerator"].struct_value.fields
+        assert acc["resourceType"].string_value == cfg.cluster.accelerator
+        assert acc["resourceCount"].string_value == str(cfg.cluster.gpus)
+        assert task.retry_policy.max_retry_count == cfg.cluster.retry.num_retries
+        k8s = executors[_executor(spec, task)]
+        assert [t.key for t in k8s.tolerations] == [t.key for t in cfg.cluster.gpu_tolerations]
+        assert dict(k8s.node_selector.labels) == cfg.cluster.gpu_node_selector
+    # caching: on for the work, off for the run-scoped steps
+    assert tasks["prepare-data"].caching_options.enable_cache is cfg.steps.enable_caching
+    assert not tasks["open-run"].caching_options.enable_cache
+    assert not tasks["register-and-promote"].caching_options.enable_cache
+    for name, k8s in executors.items():
+        assert [s.secret_name for s in k8s.secret_as_env] == [s.name for s in cfg.cluster.secrets], name
+        assert k8s.active_deadline_seconds > 0
+        assert [f.name for f in k8s.field_path_as_env] == ["OTDISTILL_PIPELINE_RUN_ID"]
+        if cfg.cluster.model_cache_pvc:
+            assert [m.constant for m in k8s.pvc_mount] == [cfg.cluster.model_cache_pvc]
+
+
+def test_cluster_settings_come_from_the_config(tmp_path: Path) -> None:
+    cfg = RunConfig()
+    cfg.cluster.image = "registry.example/otd:1"
+    cfg.cluster.gpus = 4
+    cfg.cluster.accelerator = "amd.com/gpu"
+    cfg.cluster.gpu_node_selector = {"pool": "a100"}
+    cfg.cluster.gpu_tolerations = [
+        Toleration(key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
+    ]
+    cfg.cluster.secrets = [SecretEnv(name="mlflow", keys={"user": "MLFLOW_TRACKING_USERNAME"})]
+    cfg.cluster.model_cache_pvc = "cache-pvc"
+    cfg.cluster.timeouts = {"distill_student": 1234}
+    cfg.cluster.retry.num_retries = 5
+    cfg.steps.enable_caching = False
+    spec, executors = _parse(compile_pipeline(cfg, tmp_path / "p.yaml"))
+    tasks = _tasks(spec)
+    distill = tasks["distill-student"]
+    assert distill.retry_policy.max_retry_count == 5
+    assert not distill.caching_options.enable_cache
+    k8s = executors[_executor(spec, distill)]
+    assert k8s.active_deadline_seconds == 1234
+    assert k8s.tolerations[0].value == "ml" and k8s.tolerations[0].operator == "Equal"
+    assert dict(k8s.node_selector.labels) == {"pool": "a100"}
+    assert k8s.secret_as_env[0].key_to_env[0].env_var == "MLFLOW_TRACKING_USERNAME"
+    assert k8s.pvc_mount[0].mount_path == cfg.cluster.model_cache_path
+    text = (tmp_path / "p.yaml").read_text()
+    assert "registry.example/otd:1" in text and "amd.com/gpu" in text
+    # CPU steps: no accelerator, no toleration, no retry
+    prep = tasks["prepare-data"]
+    assert not prep.HasField("retry_policy")
+    assert not executors[_executor(spec, prep)].tolerations
+
+
+def test_optional_steps_are_conditions(tmp_path: Path) -> None:
+    spec, _ = _parse(compile_pipeline(RunConfig(), tmp_path / "p.yaml"))
+    conditions = [t.trigger_policy.condition for t in _tasks(spec).values() if t.trigger_policy.condition]
+    joined = " ".join(conditions)
+    assert "skip_teacher_sft" in joined and "skip_sft_baseline" in joined
