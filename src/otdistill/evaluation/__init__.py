@@ -10,7 +10,15 @@ Typical use::
     compare_models(results, "out/compare")     # report.html + comparison.json, logged to the active run
 """
 
-from otdistill.evaluation.evaluate import EvalConfig, ModelRef, compare_models, evaluate_model, load_model_ref
+from otdistill.evaluation.evaluate import (
+    EvalConfig,
+    ModelRef,
+    PreparedPrompts,
+    compare_models,
+    evaluate_model,
+    load_model_ref,
+    prepare_prompts,
+)
 from otdistill.evaluation.generation import Generation, greedy_generate, stop_token_ids
 from otdistill.evaluation.metrics import (
     ROUGE_KEYS,
@@ -33,6 +41,7 @@ __all__ = [
     "Generation",
     "ModelRef",
     "PredictionRecord",
+    "PreparedPrompts",
     "compare_models",
     "evaluate_model",
     "greedy_generate",
@@ -40,6 +49,7 @@ __all__ = [
     "load_model_ref",
     "load_result",
     "metric_keys",
+    "prepare_prompts",
     "read_predictions",
     "render_html",
     "resolve_registered_model",

@@ -153,39 +153,53 @@ def _examples(
     return kept, skipped, named
 
 
-def _prompts(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, config: EvalConfig
-) -> tuple[list[Example], list[list[int]], list[bool], Counter[str], list[dict[str, Any]]]:
-    """Prompt ids as training builds them; examples come back with their context as the model saw it."""
+@dataclass
+class PreparedPrompts:
+    """Prompt token ids for the examples that fit, in order, and the examples that did not (by reason).
+
+    examples[i] carries its context as the model saw it (cut when `truncated[i]`); ids[i] is its prompt.
+    """
+
+    examples: list[Example]
+    ids: list[list[int]]
+    truncated: list[bool]
+    skipped: Counter[str]
+    skipped_rows: list[dict[str, Any]]
+
+
+def prepare_prompts(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int | None
+) -> PreparedPrompts:
+    """Prompt ids as training builds them (`otdistill.data.SideEncoder`), the context cut at a word boundary
+    to fit `max_prompt_tokens` (the data part's `encode_pair`); a row that cannot fit even without its context
+    is skipped with reason ``too_long``."""
     encoder = SideEncoder(tokenizer, "model")
-    kept: list[Example] = []
-    prompts: list[list[int]] = []
-    truncated: list[bool] = []
-    skipped: Counter[str] = Counter()
-    named: list[dict[str, Any]] = []
+    out = PreparedPrompts([], [], [], Counter(), [])
     for index, ex in enumerate(examples):
-        if config.max_prompt_tokens is None:
+        if max_prompt_tokens is None:
             ids, cut = encoder.prompt_ids(ex), False
         else:
             try:
                 # No response budget here: only the prompt cap applies (max_length is effectively unbounded).
                 (feature,), context_chars = encode_pair(
-                    ex, [encoder], max_length=1 << 30, max_prompt_tokens=config.max_prompt_tokens, index=index
+                    ex, [encoder], max_length=1 << 30, max_prompt_tokens=max_prompt_tokens, index=index
                 )
             except RowValidationError as exc:
-                skipped[exc.issue.reason] += 1
-                if len(named) < MAX_RECORDED_SKIPS:
-                    named.append({"row": ex.id, "reason": exc.issue.reason, "message": str(exc.issue)})
+                out.skipped[exc.issue.reason] += 1
+                if len(out.skipped_rows) < MAX_RECORDED_SKIPS:
+                    out.skipped_rows.append(
+                        {"row": ex.id, "reason": exc.issue.reason, "message": str(exc.issue)}
+                    )
                 logger.warning("not scoring example %s: %s", ex.id, exc.issue)
                 continue
             ids = feature.input_ids[: feature.response_start]
             cut = context_chars < len(ex.context)
             if cut:  # the data part cuts the context to a prefix of this many characters
                 ex = ex.with_context(ex.context[:context_chars])
-        kept.append(ex)
-        prompts.append(ids)
-        truncated.append(cut)
-    return kept, prompts, truncated, skipped, named
+        out.examples.append(ex)
+        out.ids.append(ids)
+        out.truncated.append(cut)
+    return out
 
 
 def _log_to_mlflow(result: EvalResult, files: Mapping[str, Path]) -> None:
@@ -224,9 +238,10 @@ def evaluate_model(
     examples, skipped, named = _examples(task_obj, rows, config.limit)
 
     model, tokenizer, record = load_model_ref(model_ref, config)
-    examples, prompts, truncated, skipped_len, named_len = _prompts(examples, tokenizer, config)
-    skipped.update(skipped_len)
-    named = (named + named_len)[:MAX_RECORDED_SKIPS]
+    prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens)
+    examples, prompts, truncated = prepared.examples, prepared.ids, prepared.truncated
+    skipped.update(prepared.skipped)
+    named = (named + prepared.skipped_rows)[:MAX_RECORDED_SKIPS]
     if not examples:
         raise ValueError(
             f"{label}: no row of {task_obj.name} can be scored; skipped by reason: {dict(skipped)}"

