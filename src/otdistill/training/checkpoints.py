@@ -14,6 +14,7 @@ every file against the manifest before using it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -111,7 +112,14 @@ def finalize_checkpoint(staging: Path, final: Path, step: int) -> Path:
     _fsync_path(final.parent)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+    remove_if_empty(staging.parent)
     return final
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Remove the staging root once nothing is staged in it (another rank or save may still use it)."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def clean_staging(output_dir: Path) -> None:

@@ -33,7 +33,7 @@ from otdistill.data.loading import LoadedSplit
 from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
 from otdistill.training.callbacks import ProgressAndMetricsCallback
-from otdistill.training.checkpoints import STAGING, S3CheckpointStore, resolve_resume
+from otdistill.training.checkpoints import STAGING, S3CheckpointStore, remove_if_empty, resolve_resume
 from otdistill.training.config import TrainConfig
 from otdistill.training.determinism import determinism_record, seed_everything
 from otdistill.training.inputs import TrainCollator, encode_side_examples
@@ -272,6 +272,7 @@ def save_final_model(
     if model_dir.exists():
         shutil.rmtree(model_dir)
     os.rename(staging, model_dir)
+    remove_if_empty(staging.parent)
 
 
 def _setup(config: TrainConfig) -> tuple[PrecisionChoice, TrainingArguments]:
