@@ -79,5 +79,11 @@ class TrackingConfig:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
 
     def resolved_registry_uri(self) -> str:
-        """The registry URI in force: the configured one, else env ``MLFLOW_REGISTRY_URI``, else tracking."""
-        return self.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI", "") or self.resolved_tracking_uri()
+        """The registry URI in force: the configured one; else the configured tracking URI; else env
+        ``MLFLOW_REGISTRY_URI``; else the tracking URI in force. A configured tracking server wins over the
+        environment so that one process can switch servers (MLflow writes its URIs into the env)."""
+        if self.registry_uri:
+            return self.registry_uri
+        if self.tracking_uri:
+            return self.tracking_uri
+        return os.environ.get("MLFLOW_REGISTRY_URI", "") or self.resolved_tracking_uri()

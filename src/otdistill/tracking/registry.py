@@ -84,6 +84,11 @@ def _improvement(candidate: float, champion: float, greater_is_better: bool) -> 
     return candidate - champion if greater_is_better else champion - candidate
 
 
+def _beats(gain: float, margin: float) -> bool:
+    """Strictly more than the margin; a gain equal to it up to float rounding (0.55 - 0.5) does not win."""
+    return gain > margin and not math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _recorded_value(client: MlflowClient, mv: ModelVersion, metric: str) -> float | None:
     """A version's metric: its registry tag, else the metric logged on its run, else None."""
     raw = mv.tags.get(METRIC_TAG_PREFIX + metric)
@@ -212,7 +217,7 @@ def register_and_promote(
         return decision
     else:
         gain = _improvement(float(metric_value), champion.value, config.greater_is_better)
-        if gain <= config.promotion_margin:
+        if not _beats(gain, config.promotion_margin):
             decision = decide(
                 False,
                 REJECTED,
