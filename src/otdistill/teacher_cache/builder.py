@@ -12,11 +12,12 @@ The manifest is written last.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from otdistill.data import PairedBatch, response_logits
+from otdistill.data import PairedBatch, SideBatch, response_logits
 from otdistill.losses import MultiLevelOTLoss, teacher_sorted_probs
 from otdistill.teacher_cache.format import (
     BUILD,
@@ -92,6 +93,34 @@ def _finished_shards(store: CacheStore, settings: CacheSettings) -> dict[int, Sh
             logger.warning("shard %s of %s does not verify; it will be rebuilt", info.file, store.uri)
         index += 1
     return done
+
+
+def _teacher_response_logits(model: torch.nn.Module, side: SideBatch) -> Tensor:
+    """(B, R, V) teacher logits at the response positions, computing the LM head only where needed.
+
+    A prompt is usually much longer than its response (a dialogue and its summary), and the teacher's
+    vocabulary is large (262,144 for Gemma-3): full (B, L, V) logits would be most of the memory. Models
+    that take `logits_to_keep` (transformers causal LMs) get the window of positions that hold responses;
+    others are run in full.
+    """
+    valid = side.response_mask
+    if not bool(valid.any()):
+        logits = model(input_ids=side.input_ids, attention_mask=side.attention_mask).logits
+        return response_logits(logits, side)
+    lo = int(side.response_positions[valid].min())
+    hi = int(side.response_positions[valid].max())
+    forward_params = inspect.signature(model.forward).parameters
+    if "logits_to_keep" not in forward_params:
+        logits = model(input_ids=side.input_ids, attention_mask=side.attention_mask).logits
+        return response_logits(logits, side)
+    keep = torch.arange(lo, hi + 1, device=side.input_ids.device)
+    logits = model(input_ids=side.input_ids, attention_mask=side.attention_mask, logits_to_keep=keep).logits
+    if logits.shape[1] != keep.numel():
+        raise TeacherCacheError(
+            f"the teacher ignored logits_to_keep: {logits.shape[1]} positions, expected {keep.numel()}"
+        )
+    window = replace(side, response_positions=(side.response_positions - lo).clamp(min=0))
+    return response_logits(logits, window)
 
 
 def _write_shard(store: CacheStore, index: int, pending: _Pending, settings: CacheSettings) -> ShardInfo:
@@ -183,9 +212,7 @@ def build_teacher_cache(
                 continue
             side = batch.teacher.to(device)
             with torch.no_grad():
-                logits = model(input_ids=side.input_ids, attention_mask=side.attention_mask).logits
-                t_logits = response_logits(logits, side)
-                del logits
+                t_logits = _teacher_response_logits(model, side)
                 mask = side.response_mask
                 vocab_size = int(t_logits.shape[-1])
                 topk = topk_fn.teacher_topk(t_logits, mask)
