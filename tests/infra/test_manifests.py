@@ -1,0 +1,240 @@
+"""Every overlay builds with kustomize and validates strictly against Kubernetes; policies say what we mean.
+
+No cluster runs here: validation is offline, against the JSON schemas kubernetes-validate ships. A fixture
+breaks a copy of the manifests on purpose to prove the check fails on a typo.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.manifest_tools import (
+    KUBERNETES_VERSION,
+    MANIFESTS,
+    OVERLAYS,
+    by_kind,
+    check_manifests,
+    documents,
+    kubernetes_validate,
+    kustomize_build,
+    pod_specs,
+)
+
+PIPELINE_NS = "otdistill-pipelines"
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """(overlay name, path of its `kustomize build` output)."""
+    overlay = str(request.param)
+    out = tmp_path_factory.mktemp(overlay) / "built.yaml"
+    out.write_text(kustomize_build(MANIFESTS / "overlays" / overlay))
+    return overlay, out
+
+
+def test_schema_version_is_shipped_and_current() -> None:
+    from kubernetes_validate.utils import all_versions, latest_version
+
+    assert KUBERNETES_VERSION in all_versions()
+    assert latest_version() == KUBERNETES_VERSION
+
+
+def test_overlay_validates_strictly(built: tuple[str, Path]) -> None:
+    overlay, path = built
+    result = kubernetes_validate(path)
+    assert result.returncode == 0, f"{overlay}:\n{result.stdout}\n{result.stderr}"
+    kinds = {d["kind"] for d in documents(path.read_text())}
+    assert {"Deployment", "StatefulSet", "Service", "NetworkPolicy", "Role", "RoleBinding"} <= kinds
+    assert {"ServiceAccount", "PersistentVolumeClaim", "ConfigMap", "ResourceQuota", "Namespace"} <= kinds
+
+
+def test_secret_templates_validate_and_hold_only_placeholders() -> None:
+    templates = sorted((MANIFESTS / "secrets").glob("*.example.yaml"))
+    assert {p.name for p in templates} == {
+        "mlflow-db.example.yaml",
+        "mlflow-artifact-store.example.yaml",
+        "minio-root.example.yaml",
+    }
+    for path in templates:
+        result = kubernetes_validate(path)
+        assert result.returncode == 0, result.stdout
+        (secret,) = documents(path.read_text())
+        assert "data" not in secret, f"{path.name}: use stringData placeholders, not encoded values"
+        for key, value in secret["stringData"].items():
+            assert value.startswith("<REPLACE"), f"{path.name}:{key} holds something other than a placeholder"
+
+
+def test_no_secret_values_in_the_build(built: tuple[str, Path]) -> None:
+    docs = documents(built[1].read_text())
+    assert by_kind(docs, "Secret") == {}
+    referenced = {
+        ref["secretKeyRef"]["name"]
+        for spec in pod_specs(docs).values()
+        for container in spec["containers"]
+        for ref in (e.get("valueFrom", {}) for e in container.get("env", []))
+        if "secretKeyRef" in ref
+    }
+    template_files = (MANIFESTS / "secrets").glob("*.example.yaml")
+    templates = {documents(p.read_text())[0]["metadata"]["name"] for p in template_files}
+    assert referenced <= templates, f"Secrets referenced without a template: {referenced - templates}"
+
+
+def test_workloads_are_pinned_non_root_probed_and_bounded(built: tuple[str, Path]) -> None:
+    for name, spec in pod_specs(documents(built[1].read_text())).items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for container in spec["containers"]:
+            image = container["image"]
+            pinned = "@sha256:" in image or ":" in image.rsplit("/", 1)[-1]
+            assert pinned and not image.endswith(":latest"), image
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+            assert "readinessProbe" in container and "livenessProbe" in container, name
+
+
+def test_mlflow_server_deployment(built: tuple[str, Path]) -> None:
+    docs = documents(built[1].read_text())
+    deployment = by_kind(docs, "Deployment")["mlflow"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/otdistill/otdistill-cpu:0.1.0"
+    assert container["command"] == ["mlflow", "server"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    env = {e["name"]: e for e in container["env"]}
+    assert "$(MLFLOW_DB_PASSWORD)" in env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}
+    config = by_kind(docs, "ConfigMap")["mlflow-server"]["data"]
+    assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert config["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    service = by_kind(docs, "Service")["mlflow"]
+    assert service["metadata"]["namespace"] == "otdistill-mlflow"
+    tracking = by_kind(docs, "ConfigMap")["otdistill-tracking"]["data"]
+    assert tracking["MLFLOW_TRACKING_URI"] == "http://mlflow.otdistill-mlflow.svc.cluster.local:5000"
+
+
+def _ingress_sources(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [src for rule in policy["spec"].get("ingress", []) for src in rule.get("from", [])]
+
+
+def test_network_policies_admit_only_the_pipeline_namespace(built: tuple[str, Path]) -> None:
+    overlay, path = built
+    policies = by_kind(documents(path.read_text()), "NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    assert _ingress_sources(policies["mlflow-from-pipelines"]) == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINE_NS}}}
+    ]
+    assert _ingress_sources(policies["postgres-from-mlflow"]) == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}
+    ]
+    if overlay == "dev":
+        sources = _ingress_sources(policies["minio-from-mlflow-and-pipelines"])
+        assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}} in sources
+        assert len(sources) == 2
+    for policy in policies.values():
+        for src in _ingress_sources(policy):
+            assert src.get("namespaceSelector") != {}, "an empty namespaceSelector admits every namespace"
+            assert "ipBlock" not in src, "ingress by IP range bypasses the namespace rule"
+
+
+def test_pipeline_rbac_is_least_privilege(built: tuple[str, Path]) -> None:
+    docs = documents(built[1].read_text())
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    role = by_kind(docs, "Role")["otdistill-runner"]
+    assert role["metadata"]["namespace"] == PIPELINE_NS
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert ("", "pods/log", "get") in granted
+    assert all("*" not in item for item in granted)
+    forbidden = {"secrets", "roles", "rolebindings", "pods/exec", "serviceaccounts"}
+    assert not {r for _, r, _ in granted} & forbidden
+    assert not {v for _, _, v in granted} & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+    binding = by_kind(docs, "RoleBinding")["otdistill-runner"]
+    runner = {"kind": "ServiceAccount", "name": "otdistill-runner", "namespace": PIPELINE_NS}
+    assert binding["subjects"] == [runner]
+
+
+def test_gpu_scheduling_values_are_valid_pod_fields(built: tuple[str, Path], tmp_path: Path) -> None:
+    """The published tolerations / node selector, put in a Pod, must validate as Kubernetes fields."""
+    gpu = by_kind(documents(built[1].read_text()), "ConfigMap")["otdistill-gpu-scheduling"]["data"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu-step", "namespace": PIPELINE_NS},
+        "spec": {
+            "tolerations": json.loads(gpu["tolerations.json"]),
+            "nodeSelector": json.loads(gpu["node_selector.json"]),
+            "containers": [
+                {"name": "step", "image": "x:1", "resources": {"limits": {gpu["gpu_resource"]: 1}}}
+            ],
+        },
+    }
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    result = kubernetes_validate(path)
+    assert result.returncode == 0, result.stdout
+    assert pod["spec"]["tolerations"], "no GPU toleration published"
+
+
+def test_overlays_differ_where_they_should(tmp_path: Path) -> None:
+    dev = documents(kustomize_build(MANIFESTS / "overlays" / "dev"))
+    prod = documents(kustomize_build(MANIFESTS / "overlays" / "prod"))
+    assert "minio" in by_kind(dev, "Deployment") and "minio" not in by_kind(prod, "Deployment")
+    assert by_kind(prod, "Deployment")["mlflow"]["spec"]["replicas"] == 2
+    assert "mlflow" in by_kind(prod, "PodDisruptionBudget")
+    cache = by_kind(prod, "PersistentVolumeClaim")["otdistill-model-cache"]["spec"]
+    assert cache["accessModes"] == ["ReadWriteMany"]
+    dev_s3 = by_kind(dev, "ConfigMap")["mlflow-server"]["data"]["MLFLOW_S3_ENDPOINT_URL"]
+    prod_s3 = by_kind(prod, "ConfigMap")["mlflow-server"]["data"]["MLFLOW_S3_ENDPOINT_URL"]
+    assert dev_s3 == "http://minio.otdistill-mlflow.svc.cluster.local:9000" and prod_s3 == ""
+
+
+TYPOS = {
+    # A required field misspelt: the Deployment has no containers.
+    "required-field": ("containers:", "contianers:"),
+    # An unknown field: only strict validation rejects it.
+    "unknown-field": ("readinessProbe:", "readinesProbe:"),
+}
+
+
+@pytest.fixture(params=sorted(TYPOS))
+def broken_manifests(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A copy of manifests/ with one deliberate typo in the tracking server's Deployment."""
+    copy = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy)
+    target = copy / "base" / "mlflow" / "mlflow-deployment.yaml"
+    right, wrong = TYPOS[str(request.param)]
+    text = target.read_text()
+    assert right in text
+    target.write_text(text.replace(right, wrong, 1))
+    yield wrong.rstrip(":"), copy
+
+
+def test_the_unbroken_copy_passes(tmp_path: Path) -> None:
+    """The control for the typo test: the same check on the real manifests passes."""
+    for directory in (MANIFESTS / "base", *(MANIFESTS / "overlays" / o for o in OVERLAYS)):
+        passed, report = check_manifests(directory, tmp_path)
+        assert passed, f"{directory}: {report}"
+
+
+def test_a_typo_fails_the_check(broken_manifests: tuple[str, Path], tmp_path: Path) -> None:
+    typo, copy = broken_manifests
+    for directory in (copy / "base", *(copy / "overlays" / o for o in OVERLAYS)):
+        passed, report = check_manifests(directory, tmp_path)
+        assert not passed, f"{directory.name}: the typo {typo!r} went unnoticed"
+        # Either the overlay's patch no longer applies or the schema rejects the Deployment.
+        assert "kustomize build failed" in report or "deployment/mlflow" in report, report
+        assert "containers" in report or typo in report, report
