@@ -109,3 +109,18 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert default_cache_dir(None) == tmp_path / "env"
     monkeypatch.delenv("OTDISTILL_CACHE")
     assert default_cache_dir(None) == Path.home() / ".cache" / "otdistill"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"source": "  "}, "non-empty string"),
+        ({"source": "a/b", "revision": ""}, "revision must be"),
+        ({"source": "a/b", "gguf_file": "../x.gguf"}, "plain \\*.gguf file name"),
+        ({"source": "a/b", "gguf_file": "model.bin"}, "plain \\*.gguf file name"),
+        ({"source": "a/b", "trust_remote_code": "yes"}, "trust_remote_code must be true or false"),
+    ],
+)
+def test_bad_specs_are_refused_when_written(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ModelSourceError, match=message):
+        ModelSpec(**kwargs)  # type: ignore[arg-type]

@@ -44,6 +44,21 @@ class ModelSpec:
     s3_endpoint_url: str | None = None
     cache_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ModelSourceError(f"model source must be a non-empty string, got {self.source!r}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ModelSourceError(f"trust_remote_code must be true or false, got {self.trust_remote_code!r}")
+        if self.revision is not None and (not isinstance(self.revision, str) or not self.revision.strip()):
+            raise ModelSourceError(f"revision must be a non-empty string or null, got {self.revision!r}")
+        if self.gguf_file is not None and (
+            not isinstance(self.gguf_file, str)
+            or not self.gguf_file.endswith(".gguf")
+            or "/" in self.gguf_file
+            or "\\" in self.gguf_file
+        ):
+            raise ModelSourceError(f"gguf_file must be a plain *.gguf file name, got {self.gguf_file!r}")
+
 
 @dataclass(frozen=True)
 class ResolvedModel:

@@ -8,12 +8,14 @@
     t = cache.for_batch(paired_batch, device)            # TeacherTopK, TeacherSortedProbs, mask
     loss(student_logits, t.topk, student_mask, t.mask)
 
+The whole cache step of a run (resolve, tokenise as training will, build) is `cache_teacher_for_run`.
 Format and the ULD approximation: docs/teacher_cache.md.
 """
 
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
 from otdistill.teacher_cache.format import CacheSettings, Manifest, ShardInfo, TeacherCacheError
 from otdistill.teacher_cache.reader import CachedTeacherBatch, TeacherCache
+from otdistill.teacher_cache.step import cache_teacher_for_run, length_sorted_batches
 
 __all__ = [
     "BuildResult",
@@ -24,4 +26,6 @@ __all__ = [
     "TeacherCache",
     "TeacherCacheError",
     "build_teacher_cache",
+    "cache_teacher_for_run",
+    "length_sorted_batches",
 ]

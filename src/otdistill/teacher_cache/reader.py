@@ -35,7 +35,8 @@ class TeacherCache:
 
     Opening reads the manifest and, with verify=True (the default), checks every shard's sha256: a
     corrupted or truncated shard raises `TeacherCacheError` naming it. Shards are then loaded on first use
-    and kept in memory (`max_shards_in_memory` most recently used).
+    and kept in memory (`max_shards_in_memory` most recently used). S3 shards are read from local copies in
+    `local_dir` (default: ``<OTDISTILL_CACHE or ~/.cache/otdistill>/teacher-cache/<hash of the URI>``).
     """
 
     def __init__(
@@ -44,8 +45,9 @@ class TeacherCache:
         verify: bool = True,
         endpoint_url: str | None = None,
         max_shards_in_memory: int = 8,
+        local_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.store = open_store(uri, endpoint_url)
+        self.store = open_store(uri, endpoint_url, Path(local_dir) if local_dir is not None else None)
         self.uri = self.store.uri
         text = self.store.read_text(MANIFEST)
         if text is None:

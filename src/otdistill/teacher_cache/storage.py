@@ -121,9 +121,11 @@ class S3Store:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
 
 
-def open_store(uri: str | os.PathLike[str], endpoint_url: str | None = None) -> CacheStore:
-    """A store for a local path or an ``s3://`` URI."""
+def open_store(
+    uri: str | os.PathLike[str], endpoint_url: str | None = None, local_dir: Path | None = None
+) -> CacheStore:
+    """A store for a local path or an ``s3://`` URI (whose shards are read from copies in `local_dir`)."""
     text = str(uri)
     if text.startswith("s3://"):
-        return S3Store(text, endpoint_url)
+        return S3Store(text, endpoint_url, local_dir)
     return LocalStore(Path(text).expanduser())
