@@ -207,3 +207,31 @@ def test_rows_that_cannot_fit_are_reported_with_their_field(
     assert full.truncated == 0 and full.content_sha256 != r.content_sha256
     with pytest.raises(DataValidationError, match="too_long"):
         load_paired(DataConfig(**base, max_length=120), teacher, student, progress=False)
+
+
+def test_estimated_cut_equals_the_full_search(
+    tiny_tokenizers: tuple[Any, Any], dialogsum_examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offset-based estimate is only a shortcut: without it (a tokenizer with no offsets) the plain
+    binary search over every word boundary must find the very same cut."""
+    teacher, student = tiny_tokenizers
+    enc = PairEncoder(teacher, student, max_length=256)
+    estimated = [enc.encode(ex) for ex in dialogsum_examples]
+    monkeypatch.setattr(SideEncoder, "context_cut_bounds", lambda self, example, n_drop, margin=3: None)
+    searched = [enc.encode(ex) for ex in dialogsum_examples]
+    assert [f.context_chars for f in estimated] == [f.context_chars for f in searched]
+    assert [f.teacher.input_ids for f in estimated] == [f.teacher.input_ids for f in searched]
+    assert sum(f.truncated for f in searched) >= 10
+
+
+def test_context_without_word_boundaries_is_cut_by_character(tiny_tokenizers: tuple[Any, Any]) -> None:
+    teacher, student = tiny_tokenizers
+    ex = Example("cjk", "Summarize the following dialogue.", "a" * 3000, "short answer", ["short answer"])
+    f = PairEncoder(teacher, student, max_length=120).encode(ex)
+    assert f.truncated and 0 < f.context_chars < 3000
+    longer = ex.with_context("a" * (f.context_chars + 1))
+    enc = PairEncoder(teacher, student, max_length=120)
+    assert (
+        max(len(e.prompt_ids(longer)) + len(e.response_ids(ex.response)) for e in (enc.teacher, enc.student))
+        > 120
+    )

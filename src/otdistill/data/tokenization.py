@@ -22,6 +22,7 @@ even with an empty context raises `RowValidationError` (reason ``too_long``).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,30 +130,63 @@ class SideEncoder:
     def response_ids(self, response: str) -> list[int]:
         return _ids(self.tokenizer, response) + [self.end_id]
 
+    def context_cut_bounds(self, example: Example, n_drop: int, margin: int = 3) -> tuple[int, int] | None:
+        """Character cuts of the context that drop about `n_drop` prompt tokens: (`margin` tokens more,
+        `margin` tokens fewer). An estimate from the offsets of one tokenisation of the full prompt, to be
+        verified by re-encoding; None where offsets are unavailable (slow tokenizers)."""
+        context = example.context
+        text = build_prompt(example, self.tokenizer)
+        start = text.find(context)
+        if not context or start < 0:
+            return None
+        try:
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+                "offset_mapping"
+            ]
+        except (NotImplementedError, ValueError, KeyError):
+            return None
+        end = start + len(context)
+        ends = [b - start for a, b in offsets if a >= start and b <= end and b > a]
+        keep = len(ends) - n_drop
+
+        def char_after(k: int) -> int:
+            return 0 if k <= 0 else ends[min(k, len(ends)) - 1]
+
+        return char_after(keep - margin), char_after(keep + margin)
+
     def __repr__(self) -> str:
         return f"SideEncoder({self.name}, prefix={self.prefix_ids}, end_id={self.end_id})"
 
 
-def _word_cut(context: str, n_chars: int) -> str:
-    """`context[:n_chars]`, moved back to the last whitespace when there is one, trailing space removed."""
-    if n_chars >= len(context):
-        return context
-    head = context[:n_chars]
-    last_space = max((m.start() for m in re.finditer(r"\s", head)), default=-1)
-    if last_space >= 0 and not context[n_chars].isspace():
-        head = head[:last_space]
-    return head.rstrip()
+class _ContextCutter:
+    """Word-boundary cuts of one context: `cut(k)` = length of `context[:k]` moved back to the last whitespace
+    (when there is one before k and k is inside a word), trailing whitespace removed. Monotone in k."""
+
+    def __init__(self, context: str) -> None:
+        self.context = context
+        self.spaces = [m.start() for m in re.finditer(r"\s", context)]
+
+    def cut(self, k: int) -> int:
+        text = self.context
+        if k >= len(text):
+            return len(text)
+        if k > 0 and not text[k].isspace():
+            i = bisect.bisect_left(self.spaces, k) - 1
+            if i >= 0:
+                k = self.spaces[i]
+        return len(text[:k].rstrip())
 
 
-def _search_longest(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
-    """Largest n in [lo, hi] with fits(n), given fits(lo) and monotone fits."""
+def _search_longest(candidates: Sequence[int], fits: Callable[[int], bool]) -> int:
+    """Largest candidate c (ascending list) with fits(c), given fits(candidates[0]) and monotone fits."""
+    lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(mid):
+        if fits(candidates[mid]):
             lo = mid
         else:
             hi = mid - 1
-    return lo
+    return candidates[lo]
 
 
 def encode_pair(
@@ -167,7 +201,10 @@ def encode_pair(
 ) -> tuple[list[SideFeature], int]:
     """Encode `example` for every encoder with one shared context cut; return (features, context chars kept).
 
-    `index` and the field names are only used to name the row in a `RowValidationError`.
+    The cut is the longest word-boundary prefix of the context that fits every encoder. It is found from an
+    estimate (the offsets of the over-long prompt's tokens) verified by re-encoding a few candidate cuts, with
+    a plain binary search over the whole context as the fallback. `index` and the field names only serve to
+    name the row in a `RowValidationError`.
     """
     responses = [enc.response_ids(example.response) for enc in encoders]
     for enc, resp in zip(encoders, responses, strict=True):
@@ -179,36 +216,63 @@ def encode_pair(
                 f"response is {len(resp)} {enc.name} tokens with its end token; max_length is {max_length}",
             )
 
+    def overflow(prompt: list[int], resp: list[int]) -> int:
+        over = len(prompt) + len(resp) - max_length
+        if max_prompt_tokens:
+            over = max(over, len(prompt) - max_prompt_tokens)
+        return over
+
     def prompts_for(ex: Example) -> list[list[int]] | None:
         out = []
         for enc, resp in zip(encoders, responses, strict=True):
             prompt = enc.prompt_ids(ex)
-            if len(prompt) + len(resp) > max_length or (
-                max_prompt_tokens and len(prompt) > max_prompt_tokens
-            ):
+            if overflow(prompt, resp) > 0:
                 return None
             out.append(prompt)
         return out
 
-    prompts = prompts_for(example)
-    if prompts is None:
-        if prompts_for(example.with_context("")) is None:
-            raise RowValidationError.make(
-                index,
-                context_field,
-                "too_long",
-                f"does not fit max_length={max_length}"
-                + (f", max_prompt_tokens={max_prompt_tokens}" if max_prompt_tokens else "")
-                + " even with the context removed (instruction and response alone are too long)",
-            )
-        n = _search_longest(
-            0,
-            len(example.context),
-            lambda k: prompts_for(example.with_context(_word_cut(example.context, k))) is not None,
-        )
-        example = example.with_context(_word_cut(example.context, n))
-        prompts = prompts_for(example)
-        assert prompts is not None  # fits by construction of the search
+    full = [enc.prompt_ids(example) for enc in encoders]
+    overflows = [overflow(p, r) for p, r in zip(full, responses, strict=True)]
+    prompts: list[list[int]] | None = full
+    if max(overflows) > 0:
+        context = example.context
+        cutter = _ContextCutter(context)
+        tried: dict[int, list[list[int]] | None] = {}
+
+        def fits(n_chars: int) -> bool:
+            if n_chars not in tried:
+                tried[n_chars] = prompts_for(example.with_context(context[:n_chars]))
+            return tried[n_chars] is not None
+
+        bounds = [
+            enc.context_cut_bounds(example, over) if over > 0 else (len(context), len(context))
+            for enc, over in zip(encoders, overflows, strict=True)
+        ]
+        n = -1
+        if all(b is not None for b in bounds):
+            lo = min(b[0] for b in bounds if b is not None)
+            hi = min(b[1] for b in bounds if b is not None)
+            candidates = sorted({cutter.cut(k) for k in range(lo, hi + 1)})
+            if fits(candidates[0]):
+                n = _search_longest(candidates, fits)
+        if n < 0:  # no usable estimate: search the whole context
+            if not fits(0):
+                raise RowValidationError.make(
+                    index,
+                    context_field,
+                    "too_long",
+                    f"does not fit max_length={max_length}"
+                    + (f", max_prompt_tokens={max_prompt_tokens}" if max_prompt_tokens else "")
+                    + " even with the context removed (instruction and response alone are too long)",
+                )
+            candidates = sorted({cutter.cut(k) for k in cutter.spaces} | {0, len(context)})
+            if len(candidates) < 3:  # no word boundaries (e.g. unsegmented scripts): cut anywhere
+                candidates = list(range(len(context) + 1))
+            n = _search_longest(candidates, fits)
+        fits(n)
+        prompts = tried[n]
+        example = example.with_context(context[:n])
+    assert prompts is not None
     features = [
         SideFeature(input_ids=prompt + resp, response_start=len(prompt))
         for prompt, resp in zip(prompts, responses, strict=True)
