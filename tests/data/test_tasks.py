@@ -118,7 +118,7 @@ def test_qed_bad_answers_are_reported_not_crashes(
         ({"dialogue": None}, "dialogue", "missing"),
         ({"summary": "   "}, "summary", "empty"),
         ({"dialogue": ["#Person1#: hi"]}, "dialogue", "wrong_type"),
-        ({"fname": None}, "fname", "missing"),
+        ({"fname": None}, "fname|id", "missing"),
     ],
 )
 def test_dialogsum_validation_names_index_and_field(
@@ -132,6 +132,12 @@ def test_dialogsum_validation_names_index_and_field(
     assert err.value.issue.index == 5
     assert err.value.issue.field == field
     assert err.value.issue.reason == reason
+
+
+def test_dialogsum_takes_the_hub_copys_id_field(shared_data: Path) -> None:
+    row = read_rows(shared_data / "dialogsum" / "train.jsonl")[0]
+    hub_row = {"id": "train_0", **{k: v for k, v in row.items() if k != "fname"}}
+    assert get_task("dialogsum").to_example(hub_row, 0).id == "train_0"
 
 
 def test_dialogsum_row_without_any_summary_is_missing_response() -> None:

@@ -20,7 +20,7 @@ from otdistill.data.config import DataConfig
 from otdistill.data.errors import DataValidationError, RowIssue, RowValidationError
 from otdistill.data.examples import Example
 from otdistill.data.hashing import content_hash
-from otdistill.data.report import DataReport
+from otdistill.data.report import MAX_RECORDED_ISSUES, DataReport
 from otdistill.data.sources import iter_rows
 from otdistill.data.tasks import FieldTask, Task, get_task, list_tasks, register_task
 from otdistill.data.tokenization import PairedFeature, PairEncoder
@@ -83,7 +83,10 @@ def _handle(issue: RowIssue, config: DataConfig, report: DataReport) -> None:
     if config.on_error == "fail":
         raise DataValidationError(issue, _where(report))
     report.record_skip(issue)
-    log.warning("skipping bad row: %s", issue)
+    if report.rows_skipped <= MAX_RECORDED_ISSUES:
+        log.warning("skipping bad row: %s", issue)
+    elif report.rows_skipped == MAX_RECORDED_ISSUES + 1:
+        log.warning("more bad rows are skipped; they are counted by reason in the data report")
 
 
 def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
@@ -117,7 +120,7 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
                 if example.id in seen:
                     raise RowValidationError.make(
                         index,
-                        task.id_field or "<index>",
+                        task.id_field_of(item),
                         "duplicate_id",
                         f"id {example.id!r} already used by row {seen[example.id]}",
                     )

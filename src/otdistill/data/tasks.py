@@ -59,29 +59,39 @@ def _non_empty_distinct(values: Sequence[str]) -> list[str]:
 class Task(ABC):
     """A task type: name, metric, and the mapping from a raw row to an `Example`.
 
-    `id_field`, when set, names the row field whose value becomes `Example.id`; otherwise the row index is
-    used. `source_fields` maps `Example` attributes to the row fields they come from, so later checks (for
-    instance an over-long context found at tokenisation) can name the user's field rather than ours.
+    `id_field`, when set, names the row field whose value becomes `Example.id` (or lists candidates, the
+    first present one wins); otherwise the row index is used. `source_fields` maps `Example` attributes to
+    the row fields they come from, so later checks (for instance an over-long context found at tokenisation)
+    can name the user's field rather than ours.
     """
 
     name: str
     metric: str
-    id_field: str | None = None
+    id_field: str | Sequence[str] | None = None
     source_fields: Mapping[str, str] = {}
 
     @abstractmethod
     def to_example(self, row: Mapping[str, Any], index: int) -> Example:
         """Build one example from `row` (the `index`-th row of its source); `RowValidationError` if bad."""
 
+    def id_field_of(self, row: Mapping[str, Any]) -> str:
+        """The field that gives this row its id ("<index>" without an id field; all candidates if none)."""
+        if self.id_field is None:
+            return "<index>"
+        candidates = [self.id_field] if isinstance(self.id_field, str) else list(self.id_field)
+        return next((c for c in candidates if row.get(c) is not None), "|".join(candidates))
+
     def example_id(self, row: Mapping[str, Any], index: int) -> str:
+        """`row[id_field]` as a string (the first present of several candidate fields), else the index."""
         if self.id_field is None:
             return str(index)
-        value = row.get(self.id_field)
+        name = self.id_field_of(row)
+        value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise RowValidationError.make(index, self.id_field, "missing", "id field is missing or empty")
-        if not isinstance(value, str | int):
+            raise RowValidationError.make(index, name, "missing", "id field is missing or empty")
+        if isinstance(value, bool) or not isinstance(value, str | int):
             raise RowValidationError.make(
-                index, self.id_field, "wrong_type", f"expected a string or integer id, got {_describe(value)}"
+                index, name, "wrong_type", f"expected a string or integer id, got {_describe(value)}"
             )
         return str(value)
 
@@ -109,7 +119,7 @@ class FieldTask(Task):
     instruction: str = ""
     context_field: str | None = None
     reference_fields: list[str] = field(default_factory=list)
-    id_field: str | None = None
+    id_field: str | list[str] | None = None
 
     ALLOWED_KEYS: ClassVar[tuple[str, ...]] = (
         "name",
@@ -230,7 +240,7 @@ DIALOGSUM = FieldTask(
     context_field="dialogue",
     response_fields=["summary", "summary1"],
     reference_fields=["summary", "summary1", "summary2", "summary3"],
-    id_field="fname",
+    id_field=["fname", "id"],  # the original release says fname, the hub copy (knkarthick/dialogsum) id
 )
 FAIRYTALEQA = FieldTask(
     name="fairytaleqa",
