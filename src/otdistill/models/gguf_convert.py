@@ -3,7 +3,9 @@
 Loading a GGUF file with transformers de-quantises every tensor (1-2 minutes for Gemma-3-270M on a CPU);
 loading the converted safetensors directory takes seconds. The conversion writes the model weights, the
 tokenizer (with its chat template and special tokens) and the generation config, keyed by the sha256 of the
-GGUF content, via `publish_once` (file lock + atomic rename).
+GGUF content, via `publish_once` (file lock + atomic rename). Weights are saved in float32: de-quantised
+GGUF values (scale * quant + offset, with float16 scales) are exact in float32 but not in bfloat16, so the
+converted model computes what the GGUF model computes; `load_model(..., dtype=...)` casts on load.
 """
 
 from __future__ import annotations
