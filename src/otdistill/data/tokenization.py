@@ -16,7 +16,9 @@ For each model: ``ids = prompt_ids + response_ids + [end_id]`` where
 
 Truncation never touches the response: when prompt + response is longer than ``max_length`` (or the prompt
 than ``max_prompt_tokens``) the context is cut at a word boundary, the same cut for both models (the longest
-that fits both, by binary search), so teacher and student condition on the same text. A row that does not fit
+that fits both), so teacher and student condition on the same text. The cut is estimated from the token
+offsets of the over-long prompt and then verified by re-encoding a few candidate cuts (a binary search over
+all word boundaries is the fallback); tests check both routes give the same cut. A row that does not fit
 even with an empty context raises `RowValidationError` (reason ``too_long``).
 """
 
