@@ -110,3 +110,25 @@ def test_uld_exact_when_k_covers_the_vocabulary(tiny_setup: TinySetup, tmp_path:
         live = uld(s_logits, t_logits, batch.student.response_mask, batch.teacher.response_mask)
         approx = uld(s_logits, cached.sorted, batch.student.response_mask, cached.mask)
         torch.testing.assert_close(approx.uld, live.uld, rtol=1e-6, atol=1e-7)
+
+
+def test_bfloat16_teacher_is_cached_in_float32_and_still_exact(tiny_setup: TinySetup, tmp_path: Path) -> None:
+    """GPU runs load the teacher in bfloat16; the stored probabilities are float32 softmaxes of its logits."""
+    import copy
+
+    teacher16 = copy.deepcopy(tiny_setup.teacher).to(torch.bfloat16)
+    batches = tiny_setup.batches(4)
+    build_teacher_cache(teacher16, batches, tmp_path, k=50, K_uld=16, shard_size=6, progress=False)
+    cache = TeacherCache(tmp_path)
+    loss_fn = MultiLevelOTLoss(top_k=50)
+    for batch in batches:
+        with torch.no_grad():
+            out = teacher16(input_ids=batch.teacher.input_ids, attention_mask=batch.teacher.attention_mask)
+        t_logits = response_logits(out.logits, batch.teacher)
+        assert t_logits.dtype == torch.bfloat16
+        _, s_logits = _live(tiny_setup, batch)
+        cached = cache.for_batch(batch, device="cpu")
+        assert cached.topk.probs.dtype == torch.float32 and cached.sorted.probs.dtype == torch.float32
+        live = loss_fn(s_logits, t_logits, batch.student.response_mask, batch.teacher.response_mask)
+        from_cache = loss_fn(s_logits, cached.topk, batch.student.response_mask, cached.mask)
+        assert torch.equal(live.loss, from_cache.loss) and torch.equal(live.sd, from_cache.sd)
