@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,6 @@ from typing import Any
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    """Write rows (dicts, or raw strings written as-is) one per line."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(row if isinstance(row, str) else json.dumps(row))
-            fh.write("\n")
-    return path
 
 
 @pytest.fixture(scope="session")

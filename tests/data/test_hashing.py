@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from otdistill.data import DataConfig, content_hash, load_examples
-from tests.data.conftest import write_jsonl
+from tests.data.rows import write_jsonl
 
 
 def load(task: str, source: Path, **kw: object) -> tuple[list, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from otdistill.data import DataConfig, DataValidationError, load_examples
-from tests.data.conftest import write_jsonl
+from tests.data.rows import write_jsonl
 
 
 def good_rows(shared_data: Path, n: int) -> list[dict[str, Any]]:

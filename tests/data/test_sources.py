@@ -12,7 +12,7 @@ import pytest
 
 from otdistill.data import DataConfig, DataSourceError, load_examples
 from otdistill.data.sources import iter_rows, select_split_files, source_kind
-from tests.data.conftest import write_jsonl
+from tests.data.rows import write_jsonl
 
 
 def test_source_kind() -> None:
