@@ -148,3 +148,32 @@ def test_hub_reader_through_the_real_datasets_library(
     assert [i for i, _ in rows] == list(range(len(local.examples)))
     examples = [get_task(task).to_example(row, i) for i, row in rows]  # type: ignore[arg-type]
     assert examples == local.examples
+
+
+@pytest.mark.servers
+def test_s3_sharded_split_reads_in_order_across_formats(
+    shared_data: Path, s3_endpoint: str, s3_credentials: None, tmp_path: Path
+) -> None:
+    import boto3
+
+    with open(shared_data / "fairytaleqa" / "train.jsonl", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh][:900]
+    write_jsonl(tmp_path / "train-00000.jsonl", rows[:400])
+    pq.write_table(pa.Table.from_pylist(rows[400:700]), tmp_path / "train-00001.parquet")
+    write_jsonl(tmp_path / "train-00002.jsonl", rows[700:])
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="shards")
+    for name in ("train-00002.jsonl", "train-00000.jsonl", "train-00001.parquet"):
+        client.upload_file(str(tmp_path / name), "shards", f"fairytaleqa/{name}")
+
+    whole = load_examples(
+        DataConfig(task="fairytaleqa", source=str(tmp_path / "train.jsonl")), progress=False
+    )
+    cfg = DataConfig(task="fairytaleqa", source="s3://shards/fairytaleqa/", s3_endpoint_url=s3_endpoint)
+    sharded = load_examples(cfg, progress=False)
+    assert sharded.source_indices == list(range(900))
+    assert sharded.examples == whole.examples
+    assert sharded.report.content_sha256 == whole.report.content_sha256
+    first = load_examples(DataConfig(**{**cfg.to_dict(), "limit": 10}), progress=False)
+    assert first.examples == whole.examples[:10]

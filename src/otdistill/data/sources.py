@@ -99,14 +99,14 @@ def read_parquet(
             index += 1
 
 
-def read_files(paths: Sequence[Path]) -> Iterator[tuple[int, Row | RowIssue]]:
-    index = 0
+def read_files(paths: Sequence[Path], start_index: int = 0) -> Iterator[tuple[int, Row | RowIssue]]:
+    """Rows of the files in order, indices counting on from `start_index` across files."""
+    index = start_index
     for path in paths:
         reader = read_parquet if path.suffix in PARQUET_SUFFIXES else read_jsonl
-        last = index - 1
-        for last, item in reader(path, index):
-            yield last, item
-        index = last + 1
+        for item_index, item in reader(path, index):
+            yield item_index, item
+            index = item_index + 1
 
 
 def local_files(source: str, split: str) -> list[Path]:
@@ -164,20 +164,26 @@ def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
 
 
 def read_s3(uri: str, split: str, endpoint_url: str | None = None) -> Iterator[tuple[int, Row | RowIssue]]:
-    """Download the split's objects to a temporary directory, then read them as local files."""
+    """Download the split's objects one at a time to a temporary directory and read each as a local file.
+
+    One object at a time: a `limit` met in the first shard never downloads the others, and the disk holds
+    one shard, not the whole split.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = s3_client(endpoint_url)
     try:
         bucket, keys = s3_keys(client, uri, split)
         with tempfile.TemporaryDirectory(prefix="otdistill-s3-") as tmp:
-            paths = []
+            index = 0
             for i, key in enumerate(keys):
                 local = Path(tmp) / f"{i:05d}-{PurePosixPath(key).name}"
                 log.info("downloading s3://%s/%s", bucket, key)
                 client.download_file(bucket, key, str(local))
-                paths.append(local)
-            yield from read_files(paths)
+                for item_index, item in read_files([local], start_index=index):
+                    yield item_index, item
+                    index = item_index + 1
+                local.unlink()
     except (BotoCoreError, ClientError) as exc:
         raise DataSourceError(f"cannot read {uri} from S3: {exc}") from exc
 
