@@ -235,3 +235,13 @@ def test_context_without_word_boundaries_is_cut_by_character(tiny_tokenizers: tu
         max(len(e.prompt_ids(longer)) + len(e.response_ids(ex.response)) for e in (enc.teacher, enc.student))
         > 120
     )
+
+
+def test_prompts_without_instruction_or_context(tiny_tokenizers: tuple[Any, Any]) -> None:
+    teacher, student = tiny_tokenizers
+    no_context = Example("a", "Name a colour.", "", "Red", ["Red"])
+    assert build_prompt(no_context, teacher) == "### Instruction:\nName a colour.\n\n### Response:\n"
+    assert "<|im_start|>user\nName a colour.<|im_end|>" in build_prompt(no_context, student)
+    no_instruction = Example("b", "", "Once upon a time", "there was a fox.", ["there was a fox."])
+    assert build_prompt(no_instruction, teacher) == "### Input:\nOnce upon a time\n\n### Response:\n"
+    assert "<|im_start|>user\nOnce upon a time<|im_end|>" in build_prompt(no_instruction, student)

@@ -19,9 +19,7 @@ PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n{context_block}### Response
 
 def user_message(example: Example) -> str:
     """What the user says in a chat: the instruction, then the context (if any) after a blank line."""
-    if example.context:
-        return f"{example.instruction}\n\n{example.context}"
-    return example.instruction
+    return "\n\n".join(part for part in (example.instruction, example.context) if part)
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -41,5 +39,7 @@ def build_prompt(example: Example, tokenizer: Any) -> str:
         if not isinstance(text, str):
             raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
         return text
+    if not example.instruction:  # a task that is all context (e.g. continue this text)
+        return f"### Input:\n{example.context}\n\n### Response:\n"
     context_block = f"### Input:\n{example.context}\n\n" if example.context else ""
     return PLAIN_TEMPLATE.format(instruction=example.instruction, context_block=context_block)

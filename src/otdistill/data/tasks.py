@@ -108,9 +108,10 @@ class FieldTask(Task):
     """A task described by field names alone: the form a dict or YAML entry takes.
 
     `instruction` is a `str.format` template over row fields ("Summarize the following dialogue." or
-    "{question}"). `response_fields` are tried in order, the first present one is the response (DialogSum's
-    training rows say `summary`, its validation rows `summary1`). `reference_fields` present and non-empty
-    are the references (distinct, in order); when there are none the response is the only reference.
+    "{question}"; write literal braces as "{{" and "}}"), or empty when the context says it all.
+    `response_fields` are tried in order, the first present one is the response (DialogSum's training rows
+    say `summary`, its validation rows `summary1`). `reference_fields` present and non-empty are the
+    references (distinct, in order); when there are none the response is the only reference.
     """
 
     name: str
