@@ -2,7 +2,7 @@
 # Installs the server software the `servers` tests start on 127.0.0.1: PostgreSQL from the Debian
 # packages. (The S3 store is moto's server mode from the venv; mlflow server comes from the venv too.)
 # Idempotent, and it leaves no server running: Debian's postinst would create and start a cluster on
-# port 5432, which the drop-in below turns off; the tests run their own throwaway cluster instead.
+# port 5432, which createcluster.conf is set to skip; the tests run their own throwaway cluster instead.
 set -euo pipefail
 
 if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
@@ -22,9 +22,14 @@ if [ "$(id -u)" -ne 0 ]; then
   fi
   SUDO=sudo
 fi
-$SUDO mkdir -p /etc/postgresql-common/createcluster.d
-echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.d/otdistill-tests.conf >/dev/null
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
+# postgresql-common first: its createcluster.conf decides whether the server package's postinst creates
+# (and starts) a "main" cluster. Turn that off, then install the server.
+$SUDO apt-get install -y -q --no-install-recommends postgresql-common
+$SUDO sed -ri 's/^[#[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
+  /etc/postgresql-common/createcluster.conf
+grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf \
+  || echo 'create_main_cluster = false' | $SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends postgresql
 echo "installed: $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -n1)"
