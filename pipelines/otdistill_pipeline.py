@@ -64,8 +64,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
         registered_model_name: str = d["registered_model_name"],
         promotion_metric: str = d["promotion_metric"],
         promotion_margin: float = d["promotion_margin"],
-        skip_teacher_sft: bool = d["skip_teacher_sft"],
-        skip_sft_baseline: bool = d["skip_sft_baseline"],
     ) -> None:
         opened = open_run(
             base_config=base_config,
@@ -95,8 +93,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
             registered_model_name=registered_model_name,
             promotion_metric=promotion_metric,
             promotion_margin=promotion_margin,
-            skip_teacher_sft=skip_teacher_sft,
-            skip_sft_baseline=skip_sft_baseline,
         )
         # Opens this run's parent MLflow run: never cached (its inputs include the run id).
         configure(opened, "open_run", cache=False)
@@ -105,8 +101,14 @@ def build_pipeline(cfg: RunConfig) -> Any:
         train_data = data.outputs["train_data"]
         validation_data = data.outputs["validation_data"]
 
-        with dsl.If(skip_teacher_sft == False, "teacher-sft"):  # noqa: E712 (KFP condition, not a bool)
-            tuned_teacher = configure(
+        # Optional steps are compile-time switches: a skipped step is not in the DAG (no GPU pod for it);
+        # kfp.local cannot run dsl.OneOf, so If/Else branches would not run locally either.
+        if cfg.steps.skip_teacher_sft:
+            teacher_task = configure(
+                reference_model(config=opened.outputs["reference_model"], role="teacher"), "reference_model"
+            )
+        else:
+            teacher_task = configure(
                 train_sft(
                     config=opened.outputs["train_teacher"],
                     role="teacher",
@@ -115,14 +117,13 @@ def build_pipeline(cfg: RunConfig) -> Any:
                 ),
                 "train_teacher",
             )
-        with dsl.Else("teacher-as-is"):
-            given_teacher = configure(
-                reference_model(config=opened.outputs["reference_model"], role="teacher"), "reference_model"
+        teacher = teacher_task.outputs["model"]
+        if cfg.steps.skip_sft_baseline:
+            baseline_task = configure(
+                reference_model(config=opened.outputs["reference_model"], role="student"), "reference_model"
             )
-        teacher = dsl.OneOf(tuned_teacher.outputs["model"], given_teacher.outputs["model"])
-
-        with dsl.If(skip_sft_baseline == False, "sft-baseline"):  # noqa: E712
-            sft_student = configure(
+        else:
+            baseline_task = configure(
                 train_sft(
                     config=opened.outputs["train_sft_baseline"],
                     role="student",
@@ -131,11 +132,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                 ),
                 "train_sft_baseline",
             )
-        with dsl.Else("base-student-baseline"):
-            base_student = configure(
-                reference_model(config=opened.outputs["reference_model"], role="student"), "reference_model"
-            )
-        baseline = dsl.OneOf(sft_student.outputs["model"], base_student.outputs["model"])
+        baseline = baseline_task.outputs["model"]
 
         cached = configure(
             cache_teacher(
@@ -160,6 +157,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                 teacher_model=teacher,
                 baseline_model=baseline,
                 student_model=distilled.outputs["student_model"],
+                baseline_label="base_student" if cfg.steps.skip_sft_baseline else "sft_baseline",
             ),
             "evaluate",
         )
@@ -168,6 +166,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
             register_and_promote(
                 config=opened.outputs["register_and_promote"],
                 parent_run_id=opened.outputs["parent_run_id"],
+                data_hash=data.outputs["Output"],
                 validation_data=validation_data,
                 student_model=distilled.outputs["student_model"],
                 scores=scored.outputs["scores"],

@@ -12,11 +12,16 @@ def evaluate(
     teacher_model: dsl.Input[dsl.Model],
     baseline_model: dsl.Input[dsl.Model],
     student_model: dsl.Input[dsl.Model],
+    baseline_label: str,
     scores: dsl.Output[dsl.Artifact],
     report: dsl.Output[dsl.HTML],
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
-    """Generate on the validation split with each model; writes scores JSON, an HTML report and metrics."""
+    """Generate on the validation split with each model; writes scores JSON, an HTML report and metrics.
+
+    baseline_label: "sft_baseline" for the SFT-trained student, "base_student" when that step is skipped
+    (the untuned student is then shown for reference, and the promotion gate has no SFT condition).
+    """
     from otdistill.steps.evaluate import evaluate as run_step
 
     result = run_step(
@@ -24,7 +29,7 @@ def evaluate(
         validation_dir=validation_data.path,
         models={
             "teacher": teacher_model.path,
-            "sft_baseline": baseline_model.path,
+            baseline_label: baseline_model.path,
             "distilled": student_model.path,
         },
         scores_path=scores.path,

@@ -7,18 +7,6 @@ from kfp import dsl
 from otdistill.steps.common import COMPONENT_IMAGE
 
 
-class StepConfigs(NamedTuple):
-    prepare_data: str
-    reference_model: str
-    train_teacher: str
-    train_sft_baseline: str
-    cache_teacher: str
-    distill_student: str
-    evaluate: str
-    register_and_promote: str
-    parent_run_id: str
-
-
 @dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)
 def open_run(
     base_config: str,
@@ -48,10 +36,21 @@ def open_run(
     registered_model_name: str,
     promotion_metric: str,
     promotion_margin: float,
-    skip_teacher_sft: bool,
-    skip_sft_baseline: bool,
     run_config: dsl.Output[dsl.Artifact],
-) -> StepConfigs:
+) -> NamedTuple(  # type: ignore[valid-type]  # KFP needs the inline form
+    "StepConfigs",
+    [
+        ("prepare_data", str),
+        ("reference_model", str),
+        ("train_teacher", str),
+        ("train_sft_baseline", str),
+        ("cache_teacher", str),
+        ("distill_student", str),
+        ("evaluate", str),
+        ("register_and_promote", str),
+        ("parent_run_id", str),
+    ],
+):
     """Apply the pipeline parameters to `base_config`, validate it, open the parent MLflow run.
 
     Returns one config JSON per step holding only what that step reads, so each step's cache key moves
@@ -69,4 +68,15 @@ def open_run(
         pipeline_run_name=pipeline_run_name,
         config_path=run_config.path,
     )
-    return StepConfigs(**result.step_configs, parent_run_id=result.parent_run_id)
+    steps = result.step_configs
+    return (  # KFP reads a NamedTuple return by position, in the order declared above
+        steps["prepare_data"],
+        steps["reference_model"],
+        steps["train_teacher"],
+        steps["train_sft_baseline"],
+        steps["cache_teacher"],
+        steps["distill_student"],
+        steps["evaluate"],
+        steps["register_and_promote"],
+        result.parent_run_id,
+    )

@@ -7,21 +7,18 @@ from kfp import dsl
 from otdistill.steps.common import COMPONENT_IMAGE
 
 
-class Registration(NamedTuple):
-    model_uri: str
-    version: str
-    promoted: bool
-
-
 @dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)
 def register_and_promote(
     config: str,
     parent_run_id: str,
+    data_hash: str,
     validation_data: dsl.Input[dsl.Dataset],
     student_model: dsl.Input[dsl.Model],
     scores: dsl.Input[dsl.Artifact],
     decision: dsl.Output[dsl.Artifact],
-) -> Registration:
+) -> NamedTuple(  # type: ignore[valid-type]  # KFP needs the inline form
+    "Registration", [("model_uri", str), ("version", str), ("promoted", bool)]
+):
     """Register the student (alias challenger); it becomes champion only if it beats the SFT baseline of
     this run and the current champion re-scored on the same rows, both by the configured margin."""
     from otdistill.steps.register_and_promote import register_and_promote as run_step
@@ -29,10 +26,11 @@ def register_and_promote(
     result = run_step(
         config_json=config,
         parent_run_id=parent_run_id,
+        data_hash=data_hash,
         validation_dir=validation_data.path,
         student_dir=student_model.path,
         scores_path=scores.path,
         decision_path=decision.path,
     )
     decision.metadata.update(result.tags)
-    return Registration(model_uri=result.model_uri, version=result.version, promoted=result.promoted)
+    return (result.model_uri, result.version, result.promoted)  # by position, as declared

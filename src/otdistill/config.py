@@ -306,7 +306,8 @@ class StepSwitches:
     """Optional steps and caching.
 
     skip_teacher_sft: the teacher is already tuned for the task; use it as is.
-    skip_sft_baseline: do not train the SFT baseline student; the untuned student is the baseline then.
+    skip_sft_baseline: do not train the SFT baseline student; the untuned student is evaluated for
+      reference instead, and the promotion gate has no "beats the SFT baseline" condition.
     enable_caching: KFP step caching; a re-run reuses every step whose inputs did not change.
     """
 
@@ -398,21 +399,41 @@ class RunConfig:
         distillation but reuses data preparation, teacher SFT and the teacher cache.
         """
         data = self.to_dict()
-        return json.dumps({k: data[k] for k in STEP_SECTIONS[step]}, sort_keys=True)
+        out: dict[str, Any] = {}
+        for name in STEP_SECTIONS[step]:
+            section, _, key = name.partition(".")
+            if key:
+                out.setdefault(section, {})[key] = data[section][key]
+            else:
+                out[section] = data[section]
+        return json.dumps(out, sort_keys=True)
 
     def flat_params(self) -> dict[str, str]:
         """Flattened ``section.key -> str(value)`` for MLflow params (values cut to MLflow's 6000 chars)."""
         return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in flatten(self.to_dict()).items()}
 
 
-# What each step reads. `tracking` is everywhere: every step logs its own nested MLflow run.
+# What each step reads: whole sections, or single fields as "section.field" (the rest keep defaults).
+# `tracking` is everywhere: every step logs its own nested MLflow run.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "open_run": tuple(f.name for f in dataclasses.fields(RunConfig)),
     "prepare_data": ("name", "teacher", "student", "data", "validation", "tracking"),
     "reference_model": ("teacher", "student", "tracking"),
     "train_teacher": ("teacher", "teacher_sft", "data", "tracking"),
     "train_sft_baseline": ("student", "sft_baseline", "data", "tracking"),
-    "cache_teacher": ("teacher", "distill", "tracking"),
+    # the cache depends on the loss settings it stores (and the batch it runs), not on the optimiser's
+    "cache_teacher": (
+        "teacher",
+        "student",
+        "data",
+        "distill.loss",
+        "distill.top_k",
+        "distill.temperature",
+        "distill.sinkhorn_temperature",
+        "distill.per_device_batch_size",
+        "distill.s3_endpoint_url",
+        "tracking",
+    ),
     "distill_student": ("teacher", "student", "distill", "data", "tracking"),
     "evaluate": ("teacher", "student", "data", "validation", "eval", "tracking"),
     "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
@@ -427,6 +448,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 # --------------------------------------------------------------------------------------------------------
 # Pipeline parameters: what users change per run without recompiling. name -> dotted config path.
+# The optional-step switches (`steps.*`) are compile-time: a skipped step is not in the DAG at all (no GPU
+# pod is requested for it); `otdistill submit/schedule --set steps.skip_teacher_sft=true` recompiles.
 # KFP parameters cannot be null, so "" stands for "none" (revisions) and 0 for "all rows" (row limits).
 
 PIPELINE_PARAMETERS: dict[str, str] = {
@@ -454,8 +477,6 @@ PIPELINE_PARAMETERS: dict[str, str] = {
     "registered_model_name": "tracking.registered_model_name",
     "promotion_metric": "tracking.promotion_metric",
     "promotion_margin": "tracking.promotion_margin",
-    "skip_teacher_sft": "steps.skip_teacher_sft",
-    "skip_sft_baseline": "steps.skip_sft_baseline",
 }
 _NONE_AS_EMPTY = {"teacher_revision", "student_revision", "data_revision"}
 _NONE_AS_ZERO = {"train_rows", "validation_rows"}

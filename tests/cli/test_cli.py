@@ -86,7 +86,7 @@ def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFi
         )
     assert code == 0
     Client.assert_called_once_with(host="https://kfp.example", existing_token="s3cr3t", namespace="team-a")
-    assert seen["arguments"] == {"distill_learning_rate": 0.001, "skip_sft_baseline": True}
+    assert seen["arguments"] == {"distill_learning_rate": 0.001, "promotion_margin": 0.01}
     assert seen["run_name"] == "nightly" and seen["experiment_name"] == "otdistill"
     assert seen["enable_caching"] is True
     assert seen["doc"]["pipelineInfo"]["name"] == "tiny"

@@ -109,8 +109,14 @@ def test_cluster_settings_come_from_the_config(tmp_path: Path) -> None:
     assert not executors[_executor(spec, prep)].tolerations
 
 
-def test_optional_steps_are_conditions(tmp_path: Path) -> None:
-    spec, _ = _parse(compile_pipeline(RunConfig(), tmp_path / "p.yaml"))
-    conditions = [t.trigger_policy.condition for t in _tasks(spec).values() if t.trigger_policy.condition]
-    joined = " ".join(conditions)
-    assert "skip_teacher_sft" in joined and "skip_sft_baseline" in joined
+def test_optional_steps_are_compile_time_switches(tmp_path: Path) -> None:
+    cfg = RunConfig()
+    spec, _ = _parse(compile_pipeline(cfg, tmp_path / "full.yaml"))
+    assert {"train-sft", "train-sft-2"} <= set(_tasks(spec)) and "reference-model" not in _tasks(spec)
+    cfg.steps.skip_teacher_sft = True
+    cfg.steps.skip_sft_baseline = True
+    spec, _ = _parse(compile_pipeline(cfg, tmp_path / "skip.yaml"))
+    tasks = _tasks(spec)
+    assert "train-sft" not in tasks and {"reference-model", "reference-model-2"} <= set(tasks)
+    # the reference steps are CPU steps: no accelerator is requested for a skipped step
+    assert not tasks["reference-model"].HasField("retry_policy")

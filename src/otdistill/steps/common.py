@@ -8,14 +8,17 @@ the artifact store for nothing. Both carry `otdistill_model.json` (role, source,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from otdistill.config import RunConfig
+from otdistill.data import DataConfig
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, open_pipeline_run
@@ -115,3 +118,29 @@ def resolve_model_artifact(model_dir: str | Path) -> ResolvedModel:
             f"{model_dir} is not a model artifact: it has neither {MODEL_REF} nor a Hugging Face config.json"
         )
     return resolve_model(ModelSpec(source=str(model_dir)))
+
+
+def snapshot_data_config(cfg: RunConfig, snapshot_dir: str | Path, split: str) -> DataConfig:
+    """The DataConfig that reads a `prepare_data` snapshot: same task and cuts, the snapshot as source.
+
+    Every step that tokenises (SFT, teacher cache, distillation, evaluation) uses this one, so the teacher
+    cache and the distillation see exactly the same examples, cut the same way.
+    """
+    return dataclasses.replace(cfg.data, source=str(snapshot_dir), split=split, revision=None, limit=None)
+
+
+def step_tags(cfg: RunConfig) -> dict[str, str]:
+    """Tags every step run carries: the pipeline name, and the image it ran in."""
+    return {"otdistill.pipeline": cfg.name, "otdistill.container_image": os.environ.get(IMAGE_ENV, "local")}
+
+
+def copy_model(src: str | Path, dst: str | Path) -> None:
+    """Copy a Hugging Face model directory's files into the (possibly existing) artifact directory."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in Path(src).iterdir():
+        target = dst / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)

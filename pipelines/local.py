@@ -1,0 +1,171 @@
+"""Run the whole DAG on this machine: kfp.local's SubprocessRunner (no Docker) + MLflow on SQLite.
+
+Everything of a local run lives under one run directory (default `runs/<config name>`):
+
+    kfp/          KFP task outputs (datasets, models, reports) per run and task
+    kfp-cache/    KFP's step cache: a re-run reuses every step whose inputs did not change
+    mlflow.db     the MLflow tracking + registry store (SQLite)
+    mlartifacts/  MLflow artifacts (configs, reports, the registered student)
+    config.yaml   the config as run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otdistill.config import RunConfig
+from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
+from otdistill.tracking import TrackingConfig, configure_client
+from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
+from pipelines.otdistill_pipeline import build_pipeline
+
+log = logging.getLogger("otdistill.local")
+LABELS = (
+    ("teacher", "teacher"),
+    ("sft_baseline", "SFT baseline student"),
+    ("base_student", "untuned student"),
+    ("distilled", "distilled student"),
+)
+
+
+@dataclass
+class LocalRunResult:
+    """Where a local run put things and what it found: enough to print, and for tests to check."""
+
+    run_dir: Path
+    tracking_uri: str
+    artifact_root: Path
+    pipeline_run_id: str
+    mlflow_run_id: str
+    experiment_id: str
+    metric: str
+    scores: dict[str, float] = field(default_factory=dict)
+    model_uri: str = ""
+    champion_uri: str = ""
+    status: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f"otdistill run finished in {self.seconds / 60:.1f} min ({self.run_dir})", ""]
+        for label, title in LABELS:
+            if label in self.scores:
+                lines.append(f"  {title:<22} {self.metric} = {self.scores[label]:.4f}")
+        lines += [
+            "",
+            f"  MLflow run:        {self.mlflow_run_id} (experiment {self.experiment_id})",
+            f"  registered model:  {self.model_uri} -> {self.status}: {self.reason}",
+            f"  champion:          {self.champion_uri}",
+            "",
+            "  see it in the MLflow UI:",
+            f"    mlflow ui --backend-store-uri {self.tracking_uri}"
+            f" --default-artifact-root {self.artifact_root}",
+        ]
+        return "\n".join(lines)
+
+
+def _absolute_local_source(source: str) -> str:
+    """A relative local path becomes absolute (steps run as subprocesses; cache keys stay stable)."""
+    if "://" in source or source.startswith("pypi:"):
+        return source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def local_config(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """`cfg` adapted to this machine: SQLite MLflow under `run_dir`, absolute local paths, a Python image."""
+    tracking_uri = cfg.tracking.tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}"
+    return dataclasses.replace(
+        cfg,
+        teacher=dataclasses.replace(cfg.teacher, source=_absolute_local_source(cfg.teacher.source)),
+        student=dataclasses.replace(cfg.student, source=_absolute_local_source(cfg.student.source)),
+        data=dataclasses.replace(cfg.data, source=_absolute_local_source(cfg.data.source)),
+        tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri),
+        cluster=dataclasses.replace(cfg.cluster, image=COMPONENT_IMAGE),
+    )
+
+
+def _ensure_experiment(tracking: TrackingConfig, artifact_root: Path) -> str:
+    """Create the experiment with its artifacts under the run directory (MLflow's default is ./mlruns)."""
+    import mlflow
+
+    configure_client(tracking)
+    exp = mlflow.get_experiment_by_name(tracking.experiment)
+    if exp is not None:
+        return str(exp.experiment_id)
+    artifact_root.mkdir(parents=True, exist_ok=True)
+    return str(mlflow.create_experiment(tracking.experiment, artifact_location=artifact_root.as_uri()))
+
+
+def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    runs = client.search_runs(
+        [result.experiment_id],
+        filter_string=(
+            f"tags.`{PIPELINE_RUN_ID_TAG}` = '{result.pipeline_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        ),
+    )
+    if not runs:
+        raise RuntimeError(f"no MLflow parent run for pipeline run {result.pipeline_run_id}")
+    parent = runs[0]
+    result.mlflow_run_id = parent.info.run_id
+    for label, _ in LABELS:
+        value = parent.data.metrics.get(f"{label}.{result.metric}")
+        if value is not None:
+            result.scores[label] = float(value)
+    tags = parent.data.tags
+    result.model_uri = tags.get("otdistill.model_uri", "")
+    result.status = tags.get("otdistill.promotion.status", "")
+    result.reason = tags.get("otdistill.promotion.reason", "")
+    result.champion_uri = f"models:/{tracking.registered_model_name}@{tracking.champion_alias}"
+
+
+def run_local(cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool = False) -> LocalRunResult:
+    """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced."""
+    from kfp import local
+
+    started = time.monotonic()
+    root = Path(run_dir) if run_dir else Path(cfg.local.run_root) / cfg.name
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = local_config(cfg, root)
+    (root / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    artifact_root = root / "mlartifacts"
+    experiment_id = _ensure_experiment(cfg.tracking, artifact_root)
+    pipeline_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    # Every step finds the parent MLflow run by this id (on clusters it comes from the pod label).
+    os.environ[RUN_ID_ENV] = pipeline_run_id
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root / "kfp"),
+        raise_on_error=True,
+        enable_caching=cfg.steps.enable_caching and not fresh,
+        cache_root=str(root / "kfp-cache"),
+    )
+    log.info("local run %s in %s (MLflow: %s)", pipeline_run_id, root, cfg.tracking.tracking_uri)
+    pipeline = build_pipeline(cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        pipeline()
+    result = LocalRunResult(
+        run_dir=root,
+        tracking_uri=cfg.tracking.tracking_uri,
+        artifact_root=artifact_root,
+        pipeline_run_id=pipeline_run_id,
+        mlflow_run_id="",
+        experiment_id=experiment_id,
+        metric=cfg.tracking.promotion_metric,
+    )
+    _collect(result, cfg.tracking)
+    result.seconds = time.monotonic() - started
+    return result

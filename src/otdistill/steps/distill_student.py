@@ -1,0 +1,80 @@
+"""Step `distill_student`: train the student with cross-entropy + the distillation loss (teacher cache)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+
+from otdistill.models import resolve_model
+from otdistill.steps.common import (
+    copy_model,
+    load_step_config,
+    pipeline_run,
+    resolve_model_artifact,
+    setup_logging,
+    snapshot_data_config,
+    step_tags,
+    write_model_info,
+)
+from otdistill.steps.train_sft import TrainStepResult
+from otdistill.tracking.runs import step_run
+from otdistill.training import distill_student as train_distill
+
+log = logging.getLogger(__name__)
+CACHED_LOSSES = ("multilevel_ot", "uld")
+
+
+def distill_student(
+    config_json: str,
+    teacher_dir: str | Path,
+    cache_dir: str | Path,
+    train_dir: str | Path,
+    validation_dir: str | Path,
+    model_dir: str | Path,
+) -> TrainStepResult:
+    """Distil the configured student from the teacher; the distilled model is written to `model_dir`.
+
+    MultiLevelOT and ULD read the teacher from the cache built by `cache_teacher` (verified against this
+    teacher's revision and the loss settings by the cache reader); "kl" needs the live teacher.
+    """
+    setup_logging()
+    cfg = load_step_config(config_json)
+    teacher = resolve_model_artifact(teacher_dir)
+    parent = pipeline_run(cfg.tracking, cfg.name)
+    with tempfile.TemporaryDirectory(prefix="otdistill-distill-") as scratch:
+        train_cfg = dataclasses.replace(cfg.distill, output_dir=str(Path(scratch) / "out"))
+        if train_cfg.loss in CACHED_LOSSES:
+            train_cfg = dataclasses.replace(
+                train_cfg, teacher_source="cache", teacher_cache_uri=str(cache_dir)
+            )
+        with step_run(parent, "distill_student", params=train_cfg.to_dict(), tags=step_tags(cfg)):
+            student = resolve_model(cfg.student)
+            log.info(
+                "distilling %s from %s with %s (%s steps)",
+                student.source,
+                teacher.source,
+                train_cfg.loss,
+                train_cfg.max_steps,
+            )
+            data = snapshot_data_config(cfg, train_dir, cfg.data.split)
+            result = train_distill(train_cfg, student, teacher, data)
+            copy_model(result.model_dir, model_dir)
+        metadata = {
+            "role": "student",
+            "kind": "trained",
+            "stage": "distill_student",
+            "loss": train_cfg.loss,
+            "base_source": student.source,
+            "base_revision": student.revision,
+            "teacher_source": teacher.source,
+            "teacher_revision": teacher.revision,
+            "global_step": str(result.global_step),
+        }
+        write_model_info(Path(model_dir), metadata)
+    log.info("distillation done: %s steps, final train loss %.4f", result.global_step, result.train_loss)
+    return TrainStepResult(
+        metadata=metadata,
+        metrics={"train_loss": float(result.train_loss), "global_step": float(result.global_step)},
+    )

@@ -1,0 +1,83 @@
+"""Step `evaluate`: teacher, SFT baseline student and distilled student on the same validation rows.
+
+Writes `scores.json` ({label: {metric: mean}}, plus the task's headline metric) for the promotion gate,
+and the combined HTML report (tables, charts, worst examples) for people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otdistill.data import load_examples
+from otdistill.evaluation import EvalResult, compare_models, evaluate_model
+from otdistill.steps.common import (
+    load_step_config,
+    pipeline_run,
+    read_model_info,
+    resolve_model_artifact,
+    setup_logging,
+    snapshot_data_config,
+    step_tags,
+)
+from otdistill.tracking.runs import step_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalStepResult:
+    scores: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def evaluate(
+    config_json: str,
+    validation_dir: str | Path,
+    models: Mapping[str, str | Path],
+    scores_path: str | Path,
+    report_path: str | Path,
+) -> EvalStepResult:
+    """Evaluate each Model artifact in `models` (label -> directory); write scores JSON and HTML report."""
+    setup_logging()
+    cfg = load_step_config(config_json)
+    data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
+    parent = pipeline_run(cfg.tracking, cfg.name)
+    with step_run(parent, "evaluate", params=cfg.eval.to_dict(), tags=step_tags(cfg)) as run:
+        loaded = load_examples(data)
+        results: list[EvalResult] = []
+        with tempfile.TemporaryDirectory(prefix="otdistill-eval-") as scratch:
+            for label, model_dir in models.items():
+                resolved = resolve_model_artifact(model_dir)
+                log.info("evaluating %s (%s) on %d rows", label, resolved.source, len(loaded.examples))
+                result = evaluate_model(
+                    resolved, loaded.task, loaded.examples, cfg.eval, Path(scratch) / label, label=label
+                )
+                result.model.update({f"artifact.{k}": str(v) for k, v in read_model_info(model_dir).items()})
+                results.append(result)
+                log.info("%s: %s=%.4f", label, result.metric, result.headline)
+            files = compare_models(
+                results, Path(scratch) / "compare", title=f"{cfg.name}: {loaded.task.name}"
+            )
+            Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files["report"], report_path)
+        scores: dict[str, Any] = {
+            "task": loaded.task.name,
+            "metric": results[0].metric,
+            "rows": len(loaded.examples),
+            "data_sha256": loaded.report.content_sha256,
+            "models": {r.label: dict(r.metrics) for r in results},
+            "provenance": {r.label: dict(r.model) for r in results},
+        }
+        Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(scores_path).write_text(json.dumps(scores, indent=2, sort_keys=True), encoding="utf-8")
+        run.log_artifact(scores_path, "eval")
+        metrics = {f"{r.label}.{k}": float(v) for r in results for k, v in r.metrics.items()}
+    parent.log_metrics(metrics)
+    return EvalStepResult(scores=scores, metrics=metrics)

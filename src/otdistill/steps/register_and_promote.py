@@ -1,0 +1,342 @@
+"""Step `register_and_promote`: register the distilled student and decide whether it becomes champion.
+
+The gate: every new version gets the alias `challenger`; it takes `champion` only if its promotion metric
+beats (by more than the margin, in the metric's direction)
+
+  1. the SFT baseline student of the same run (same data, same evaluation), when the run trained one
+     (`steps.skip_sft_baseline` off; with it on there is no SFT baseline and the condition is recorded
+     as absent), and
+  2. the current champion, re-scored now on this run's validation rows (a score recorded on other data
+     is not comparable).
+
+Registration, the champion comparison, the alias move and its race handling are the tracking part's
+(`otdistill.tracking.register_and_promote`); this step feeds it the right numbers: condition 1 is checked
+here first, and for condition 2 the champion's recorded metric is replaced by its fresh score (the old one
+is kept in a `.previous` tag) before the tracking gate reads it. The decision and all its numbers are tags
+on the new version. Re-running the step for the same pipeline run finds its version and registers nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from otdistill.data import load_examples
+from otdistill.evaluation import evaluate_model
+from otdistill.steps.common import (
+    load_step_config,
+    pipeline_run,
+    read_model_info,
+    setup_logging,
+    snapshot_data_config,
+    step_tags,
+)
+from otdistill.tracking import (
+    Lineage,
+    TrackingConfig,
+    configure_client,
+    finish_pipeline_run,
+    log_lineage,
+    log_student_model,
+)
+from otdistill.tracking import register_and_promote as tracking_register
+from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
+from otdistill.tracking.runs import STEP_TAG, step_run
+
+log = logging.getLogger(__name__)
+
+CHALLENGER_ALIAS = "challenger"
+STEP = "register_and_promote"
+GATE_PREFIX = "otdistill.gate."
+EVAL_PREFIX = "otdistill.eval."
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """The gate numbers: does the candidate beat the SFT baseline and the re-scored champion?"""
+
+    candidate: float
+    baseline: float | None
+    champion: float | None
+    champion_version: str | None
+    margin: float
+    greater_is_better: bool
+    beats_baseline: bool
+    beats_champion: bool
+    reason: str
+
+    @property
+    def passed(self) -> bool:
+        return self.beats_baseline and self.beats_champion
+
+    def tags(self) -> dict[str, str]:
+        return {f"{GATE_PREFIX}{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+
+
+def _gain(candidate: float, other: float, greater_is_better: bool) -> float:
+    return candidate - other if greater_is_better else other - candidate
+
+
+def check_gate(
+    candidate: float,
+    baseline: float | None,
+    champion: float | None,
+    *,
+    margin: float,
+    greater_is_better: bool = True,
+    champion_version: str | None = None,
+) -> GateCheck:
+    """Compare the candidate with the SFT baseline and the (re-scored) champion; None means "absent".
+
+    Strictly more than `margin` is required against each present comparator, as in the tracking gate.
+    """
+    for name, value in (("candidate", candidate), ("baseline", baseline), ("champion", champion)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} metric must be finite, got {value}")
+    reasons = []
+    beats_baseline = True
+    if baseline is not None:
+        gain = _gain(candidate, baseline, greater_is_better)
+        beats_baseline = gain > margin
+        verb = "beats" if beats_baseline else "does not beat"
+        reasons.append(f"{verb} the SFT baseline {baseline:.6g} ({gain:+.6g} vs margin {margin:g})")
+    else:
+        reasons.append("no SFT baseline in this run")
+    beats_champion = True
+    if champion is None:
+        reasons.append("no champion yet")
+    else:
+        gain = _gain(candidate, champion, greater_is_better)
+        beats_champion = gain > margin
+        verb = "beats" if beats_champion else "does not beat"
+        reasons.append(
+            f"{verb} champion v{champion_version} re-scored at {champion:.6g} "
+            f"({gain:+.6g} vs margin {margin:g})"
+        )
+    return GateCheck(
+        candidate=candidate,
+        baseline=baseline,
+        champion=champion,
+        champion_version=champion_version,
+        margin=margin,
+        greater_is_better=greater_is_better,
+        beats_baseline=beats_baseline,
+        beats_champion=beats_champion,
+        reason=f"candidate {candidate:.6g}: " + "; ".join(reasons),
+    )
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    model_uri: str
+    version: str
+    promoted: bool
+    status: str
+    reason: str
+    tags: dict[str, str]
+
+
+def _client(tracking: TrackingConfig) -> MlflowClient:
+    configure_client(tracking)
+    return MlflowClient(
+        tracking_uri=tracking.resolved_tracking_uri() or None,
+        registry_uri=tracking.resolved_registry_uri() or None,
+    )
+
+
+def existing_version(client: MlflowClient, name: str, experiment_id: str, parent_run_id: str) -> Any | None:
+    """The version an earlier attempt of this step registered for this pipeline run, if any.
+
+    A version's run id is set atomically at registration; the step's nested run names its parent, so
+    this finds the version even if the earlier attempt died right after registering.
+    """
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{STEP_TAG}` = '{STEP}'",
+    )
+    run_ids = {r.info.run_id for r in runs}
+    if not run_ids:
+        return None
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    mine = [mv for mv in versions if mv.run_id in run_ids]
+    return min(mine, key=lambda mv: int(mv.version)) if mine else None
+
+
+def _champion(client: MlflowClient, name: str, alias: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _rescore_champion(cfg: Any, validation_dir: str | Path, metric: str, champion: Any) -> float:
+    """Score `models:/name/<champion version>` on this run's validation rows with this run's EvalConfig."""
+    tracking = cfg.tracking
+    data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
+    loaded = load_examples(data)
+    uri = f"models:/{tracking.registered_model_name}/{champion.version}"
+    log.info("re-scoring champion %s on %d validation rows", uri, len(loaded.examples))
+    result = evaluate_model(uri, loaded.task, loaded.examples, cfg.eval, label="champion")
+    if metric not in result.metrics:
+        raise KeyError(f"champion evaluation has no metric {metric!r} (has {sorted(result.metrics)})")
+    return float(result.metrics[metric])
+
+
+def _metric(scores: dict[str, Any], label: str, metric: str) -> float | None:
+    models = scores.get("models", {})
+    if label not in models:
+        return None
+    if metric not in models[label]:
+        raise KeyError(
+            f"promotion metric {metric!r} is not among the evaluation metrics of {label} "
+            f"({', '.join(sorted(models[label]))}); set tracking.promotion_metric to one of them"
+        )
+    return float(models[label][metric])
+
+
+def _lineage(cfg: Any, scores: dict[str, Any], data_hash: str) -> Lineage:
+    prov = scores.get("provenance", {})
+    teacher, student = prov.get("teacher", {}), prov.get("distilled", {})
+    return Lineage(
+        data_hash=data_hash,
+        teacher_id=teacher.get("artifact.base_source")
+        or teacher.get("artifact.source")
+        or cfg.teacher.source,
+        teacher_revision=teacher.get("artifact.base_revision")
+        or teacher.get("artifact.revision")
+        or "unknown",
+        student_id=student.get("artifact.base_source") or cfg.student.source,
+        student_revision=student.get("artifact.base_revision") or "unknown",
+        loss=student.get("artifact.loss") or cfg.distill.loss,
+    )
+
+
+def register_and_promote(
+    config_json: str,
+    parent_run_id: str,
+    data_hash: str,
+    validation_dir: str | Path,
+    student_dir: str | Path,
+    scores_path: str | Path,
+    decision_path: str | Path,
+) -> RegisterResult:
+    """Register the distilled student for this pipeline run (once) and apply the promotion gate.
+
+    data_hash: content hash of the training split (from `prepare_data`), recorded as lineage.
+    """
+    setup_logging()
+    cfg = load_step_config(config_json)
+    tracking = cfg.tracking
+    name, metric = tracking.registered_model_name, tracking.promotion_metric
+    scores = json.loads(Path(scores_path).read_text(encoding="utf-8"))
+    candidate = _metric(scores, "distilled", metric)
+    if candidate is None:
+        raise KeyError(f"{scores_path} has no scores for the distilled student")
+    baseline = _metric(scores, "sft_baseline", metric)
+    parent = pipeline_run(tracking, cfg.name, parent_run_id)
+    client = _client(tracking)
+
+    done = existing_version(client, name, parent.experiment_id, parent.run_id)
+    if done is not None:
+        result = _result(name, done.version, dict(done.tags), tracking.champion_alias, client)
+        log.info(
+            "pipeline run already registered %s v%s (%s); nothing to do", name, done.version, result.status
+        )
+        _write_decision(decision_path, result)
+        return result
+
+    champion_mv = _champion(client, name, tracking.champion_alias)
+    champion = (
+        _rescore_champion(cfg, validation_dir, metric, champion_mv) if champion_mv is not None else None
+    )
+    gate = check_gate(
+        candidate,
+        baseline,
+        champion,
+        margin=tracking.promotion_margin,
+        greater_is_better=tracking.greater_is_better,
+        champion_version=str(champion_mv.version) if champion_mv is not None else None,
+    )
+    log.info("gate: %s", gate.reason)
+    info = read_model_info(student_dir)
+    lineage = _lineage(cfg, scores, data_hash)
+    with step_run(parent, STEP, tags=step_tags(cfg)) as run:
+        log_lineage(run, lineage)
+        log_lineage(parent, lineage)
+        model_info = log_student_model(run, student_dir, metadata={k: str(v) for k, v in info.items()})
+        if gate.beats_baseline and champion_mv is not None and champion is not None:
+            # Hand the tracking gate the champion's score on *this* data (see the module doc).
+            key = METRIC_TAG_PREFIX + metric
+            old = champion_mv.tags.get(key)
+            if old is not None:
+                client.set_model_version_tag(name, champion_mv.version, key + ".previous", old)
+            client.set_model_version_tag(name, champion_mv.version, key, repr(champion))
+            client.set_model_version_tag(
+                name, champion_mv.version, "otdistill.rescored_by_run", parent.run_id
+            )
+        if gate.beats_baseline:
+            decision = tracking_register(run.run_id, candidate, tracking, model_uri=model_info.model_uri)
+            version, status, reason = decision.version, decision.status, decision.reason
+        else:
+            mv = mlflow.register_model(
+                model_info.model_uri,
+                name,
+                await_registration_for=tracking.request_timeout_s,
+                tags={METRIC_TAG_PREFIX + metric: repr(candidate), STATUS_TAG: REJECTED},
+            )
+            version, status, reason = str(mv.version), REJECTED, gate.reason
+            client.set_model_version_tag(name, version, REASON_TAG, reason)
+            run.set_tags({STATUS_TAG: status, REASON_TAG: reason, "otdistill.registered_version": version})
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+        tags = {
+            **gate.tags(),
+            **{
+                f"{EVAL_PREFIX}{label}.{k}": repr(float(v))
+                for label, m in scores["models"].items()
+                for k, v in m.items()
+            },
+            **lineage.as_tags(),
+            "otdistill.parent_run_id": parent.run_id,
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        run.set_tags(gate.tags())
+    result = _result(
+        name, version, {**tags, STATUS_TAG: status, REASON_TAG: reason}, tracking.champion_alias, client
+    )
+    parent.set_tags({"otdistill.model_uri": result.model_uri, STATUS_TAG: status, REASON_TAG: reason})
+    finish_pipeline_run(parent, "FINISHED")
+    _write_decision(decision_path, result)
+    log.info("%s v%s: %s (%s)", name, version, status, reason)
+    return result
+
+
+def _result(
+    name: str, version: str, tags: dict[str, str], alias: str, client: MlflowClient
+) -> RegisterResult:
+    holder = _champion(client, name, alias)
+    promoted = holder is not None and str(holder.version) == str(version)
+    return RegisterResult(
+        model_uri=f"models:/{name}/{version}",
+        version=str(version),
+        promoted=promoted,
+        status=tags.get(STATUS_TAG, ""),
+        reason=tags.get(REASON_TAG, ""),
+        tags=tags,
+    )
+
+
+def _write_decision(path: str | Path, result: RegisterResult) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(asdict(result), indent=2, sort_keys=True), encoding="utf-8")

@@ -1,0 +1,74 @@
+"""Step `train_sft`: supervised fine-tuning of the teacher (teacher SFT) or of the student (SFT baseline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from otdistill.models import resolve_model
+from otdistill.steps.common import (
+    copy_model,
+    load_step_config,
+    model_spec,
+    pipeline_run,
+    setup_logging,
+    snapshot_data_config,
+    step_tags,
+    write_model_info,
+)
+from otdistill.tracking.runs import step_run
+from otdistill.training import TrainResult, distill_student, train_teacher_sft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainStepResult:
+    metadata: dict[str, str]
+    metrics: dict[str, float]
+
+
+def train_sft(
+    config_json: str, role: str, train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path
+) -> TrainStepResult:
+    """Fine-tune the `role` model on the snapshot's training split and write it to `model_dir`.
+
+    The teacher uses `teacher_sft`, the student `sft_baseline` (always loss "none": the baseline the
+    distilled student must beat). Checkpoints go to a scratch directory (or `checkpoint_uri` in S3, which
+    survives a retried pod); only the final model lands in the artifact.
+    """
+    setup_logging()
+    cfg = load_step_config(config_json)
+    spec = model_spec(cfg, role)
+    stage = "train_teacher" if role == "teacher" else "train_sft_baseline"
+    train_cfg = cfg.teacher_sft if role == "teacher" else cfg.sft_baseline
+    data = snapshot_data_config(cfg, train_dir, cfg.data.split)
+    parent = pipeline_run(cfg.tracking, cfg.name)
+    with tempfile.TemporaryDirectory(prefix=f"otdistill-{stage}-") as scratch:
+        train_cfg = dataclasses.replace(train_cfg, loss="none", output_dir=str(Path(scratch) / "out"))
+        with step_run(
+            parent, stage, params=train_cfg.to_dict(), tags={**step_tags(cfg), "otdistill.role": role}
+        ):
+            resolved = resolve_model(spec)
+            log.info("%s: fine-tuning %s for %s steps", stage, resolved.source, train_cfg.max_steps)
+            result: TrainResult
+            if role == "teacher":
+                result = train_teacher_sft(train_cfg, resolved, data)
+            else:
+                result = distill_student(train_cfg, resolved, None, data)
+            copy_model(result.model_dir, model_dir)
+        metadata = {
+            "role": role,
+            "kind": "trained",
+            "stage": stage,
+            "base_source": resolved.source,
+            "base_revision": resolved.revision,
+            "global_step": str(result.global_step),
+        }
+        write_model_info(Path(model_dir), metadata)
+    metrics = {"train_loss": float(result.train_loss), "global_step": float(result.global_step)}
+    log.info("%s done: %s steps, final train loss %.4f", stage, result.global_step, result.train_loss)
+    return TrainStepResult(metadata=metadata, metrics=metrics)

@@ -1,0 +1,100 @@
+"""The whole DAG, locally (kfp.local SubprocessRunner + SQLite MLflow), with the tiny random model pair.
+
+Run 1 registers v1 and, with no champion yet, promotes it (the SFT baseline is switched off here: random
+tiny models all score 0, so "beats the SFT baseline" could never hold; that case is tested in
+tests/steps). Run 2, same config: every work step is a cache hit, only the run-scoped steps execute, v2 is
+registered for the new pipeline run and, scoring exactly like the re-scored champion, is not promoted.
+Then the champion is loaded as models:/name@champion and generates.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from otdistill.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK_STEPS = {"prepare_data", "train_teacher", "cache_teacher", "distill_student", "evaluate"}
+
+
+@pytest.mark.e2e
+def test_whole_pipeline_locally_with_tiny_models(
+    tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+    from pipelines.local import run_local
+
+    from otdistill.tracking import TrackingConfig, resolve_alias
+
+    teacher, student = tiny_pair
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        {
+            "teacher.source": str(teacher),
+            "student.source": str(student),
+            "data.source": str(ROOT.parent / "shared" / "data" / "dialogsum"),
+            "steps.skip_sft_baseline": True,
+        },
+    )
+    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
+    started = time.monotonic()
+    first = run_local(cfg, tmp_path / "run")
+    print(first.summary())
+    name = cfg.tracking.registered_model_name
+    client = MlflowClient(tracking_uri=first.tracking_uri)
+
+    assert set(first.scores) == {"teacher", "base_student", "distilled"}
+    assert first.model_uri == f"models:/{name}/1" and first.status == "promoted"
+    parent = client.get_run(first.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    assert "config.yaml" in {a.path for a in client.list_artifacts(first.mlflow_run_id)}
+    steps = _steps(client, first.experiment_id, first.mlflow_run_id)
+    assert (
+        WORK_STEPS | {"reference_model", "register_and_promote"}
+        >= steps
+        >= WORK_STEPS | {"register_and_promote"}
+    )
+    v1 = client.get_model_version(name, "1")
+    assert v1.tags["otdistill.lineage.data_hash"] == parent.data.tags["otdistill.lineage.data_hash"]
+    assert len(v1.tags["otdistill.lineage.data_hash"]) == 64
+    assert v1.tags["otdistill.lineage.loss"] == "multilevel_ot"
+    assert v1.tags["otdistill.gate.baseline"] == ""  # no SFT baseline in this run
+    assert "otdistill.eval.distilled.rougeLsum" in v1.tags
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    second = run_local(cfg, tmp_path / "run")
+    print(second.summary())
+    assert second.mlflow_run_id != first.mlflow_run_id
+    assert _steps(client, second.experiment_id, second.mlflow_run_id) == {"register_and_promote"}
+    assert second.model_uri == f"models:/{name}/2" and second.status == "rejected"
+    v2 = client.get_model_version(name, "2")
+    assert v2.tags["otdistill.gate.champion_version"] == "1"
+    assert v2.tags["otdistill.gate.beats_champion"] == "False"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    elapsed = time.monotonic() - started
+    print(f"two local runs: {elapsed:.0f} s")
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_dir = resolve_alias(
+        name, "champion", TrackingConfig(tracking_uri=first.tracking_uri), tmp_path / "champ"
+    )
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    ids = tok("#Person1#: Hello, how are you?", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert isinstance(tok.decode(out[0]), str)
+    os.environ.pop("OTDISTILL_PIPELINE_RUN_ID", None)
+
+
+def _steps(client: object, experiment_id: str, parent_run_id: str) -> set[str]:
+    runs = client.search_runs(  # type: ignore[attr-defined]
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
+    return {r.data.tags.get("otdistill.step") for r in runs}
