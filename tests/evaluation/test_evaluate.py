@@ -162,3 +162,15 @@ def test_unknown_alias_names_the_registry_problem(tmp_path: Path, mlflow_store: 
 
     with pytest.raises(ModelSourceError, match="models:/nobody@champion"):
         evaluate_model("models:/nobody@champion", "qed", _rows("qed", 1), FAST, None, label="x")
+
+
+def test_registry_uri_parsing_and_redaction() -> None:
+    from otdistill.evaluation.registry import RegistryRef, parse_registry_uri, redact_uri
+    from otdistill.models import ModelSourceError
+
+    assert parse_registry_uri("models:/student@champion") == RegistryRef("student", alias="champion")
+    assert parse_registry_uri("models:/student/7") == RegistryRef("student", version="7")
+    with pytest.raises(ModelSourceError, match="models:/<name>@<alias>"):
+        parse_registry_uri("models:/student")
+    assert redact_uri("postgresql://mlflow:s3cret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert redact_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -41,6 +41,11 @@ class RegistryRef:
     version: str | None = None
 
 
+def redact_uri(uri: str) -> str:
+    """`uri` with any ``user:password@`` part replaced, for logs and records (a DB URI may carry them)."""
+    return re.sub(r"//[^/@]*@", "//***@", uri)
+
+
 def is_registry_uri(ref: str) -> bool:
     return ref.strip().startswith("models:/")
 
@@ -114,7 +119,7 @@ def resolve_registered_model(
             mv = client.get_model_version(ref.name, str(ref.version))
     except mlflow.exceptions.MlflowException as exc:
         raise ModelSourceError(
-            f"{uri}: cannot resolve it in the registry {mlflow.get_registry_uri()!r}: {exc}"
+            f"{uri}: cannot resolve it in the registry {redact_uri(mlflow.get_registry_uri())!r}: {exc}"
         ) from exc
     version = str(mv.version)
     registry = mlflow.get_registry_uri()
@@ -123,7 +128,7 @@ def resolve_registered_model(
         "registered_version": version,
         "registered_alias": ref.alias or "",
         "registered_run_id": str(mv.run_id or ""),
-        "registry_uri": re.sub(r"//[^/@]*@", "//***@", registry),  # never record credentials in a URI
+        "registry_uri": redact_uri(registry),  # never record credentials in a URI
     }
     key = hashlib.sha256(f"{registry}\n{ref.name}\n{version}".encode()).hexdigest()[:16]
     cache_root = default_cache_dir(cache_dir)
