@@ -54,12 +54,32 @@ def test_multilevel_ot_live_teacher(
         assert verify_checkpoint(result.output_dir / f"checkpoint-{step}") is None
 
 
+def test_gradient_accumulation_equals_the_bigger_batch(
+    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path
+) -> None:
+    """Batch 2 x 2 accumulation steps == batch 4: the loss is normalised by the whole step's counts."""
+    teacher, student = tiny_pair
+    common = {"max_steps": 2, "save_steps": 10, "learning_rate": 3e-3}
+    acc = tiny_config(tmp_path / "acc", per_device_batch_size=2, gradient_accumulation_steps=2, **common)
+    big = tiny_config(tmp_path / "big", per_device_batch_size=4, **common)
+    runs = [distill_student(c, student, teacher, examples, max_length=MAX_LENGTH) for c in (acc, big)]
+    for a, b in zip(runs[0].history, runs[1].history, strict=True):
+        for key in PARTS["multilevel_ot"]:
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    w_acc, w_big = _weights(runs[0].model_dir), _weights(runs[1].model_dir)
+    for key in w_big:
+        torch.testing.assert_close(w_acc[key], w_big[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 @pytest.mark.parametrize("loss", ["uld", "none"])
 def test_other_losses_log_their_parts(
     loss: str, tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path
 ) -> None:
     teacher, student = tiny_pair
-    cfg = tiny_config(tmp_path / loss, loss=loss, max_steps=2, save_steps=10)
+    # the SFT baseline also runs with activation checkpointing (the Trainer's switch)
+    cfg = tiny_config(
+        tmp_path / loss, loss=loss, max_steps=2, save_steps=10, gradient_checkpointing=loss == "none"
+    )
     result = distill_student(
         cfg, student, teacher if loss != "none" else None, examples, max_length=MAX_LENGTH
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -42,8 +43,18 @@ def test_teacher_sft_saves_a_plain_model(
     AutoModelForCausalLM.from_pretrained(result.model_dir)
 
 
+@pytest.fixture
+def restore_determinism() -> Iterator[None]:
+    """`deterministic=True` switches torch's deterministic algorithms on process-wide: switch them back."""
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def test_two_runs_of_one_config_give_the_same_loss_curve(
-    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path
+    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path, restore_determinism: None
 ) -> None:
     teacher, student = tiny_pair
     runs = [
@@ -57,7 +68,6 @@ def test_two_runs_of_one_config_give_the_same_loss_curve(
     curves = [[tuple(row[k] for k in keys) for row in r.history] for r in runs]
     assert curves[0] == curves[1]
     assert runs[0].record["determinism"]["torch.deterministic_algorithms"] is True
-    torch.use_deterministic_algorithms(False)  # the runs switched it on for this process
 
 
 def test_metrics_go_to_the_active_mlflow_run(
