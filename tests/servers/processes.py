@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -167,6 +168,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="otdistill-pg-"))
         self.datadir = self.root / "data"
         self.database = database
+        self.password = secrets.token_hex(16)
         self.port = free_port()
         self.log_path = workdir / "postgres.log"
         if os.geteuid() == 0:
@@ -196,7 +198,31 @@ class PostgresServer:
 
     @property
     def uri(self) -> str:
-        return f"postgresql://postgres@{LOCALHOST}:{self.port}/{self.database}"
+        """The superuser's URI over TCP, where the cluster checks passwords (SCRAM), as in production."""
+        return f"postgresql://postgres:{self.password}@{LOCALHOST}:{self.port}/{self.database}"
+
+    def sql(self, statement: str) -> None:
+        """Run SQL as the superuser over the Unix socket (trusted locally)."""
+        done = subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                str(self.root),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ServerStartError(f"SQL failed ({statement.split()[0]} ...): {done.stderr}")
 
     def _ready(self) -> bool:
         probe = subprocess.run(
@@ -206,6 +232,10 @@ class PostgresServer:
         return probe.returncode == 0
 
     def start(self) -> None:
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, user="postgres")
         init = subprocess.run(
             _as_postgres_user(
                 [
@@ -214,7 +244,9 @@ class PostgresServer:
                     str(self.datadir),
                     "-U",
                     "postgres",
-                    "--auth=trust",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
                     "--no-sync",
                     "-E",
                     "UTF8",
@@ -224,29 +256,11 @@ class PostgresServer:
             text=True,
             check=False,
         )
+        pwfile.unlink()
         if init.returncode != 0:
             raise ServerStartError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
         self.process.start()
-        create = subprocess.run(
-            [
-                str(self.bindir / "psql"),
-                "-h",
-                LOCALHOST,
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                f"CREATE DATABASE {self.database}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if create.returncode != 0:
-            raise ServerStartError(f"CREATE DATABASE failed: {create.stderr}")
+        self.sql(f"CREATE DATABASE {self.database}")
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast shutdown".
