@@ -63,6 +63,7 @@ def log_student_run(config: TrackingConfig, student_dir: Path, rouge: float) -> 
         start_pipeline_run(config, "distill", params={"loss": "multilevelot"}) as parent,
         step_run(parent, "register") as step,
     ):
+        log_lineage(parent, LINEAGE)
         step.log_metrics({"rougeLsum": rouge})
         info = log_student_model(step, student_dir)
     return step.run_id, info.model_uri
@@ -158,6 +159,9 @@ def test_register_promote_by_margin_and_load_by_alias(
     assert client.get_model_version_by_alias(name, "champion").version == third.version
     tags = versions(tracking_config)
     assert {v: t[STATUS_TAG] for v, t in tags.items()} == {"1": "promoted", "2": "rejected", "3": "promoted"}
+    # The parent run's lineage travels with every version into the registry.
+    assert tags["3"]["otdistill.lineage.teacher_revision"] == LINEAGE.teacher_revision
+    assert tags["3"]["otdistill.lineage.code_version"] == LINEAGE.code_version
     assert client.get_run(run_b).data.tags[STATUS_TAG] == "rejected"
     decision_file = mlflow.artifacts.download_artifacts(
         run_id=run_b, artifact_path="promotion_decision.json", tracking_uri=tracking_config.tracking_uri

@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.connection import TrackingError, configure_client, preflight
+from otdistill.tracking.lineage import LINEAGE_PREFIX
 from otdistill.tracking.model_logging import STUDENT_ARTIFACT_NAME
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,21 @@ def _recorded_value(client: MlflowClient, mv: ModelVersion, metric: str) -> floa
     return None
 
 
+def _run_lineage(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """Lineage tags of the run, or of its parent run when the step itself has none (copied onto the
+    model version so the registry alone tells what a student was made from)."""
+    try:
+        tags = client.get_run(run_id).data.tags
+    except MlflowException as exc:
+        raise TrackingError(f"run {run_id!r} to register a model from was not found: {exc.message}") from exc
+    lineage = {k: v for k, v in tags.items() if k.startswith(LINEAGE_PREFIX)}
+    parent_id = tags.get("mlflow.parentRunId")
+    if not lineage and parent_id:
+        parent_tags = client.get_run(parent_id).data.tags
+        lineage = {k: v for k, v in parent_tags.items() if k.startswith(LINEAGE_PREFIX)}
+    return lineage
+
+
 def _holder(client: MlflowClient, name: str, alias: str, metric: str) -> _Scored | None:
     try:
         mv = client.get_model_version_by_alias(name, alias)
@@ -180,12 +196,12 @@ def register_and_promote(
     client = _client(config)
     name, alias, metric = config.registered_model_name, config.champion_alias, config.promotion_metric
     source = model_uri or f"runs:/{run_id}/{STUDENT_ARTIFACT_NAME}"
-    mv = mlflow.register_model(
-        source,
-        name,
-        await_registration_for=config.request_timeout_s,
-        tags={METRIC_TAG_PREFIX + metric: repr(float(metric_value)), STATUS_TAG: PENDING},
-    )
+    tags = {
+        **_run_lineage(client, run_id),
+        METRIC_TAG_PREFIX + metric: repr(float(metric_value)),
+        STATUS_TAG: PENDING,
+    }
+    mv = mlflow.register_model(source, name, await_registration_for=config.request_timeout_s, tags=tags)
     version = str(mv.version)
     own = _Scored(version, float(metric_value))
     champion = _holder(client, name, alias, metric)
