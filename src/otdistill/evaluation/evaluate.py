@@ -131,9 +131,9 @@ def _examples(
 
     def skip(where: str, reason: str, message: str) -> None:
         skipped[reason] += 1
-        if len(named) < MAX_RECORDED_SKIPS:
+        if len(named) < MAX_RECORDED_SKIPS:  # name the first few; the rest are counted
             named.append({"row": where, "reason": reason, "message": message})
-        logger.warning("not scoring row %s: %s (%s)", where, message, reason)
+            logger.warning("not scoring row %s: %s (%s)", where, message, reason)
 
     for index, row in enumerate(rows):
         if limit is not None and index >= limit:
@@ -236,6 +236,10 @@ def evaluate_model(
     task_obj = get_task(task) if isinstance(task, str) else task
     keys = metric_keys(task_obj.metric)
     examples, skipped, named = _examples(task_obj, rows, config.limit)
+    if not examples:
+        raise ValueError(
+            f"{label}: no row of {task_obj.name} can be scored; skipped by reason: {dict(skipped)}"
+        )
 
     model, tokenizer, record = load_model_ref(model_ref, config)
     prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens)
@@ -290,6 +294,8 @@ def evaluate_model(
         },
         config=config.to_dict(),
     )
+    if result.num_skipped:
+        logger.warning("%s: %d rows not scored, by reason: %s", label, result.num_skipped, result.skipped)
     logger.info(
         "%s on %s: %s = %.4f over %d examples (%d skipped)",
         label,
