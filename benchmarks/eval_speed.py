@@ -7,9 +7,9 @@ model's ChatML template, contexts cut to `--max-prompt-tokens`), 2 torch threads
 sorted by length within the run. Throughput counts generated tokens up to and including each row's stop
 token; steps a finished row spends waiting for the rest of its batch are reported as "idle row-steps".
 Tokens per CPU-second (process CPU time) is printed too: it is less sensitive than wall time to other jobs
-competing for the cores. "Prefill share" is the time of a max_new_tokens=1 pass (prompts plus first token)
-over the full pass: the part of the work batching cannot shrink much on a CPU, since prompt processing is
-already a large matrix product at batch size 1.
+competing for the cores. "Prefill share" is the time each batch spends before its first new token (prompt
+processing, `Generation.prefill_seconds`) over the whole pass: the part of the work batching cannot shrink
+much on a CPU, since prompt processing is already a large matrix product at batch size 1.
 Every batch size is run after one untimed warm-up generation. The machine is shared: its load average is
 printed with the numbers.
 
@@ -64,11 +64,6 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
     ap.add_argument("--max-new-tokens", type=int, default=128, help="EvalConfig's default")
-    ap.add_argument(
-        "--no-prefill-pass",
-        action="store_true",
-        help="skip the extra max_new_tokens=1 pass per batch size that measures the prompt (prefill) cost",
-    )
     ap.add_argument("--max-prompt-tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="pypi:smollm2-135m-instruct")
@@ -103,7 +98,6 @@ def main() -> None:
     load_start = os.getloadavg()
     results: dict[int, Generation] = {}
     cpu_seconds: dict[int, float] = {}
-    prefill_seconds: dict[int, float] = {}
     for bs in args.batch_sizes:
         cpu0 = time.process_time()
         results[bs] = greedy_generate(
@@ -115,12 +109,9 @@ def main() -> None:
             f"batch {bs:>2}: {sum(g.num_tokens)} tokens in {g.seconds:.1f} s",
             f"= {g.tokens_per_second:.1f} tok/s",
         )
-        if not args.no_prefill_pass:
-            first = greedy_generate(
-                model, tok, prompts, max_new_tokens=1, batch_size=bs, desc=f"prefill {bs}"
-            )
-            prefill_seconds[bs] = first.seconds
-            print(f"batch {bs:>2}: prompts + first token alone take {first.seconds:.1f} s")
+        print(
+            f"batch {bs:>2}: {g.prefill_seconds:.1f} s of it before the first token of each batch (prefill)"
+        )
     load_end = os.getloadavg()
 
     base_bs = args.batch_sizes[0]
@@ -140,7 +131,7 @@ def main() -> None:
             f"| {bs} | {sum(g.num_tokens)} | {g.seconds:.1f} | {g.tokens_per_second:.1f} | "
             f"{g.tokens_per_second / base.tokens_per_second:.2f}x | "
             f"{sum(g.num_tokens) / cpu_seconds[bs]:.1f} | "
-            f"{(f'{prefill_seconds[bs] / g.seconds:.0%}' if bs in prefill_seconds else 'n/a')} | "
+            f"{g.prefill_seconds / g.seconds:.0%} | "
             f"{idle_row_steps(g, bs):.0%} | "
             f"{same:.0%} | {rouge / len(g.texts):.4f} |"
         )

@@ -139,6 +139,7 @@ def test_prompt_is_not_in_output(student: tuple[PreTrainedModel, PreTrainedToken
     assert "#Person1#: Hello there." not in out.texts[0]
     assert out.prompt_tokens == [len(encode_prompt(tok, "#Person1#: Hello there."))]
     assert out.tokens_per_second > 0
+    assert 0 < out.prefill_seconds < out.seconds
 
 
 def test_bad_arguments(student: tuple[PreTrainedModel, PreTrainedTokenizerBase]) -> None:

@@ -288,6 +288,7 @@ def evaluate_model(
         generation={
             "tokens_per_second": gen.tokens_per_second,
             "seconds": gen.seconds,
+            "prefill_seconds": gen.prefill_seconds,
             "mean_generated_tokens": sum(gen.num_tokens) / len(gen.num_tokens),
             "stopped_fraction": sum(gen.stopped) / len(gen.stopped),
             "truncated_prompts": float(sum(truncated)),

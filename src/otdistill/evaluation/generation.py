@@ -26,6 +26,7 @@ from typing import Any, cast
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.streamers import BaseStreamer
 
 from otdistill.data.tokenization import special_prefix_ids
 
@@ -53,6 +54,8 @@ class Generation:
     stopped: whether each generation ended on a stop token (False: it ran into ``max_new_tokens``).
     prompt_tokens: prompt length in tokens, BOS included.
     seconds: wall-clock time of the whole call (tokenisation, generation, decoding).
+    prefill_seconds: the part of `seconds` spent before each batch's first new token (prompt processing),
+      summed over batches: the share of the work that batching cannot shrink much on a CPU.
     """
 
     texts: list[str]
@@ -60,11 +63,34 @@ class Generation:
     stopped: list[bool]
     prompt_tokens: list[int]
     seconds: float
+    prefill_seconds: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
         """Generated tokens per wall-clock second (stop tokens included, padding after a stop excluded)."""
         return sum(self.num_tokens) / self.seconds if self.seconds > 0 else 0.0
+
+
+class _FirstTokenClock(BaseStreamer):
+    """A `generate` streamer that notes when the first new token arrives (``put`` #1 is the prompt)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first_token_at: float | None = None
+        self._puts = 0
+
+    def put(self, value: Any) -> None:
+        self._puts += 1
+        if self._puts == 2:
+            self.first_token_at = time.perf_counter()
+
+    def end(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    @property
+    def prefill_seconds(self) -> float:
+        return (self.first_token_at or time.perf_counter()) - self.start
 
 
 def _ids(value: Any) -> list[int]:
@@ -175,6 +201,7 @@ def greedy_generate(
     texts = [""] * len(encoded)
     num_tokens = [0] * len(encoded)
     stopped = [False] * len(encoded)
+    prefill = 0.0
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -185,10 +212,15 @@ def greedy_generate(
         ):
             for b in range(0, len(order), batch_size):
                 idx = order[b : b + batch_size]
+                clock = _FirstTokenClock()
                 input_ids, attention_mask = _left_pad([encoded[i] for i in idx], int(pad_id), device)
                 out = cast(GenerationMixin, model).generate(
-                    input_ids=input_ids, attention_mask=attention_mask, generation_config=config
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    generation_config=config,
+                    streamer=clock,
                 )
+                prefill += clock.prefill_seconds
                 new = cast(torch.Tensor, out)[:, input_ids.shape[1] :].tolist()
                 for row, i in zip(new, idx, strict=True):
                     cut = next((n for n, t in enumerate(row) if t in stop_set), None)
@@ -205,4 +237,5 @@ def greedy_generate(
         stopped=stopped,
         prompt_tokens=[len(e) for e in encoded],
         seconds=time.perf_counter() - start,
+        prefill_seconds=prefill,
     )
