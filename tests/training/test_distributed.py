@@ -1,4 +1,8 @@
-"""DDP on CPU (gloo, two processes via torchrun) gives the single-process result with the doubled batch."""
+"""Data parallel on CPU (gloo, two processes via torchrun) == one process with the doubled batch.
+
+DDP with a replicated teacher runs in the fast suite; a teacher sharded with FSDP2 and an FSDP student are
+slow-marked (more process start-up and collectives on a 2-core machine).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -22,34 +28,49 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_ddp_two_processes_equal_one_process_with_double_batch(
-    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path
-) -> None:
-    teacher, student = tiny_pair
-    common = {"max_steps": 3, "save_steps": 3, "learning_rate": 3e-3}
-    ddp_cfg = tiny_config(tmp_path / "ddp", per_device_batch_size=2, **common)
-    job = write_job(tmp_path / "ddp.yaml", "distill", ddp_cfg, student, teacher)
+def _torchrun(job: Path) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
         f"--master_port={_free_port()}", "-m", "otdistill.training", str(job),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=subprocess_env(threads=1), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, env=subprocess_env(threads=1), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ddp = json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+DDP_CASES = [
+    pytest.param({}, id="ddp"),
+    pytest.param({"teacher_sharding": "fsdp"}, id="ddp-sharded-teacher", marks=pytest.mark.slow),
+    pytest.param({"distributed": "fsdp", "teacher_sharding": "fsdp"}, id="fsdp", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("mode", DDP_CASES)
+def test_two_processes_equal_one_process_with_double_batch(
+    mode: dict[str, str], tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path
+) -> None:
+    """torchrun x2 (gloo, CPU), batch 2 each == one process, batch 4: loss parts and final weights."""
+    teacher, student = tiny_pair
+    common = {"max_steps": 3, "save_steps": 3, "learning_rate": 3e-3}
+    dist_cfg = tiny_config(tmp_path / "dist", per_device_batch_size=2, **common, **mode)
+    dist = _torchrun(write_job(tmp_path / "dist.yaml", "distill", dist_cfg, student, teacher))
+    if mode.get("teacher_sharding") == "fsdp":
+        assert dist["record"]["teacher_sharding"] == "fsdp"
 
     single_cfg = tiny_config(tmp_path / "single", per_device_batch_size=4, **common)
     single = distill_student(single_cfg, student, teacher, examples, max_length=MAX_LENGTH)
 
     # the same global batches: the same loss parts at every step (gathered over both ranks)
-    for a, b in zip(ddp["history"], single.history, strict=True):
+    for a, b in zip(dist["history"], single.history, strict=True):
         for key in ("loss", "loss_ce", "loss_had", "loss_sl", "loss_sd"):
             assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(b[key])), (a["step"], key, a[key], b[key])
-    w_ddp = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
+    w_dist = load_file(str(tmp_path / "dist" / "model" / "model.safetensors"))
     w_one = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
     initial = load_file(str(student / "model.safetensors"))
+    assert w_dist.keys() == w_one.keys()
     for key in w_one:
-        torch.testing.assert_close(w_ddp[key], w_one[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(w_dist[key], w_one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert any(not torch.allclose(initial[k], w_one[k]) for k in w_one)
     # both ranks' RNG states are in the (atomically finalized) checkpoint
-    ckpt = tmp_path / "ddp" / "checkpoint-3"
+    ckpt = tmp_path / "dist" / "checkpoint-3"
     assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()

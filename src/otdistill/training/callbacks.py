@@ -3,7 +3,7 @@
 The trainer puts every loss part (CE, HAD, SL, SD / ULD / KL), the learning rate, the gradient norm,
 tokens per second and memory into each training log; this callback shows them on one progress bar and,
 when an MLflow run is active in this process (the tracking part opens one per pipeline step), logs them as
-metrics at the optimizer step. Only the main process reports; the history is kept for `TrainResult`.
+metrics at the optimizer step. Only the main process reports.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ class ProgressAndMetricsCallback(TrainerCallback):
         self.progress_bar = progress_bar
         self.mlflow_prefix = mlflow_prefix
         self.bar: Any = None
-        self.history: list[dict[str, float]] = []
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -81,7 +80,6 @@ class ProgressAndMetricsCallback(TrainerCallback):
         values = numeric(logs)
         if "loss" not in values:  # the end-of-run summary, not a training step log
             return
-        self.history.append({"step": float(state.global_step), **values})
         if self.bar is not None:
             shown = {k.removeprefix("loss_"): f"{values[k]:.4g}" for k in BAR_KEYS if k in values}
             self.bar.set_postfix(shown, refresh=False)

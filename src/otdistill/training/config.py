@@ -164,6 +164,11 @@ class TrainConfig:
                 "TrainConfig: loss 'kl' needs the teacher's full distribution, which the top-k teacher cache "
                 "does not hold; use teacher_source 'live'"
             )
+        if self.lora and self.distributed == "fsdp":
+            raise ValueError(
+                "TrainConfig: lora with distributed 'fsdp' is not supported (the adapters are merged on one "
+                "process at the end); LoRA models are small enough for 'ddp'"
+            )
         if self.checkpoint_uri is not None and not self.checkpoint_uri.startswith("s3://"):
             raise ValueError(f"TrainConfig.checkpoint_uri must be an s3:// URI, got {self.checkpoint_uri!r}")
 

@@ -32,7 +32,7 @@ from otdistill.data import DataConfig, Example, load_examples, tokenize_pair_spl
 from otdistill.data.loading import LoadedSplit
 from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
-from otdistill.training.callbacks import ProgressAndMetricsCallback
+from otdistill.training.callbacks import ProgressAndMetricsCallback, numeric
 from otdistill.training.checkpoints import STAGING, S3CheckpointStore, remove_if_empty, resolve_resume
 from otdistill.training.config import TrainConfig
 from otdistill.training.determinism import determinism_record, seed_everything
@@ -40,7 +40,7 @@ from otdistill.training.inputs import TrainCollator, encode_side_examples
 from otdistill.training.lora import apply_lora, merge_lora
 from otdistill.training.objective import DistillationObjective
 from otdistill.training.precision import PrecisionChoice, choose_precision
-from otdistill.training.teacher import CachedTeacher, LiveTeacher, TeacherSource
+from otdistill.training.teacher import CachedTeacher, LiveTeacher, TeacherSource, shard_teacher
 from otdistill.training.trainer import DistillationTrainer
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _build_trainer(
     precision: PrecisionChoice,
     args: TrainingArguments,
     stage: str,
-) -> tuple[DistillationTrainer, ProgressAndMetricsCallback]:
+) -> DistillationTrainer:
     store = (
         S3CheckpointStore(config.checkpoint_uri, config.s3_endpoint_url) if config.checkpoint_uri else None
     )
@@ -205,7 +205,7 @@ def _build_trainer(
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
-    return trainer, reporter
+    return trainer
 
 
 def _run(
@@ -223,7 +223,7 @@ def _run(
     output_dir = Path(config.output_dir)
     if config.lora:
         model = apply_lora(model, config)  # type: ignore[assignment]
-    trainer, reporter = _build_trainer(
+    trainer = _build_trainer(
         config, model, tokenizer, train_dataset, collator, teacher, precision, args, stage
     )
     resume_from: Path | None = None
@@ -247,26 +247,41 @@ def _run(
         output_dir=output_dir,
         global_step=int(output.global_step),
         train_loss=float(output.training_loss),
-        history=reporter.history,
+        history=training_history(trainer.state.log_history),
         metrics={k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)},
         resumed_from=str(resume_from) if resume_from else None,
         record=record,
     )
-    if args.should_save:
-        save_final_model(trainer, tokenizer, model_dir, result)
+    save_final_model(trainer, tokenizer, model_dir, result)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def training_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The per-step training logs of the whole run, resumed parts included (the Trainer keeps them in
+    every checkpoint's trainer state), as plain floats."""
+    return [numeric(entry) for entry in log_history if "loss" in entry]
 
 
 def save_final_model(
     trainer: DistillationTrainer, tokenizer: PreTrainedTokenizerBase, model_dir: Path, result: TrainResult
 ) -> None:
-    """Save the trained model (LoRA merged) + tokenizer + result, staged and renamed into `model_dir`."""
+    """Save the trained model (LoRA merged) + tokenizer + result, staged and renamed into `model_dir`.
+
+    Called on every rank: under FSDP the full weights are gathered collectively (the Trainer's
+    `save_model`); the main process writes the files and renames.
+    """
     staging = model_dir.parent / STAGING / model_dir.name
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
-    model.save_pretrained(staging, safe_serialization=True)  # type: ignore[operator]
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    if trainer.is_fsdp_enabled:
+        trainer.save_model(str(staging))
+    elif trainer.args.should_save:
+        model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
+        model.save_pretrained(staging, safe_serialization=True)  # type: ignore[operator]
+    if not trainer.args.should_save:
+        return
     tokenizer.save_pretrained(staging)
     (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
     if model_dir.exists():
@@ -363,7 +378,11 @@ def distill_student(
         record["teacher_source"] = config.teacher_source
         if config.teacher_source == "live":
             t_model = load_model(t_resolved, dtype=precision.teacher_dtype, device=args.device)
-            teacher_source = LiveTeacher(t_model)
+            sharded = config.teacher_sharding == "fsdp" and args.world_size > 1
+            if config.teacher_sharding == "fsdp" and not sharded:
+                log.info("teacher_sharding 'fsdp' on a single process: the teacher stays whole")
+            teacher_source = LiveTeacher(shard_teacher(t_model) if sharded else t_model)
+            record["teacher_sharding"] = "fsdp" if sharded else "replicate"
         else:
             from otdistill.teacher_cache import TeacherCache
 

@@ -33,6 +33,34 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def shard_teacher(model: nn.Module) -> nn.Module:
+    """Shard a frozen teacher over the data-parallel ranks with FSDP2 (`fully_shard`).
+
+    Each rank keeps 1/world_size of the teacher's weights; each decoder layer's weights are gathered just
+    for its forward and freed after it. For teachers that do not fit next to the student on one GPU. Every
+    rank must run the teacher on every step (they do: one micro-batch per rank per step).
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "sharding the teacher needs torch.distributed to be initialised (launch with torchrun)"
+        )
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
+    if not blocks:
+        raise ValueError(
+            f"cannot find the decoder layers of {type(model).__name__} to shard "
+            f"(looked for its _no_split_modules: {sorted(block_names)})"
+        )
+    freeze(model)
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
 class LiveTeacher:
     """A frozen teacher model run on each batch's `teacher_*` side."""
 
