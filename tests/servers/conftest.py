@@ -17,6 +17,7 @@ import pytest
 
 from otdistill.tracking import TrackingConfig
 from tests.servers.processes import MlflowServer, PostgresServer, S3Server
+from tests.tracking.mlflow_state import restore_mlflow_state
 
 
 @dataclass
@@ -58,6 +59,13 @@ def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerSta
     finally:
         stack.stop()
         atexit.unregister(stack.stop)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_state() -> Iterator[None]:
+    """The tracking code points MLflow's globals at the test server; later tests must not inherit that."""
+    with restore_mlflow_state():
+        yield
 
 
 @pytest.fixture()
