@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from otdistill.data import get_task
+from otdistill.data import Example, get_task
 from otdistill.evaluation.evaluate import prepare_prompts
 from otdistill.evaluation.generation import Generation, greedy_generate
 from otdistill.evaluation.metrics import score
@@ -98,6 +98,7 @@ def main() -> None:
     load_start = os.getloadavg()
     results: dict[int, Generation] = {}
     cpu_seconds: dict[int, float] = {}
+    lengths_note = f"prompts {lengths[0]}-{lengths[-1]} tokens"
     for bs in args.batch_sizes:
         cpu0 = time.process_time()
         results[bs] = greedy_generate(
@@ -112,9 +113,20 @@ def main() -> None:
         print(
             f"batch {bs:>2}: {g.prefill_seconds:.1f} s of it before the first token of each batch (prefill)"
         )
-    load_end = os.getloadavg()
+        # Rewritten after every batch size, so a long run that is stopped still leaves its numbers behind.
+        report(args, results, cpu_seconds, examples, lengths_note, load_start)
 
-    base_bs = args.batch_sizes[0]
+
+def report(
+    args: argparse.Namespace,
+    results: dict[int, Generation],
+    cpu_seconds: dict[int, float],
+    examples: list[Example],
+    lengths_note: str,
+    load_start: tuple[float, float, float],
+) -> None:
+    """Print the table of the batch sizes measured so far and (re)write the markdown file."""
+    base_bs = next(iter(results))
     base = results[base_bs]
     header = (
         "| batch size | generated tokens | seconds | tokens/s | speed-up vs batch "
@@ -136,19 +148,19 @@ def main() -> None:
             f"{same:.0%} | {rouge / len(g.texts):.4f} |"
         )
     table = "\n".join(lines)
+    load_now = os.getloadavg()
     machine = (
         f"{cpu_name()}, {os.cpu_count()} cores (shared with other jobs), torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, float32, Python {platform.python_version()}; load average "
-        f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end"
+        f"{torch.get_num_threads()} threads, float32, Python {platform.python_version()}; "
+        f"1-minute load average {load_start[0]:.2f} at start, {load_now[0]:.2f} at the last write"
     )
     setup = (
-        f"{args.model} on the first {len(prompts)} DialogSum validation rows, max_new_tokens "
-        f"{args.max_new_tokens}, prompts {lengths[0]}-{lengths[-1]} tokens, greedy, KV cache on, "
-        "prompts sorted by length, left padding"
+        f"{args.model} on the first {len(examples)} DialogSum validation rows, max_new_tokens "
+        f"{args.max_new_tokens}, {lengths_note}, greedy, KV cache on, prompts sorted by length, left padding"
     )
     print()
     print(table)
-    print(f"\n{setup}\n{machine}")
+    print(f"\n{setup}\n{machine}\n")
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
