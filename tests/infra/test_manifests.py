@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tests.infra.manifest_tools import (
     KUBERNETES_VERSION,
     MANIFESTS,
     OVERLAYS,
+    REPO,
     by_kind,
     check_manifests,
     documents,
@@ -238,3 +240,19 @@ def test_a_typo_fails_the_check(broken_manifests: tuple[str, Path], tmp_path: Pa
         # Either the overlay's patch no longer applies or the schema rejects the Deployment.
         assert "kustomize build failed" in report or "deployment/mlflow" in report, report
         assert "containers" in report or typo in report, report
+
+
+def test_secrets_made_from_the_templates_are_git_ignored() -> None:
+    made = [f"manifests/secrets/{name}" for name in ("mlflow-db.yaml", "minio-root.yaml", "prod.env")]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *made], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert sorted(ignored.stdout.split()) == sorted(made), ignored.stdout + ignored.stderr
+    kept = subprocess.run(
+        ["git", "check-ignore", "--no-index", "manifests/secrets/mlflow-db.example.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert kept.returncode == 1, "the templates themselves must stay tracked"
