@@ -229,6 +229,7 @@ def greedy_generate(
                     num_tokens[i] = len(row) if cut is None else cut + 1
                     stopped[i] = cut is not None
                 bar.update(len(idx))
+                bar.set_postfix(tokens_per_s=f"{sum(num_tokens) / (time.perf_counter() - start):.1f}")
     finally:
         model.train(was_training)
     return Generation(
