@@ -30,7 +30,11 @@ class TrainConfig:
 
     Teacher (`teacher_source`): "live" loads the teacher model, frozen, in eval mode, without gradients, on
     the student's device; "cache" reads its top-k from `teacher_cache_uri` (no teacher model in memory).
-    Under FSDP, `teacher_sharding="fsdp"` shards a live teacher too; "replicate" keeps a full copy per GPU.
+    Under torchrun, `teacher_sharding="fsdp"` shards a live teacher over the ranks (FSDP2); "replicate"
+    keeps a full copy per process.
+
+    Data parallel (`distributed`, under torchrun): "ddp" replicates the trained model; "fsdp" shards it
+    with accelerate's FSDP2 (GPUs only: on CPU the run refuses it).
 
     Optimisation: `max_steps` optimizer steps (or `num_epochs` when `max_steps` <= 0), AdamW with
     `learning_rate`, `lr_scheduler`, `warmup_steps` (a fraction of the run when < 1), `weight_decay`,

@@ -226,6 +226,12 @@ def _run(
     trainer = _build_trainer(
         config, model, tokenizer, train_dataset, collator, teacher, precision, args, stage
     )
+    if config.distributed == "fsdp" and args.world_size > 1 and not trainer.is_fsdp_enabled:
+        raise RuntimeError(
+            f"distributed 'fsdp' was requested but accelerate did not enable FSDP on {precision.device} "
+            "(it shards the trained model on GPUs only); use distributed 'ddp' here, with "
+            "teacher_sharding 'fsdp' to shard a large teacher"
+        )
     resume_from: Path | None = None
     if config.resume:
         with args.main_process_first(local=True, desc="finding the checkpoint to resume from"):
@@ -240,6 +246,8 @@ def _run(
         **record,
         **precision.record(),
         "determinism": determinism_record(config.seed, config.deterministic),
+        "world_size": args.world_size,
+        "distributed": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if args.world_size > 1 else "none"),
     }
     result = TrainResult(
         stage=stage,
