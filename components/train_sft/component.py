@@ -27,3 +27,10 @@ def train_sft(
     model.metadata.update(result.metadata)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    # Also as a file: kfp.local treats an output artifact without a file as missing (no cache hit).
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
+    with open(metrics.path, "w", encoding="utf-8") as fh:
+        json.dump(result.metrics, fh, indent=2, sort_keys=True)

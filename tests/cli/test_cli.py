@@ -77,7 +77,9 @@ def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFi
                 "--param",
                 "distill_learning_rate=0.001",
                 "--param",
-                "skip_sft_baseline=true",
+                "promotion_margin=0.01",
+                "--set",
+                "steps.skip_sft_baseline=true",
                 "--run-name",
                 "nightly",
                 "--namespace",
@@ -90,6 +92,9 @@ def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFi
     assert seen["run_name"] == "nightly" and seen["experiment_name"] == "otdistill"
     assert seen["enable_caching"] is True
     assert seen["doc"]["pipelineInfo"]["name"] == "tiny"
+    # the switch is compile-time: the submitted package has no SFT-baseline training task
+    assert "train-sft-2" not in seen["doc"]["root"]["dag"]["tasks"]
+    assert "reference-model" in seen["doc"]["root"]["dag"]["tasks"]
     out = capsys.readouterr()
     assert "run-123" in out.out and "s3cr3t" not in out.out + out.err
 

@@ -98,8 +98,9 @@ def write_model_reference(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_REF).write_text(json.dumps(to_dict(spec), indent=2, sort_keys=True), encoding="utf-8")
-    info = {"role": role, "kind": "reference", **resolved.record()}
-    info.pop("path", None)
+    record = resolved.record()
+    info = {"role": role, "kind": "reference", "source_kind": record.pop("kind", "")}
+    info.update({k: v for k, v in record.items() if k != "path"})
     write_model_info(model_dir, info)
     return info
 
