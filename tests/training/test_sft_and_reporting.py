@@ -94,6 +94,9 @@ def test_metrics_go_to_the_active_mlflow_run(
             history = client.get_metric_history(run.info.run_id, f"train/{name}")
             assert [m.step for m in history] == [1, 2], name
         assert client.get_metric_history(run.info.run_id, "train/memory_gb")[0].value > 0
+        params = client.get_run(run.info.run_id).data.params
+        assert params["distill.precision.name"] == "fp32" and params["distill.determinism.seed"] == "42"
+        assert params["distill.determinism.torch.num_threads"] == str(torch.get_num_threads())
     finally:
         mlflow.set_tracking_uri(previous)
 

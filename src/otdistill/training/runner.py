@@ -261,8 +261,25 @@ def _run(
         record=record,
     )
     save_final_model(trainer, tokenizer, model_dir, result)
+    if args.should_save:
+        log_record_to_mlflow(stage, result.record)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def log_record_to_mlflow(stage: str, record: dict[str, Any]) -> None:
+    """Precision, seeds and deterministic settings as params of the active MLflow run (when there is one)."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    from otdistill.config import flatten
+
+    keep = {
+        k: v for k, v in record.items() if k.startswith("precision.") or k in ("determinism", "distributed")
+    }
+    keep["world_size"] = record.get("world_size")
+    mlflow.log_params({f"{stage}.{k}": str(v) for k, v in flatten(keep).items()})
 
 
 def training_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
