@@ -69,6 +69,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     second = run_local(cfg, tmp_path / "run")
     print(second.summary())
     assert second.mlflow_run_id != first.mlflow_run_id
+    assert second.scores == first.scores  # the cached evaluation's scores, on the new parent run
     assert _steps(client, second.experiment_id, second.mlflow_run_id) == {"register_and_promote"}
     assert second.model_uri == f"models:/{name}/2" and second.status == "rejected"
     v2 = client.get_model_version(name, "2")

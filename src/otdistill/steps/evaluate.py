@@ -79,5 +79,4 @@ def evaluate(
         Path(scores_path).write_text(json.dumps(scores, indent=2, sort_keys=True), encoding="utf-8")
         run.log_artifact(scores_path, "eval")
         metrics = {f"{r.label}.{k}": float(v) for r in results for k, v in r.metrics.items()}
-    parent.log_metrics(metrics)
     return EvalStepResult(scores=scores, metrics=metrics)

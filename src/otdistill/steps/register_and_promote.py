@@ -41,6 +41,7 @@ from otdistill.steps.common import (
 )
 from otdistill.tracking import (
     Lineage,
+    PipelineRun,
     TrackingConfig,
     configure_client,
     finish_pipeline_run,
@@ -253,7 +254,7 @@ def register_and_promote(
         log.info(
             "pipeline run already registered %s v%s (%s); nothing to do", name, done.version, result.status
         )
-        _write_decision(decision_path, result)
+        _finish(parent, result, scores, decision_path)
         return result
 
     champion_mv = _champion(client, name, tracking.champion_alias)
@@ -315,11 +316,24 @@ def register_and_promote(
     result = _result(
         name, version, {**tags, STATUS_TAG: status, REASON_TAG: reason}, tracking.champion_alias, client
     )
-    parent.set_tags({"otdistill.model_uri": result.model_uri, STATUS_TAG: status, REASON_TAG: reason})
-    finish_pipeline_run(parent, "FINISHED")
-    _write_decision(decision_path, result)
+    _finish(parent, result, scores, decision_path)
     log.info("%s v%s: %s (%s)", name, version, status, reason)
     return result
+
+
+def _finish(
+    parent: PipelineRun, result: RegisterResult, scores: dict[str, Any], decision_path: str | Path
+) -> None:
+    """Record the outcome and the scores on the parent run (even when `evaluate` was a cache hit: this
+    step always runs), finish the parent run, and write the decision artifact."""
+    parent.set_tags(
+        {"otdistill.model_uri": result.model_uri, STATUS_TAG: result.status, REASON_TAG: result.reason}
+    )
+    parent.log_metrics(
+        {f"{label}.{k}": float(v) for label, m in scores["models"].items() for k, v in m.items()}
+    )
+    finish_pipeline_run(parent, "FINISHED")
+    _write_decision(decision_path, result)
 
 
 def _result(
