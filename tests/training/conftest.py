@@ -1,12 +1,8 @@
-"""Fixtures for the training tests: real DialogSum examples, small configs, and a job-file runner."""
+"""Fixtures for the training tests: real DialogSum examples, small configs, job files for subprocesses."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +73,3 @@ def subprocess_env(threads: int = 2) -> dict[str, str]:
         PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")]),
     )
     return env
-
-
-@pytest.fixture
-def run_job() -> Callable[..., dict[str, Any]]:
-    """Run a job file in a fresh `python -m otdistill.training` process; return its printed TrainResult."""
-
-    def run(job: Path, timeout: float = 300) -> dict[str, Any]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "otdistill.training", str(job)],
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-    return run
