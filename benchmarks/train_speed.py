@@ -17,7 +17,11 @@ step's loss counts from `_get_num_items_in_batch`. The three variants differ onl
 Each variant has its own student copy and optimizer; after one untimed warm-up step each, the variants are
 timed in rotation (round r: sft, live, cache in a rotated order), so that load from other jobs on the
 shared machine hits all three alike. Reported: the best (least disturbed) and median wall-clock
-tokens/s, and tokens per process-CPU-second, counting the student's non-padding tokens per step.
+tokens/s, and tokens per process-CPU-second, counting the student's non-padding tokens per step. Then the
+pieces distillation adds to a step (the teacher's forward, the cache read, the loss's forward + backward,
+the latter including the CE that SFT also pays: an upper bound) are timed alone, many times: on a busy
+shared machine they give the more reliable ratio. Idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, set
+by re-executing the script) so that CPU time counts work, not spinning.
 
 Usage: python benchmarks/train_speed.py [--rounds 5] [--markdown benchmarks/results/train_speed.md]
 """
@@ -29,6 +33,7 @@ import copy
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +45,8 @@ from otdistill.data import DataConfig, PairedCollator, load_examples, tokenize_p
 from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache import TeacherCache, build_teacher_cache
 from otdistill.training import CachedTeacher, LiveTeacher, TrainCollator, TrainConfig
-from otdistill.training.objective import DistillationObjective
+from otdistill.training.inputs import side_from_inputs
+from otdistill.training.objective import DistillationObjective, combine, local_counts
 from otdistill.training.precision import choose_precision
 from otdistill.training.runner import training_arguments
 from otdistill.training.trainer import DistillationTrainer
@@ -94,6 +100,50 @@ def one_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> tuple[floa
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def median_time(fn: Any, repeats: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of `fn()` over `repeats` calls (after one untimed call)."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def marginal_costs(
+    trainers: dict[str, DistillationTrainer], inputs: dict[str, Any]
+) -> dict[str, tuple[float, float]]:
+    """What distillation adds to an SFT step, measured piece by piece (small, so repeated many times):
+    the live teacher's forward, reading the cache, and the MultiLevelOT loss's forward + backward."""
+    device = trainers["sft"].args.device
+    live, cached = trainers["live"].teacher, trainers["cache"].teacher
+    assert live is not None and cached is not None
+    student = trainers["cache"].model
+    side = side_from_inputs(inputs)
+    with torch.no_grad():
+        logits = student(
+            input_ids=side.input_ids,
+            attention_mask=side.attention_mask,
+            logits_to_keep=side.response_positions,
+        ).logits
+    teacher_out = cached(inputs, device)
+    objective = trainers["cache"].objective
+
+    def loss_forward_backward() -> None:
+        leaf = logits.detach().requires_grad_(True)
+        terms = objective.terms(leaf, side, teacher_out)
+        counts = local_counts(side.response_mask, teacher_out.mask)
+        combine(terms, counts, counts).backward()
+
+    return {
+        "teacher forward (live)": median_time(lambda: live(inputs, device), 3),
+        "cache read": median_time(lambda: cached(inputs, device), 10),
+        "CE + MultiLevelOT loss, forward + backward (response logits)": median_time(loss_forward_backward, 10),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,6 +154,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
+    if os.environ.get("OMP_WAIT_POLICY") is None:
+        # Idle OpenMP threads must sleep, not spin: on a shared machine spinning inflates CPU time with
+        # waiting. Set before torch's OpenMP starts, so re-run this process with it.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -152,6 +206,7 @@ def main() -> None:
                     f"round {r} {v:5s} {wall:6.2f} s wall {cpu:6.2f} s cpu {s_tokens[r + 1]} tokens",
                     flush=True,
                 )
+        costs = marginal_costs(trainers, inputs[1])
 
     rows = []
     for v in VARIANTS:
@@ -183,7 +238,27 @@ def main() -> None:
     cache_rel = {name: wall / base[0] for name, wall, _, _ in rows}["cache"]
     verdict = "met" if cache_rel >= 0.85 else "NOT met"
     target = f"Target (cache within 15% of SFT-only throughput, best-of-N): {verdict} ({cache_rel:.2f}x)."
-    lines += ["", target]
+    sft_step_cpu = statistics.median(c for _, c, _ in timings["sft"])
+    lines += [
+        "",
+        target,
+        "",
+        "What distillation adds to one step, measured piece by piece (median of repeats; the full-step "
+        "numbers above are dominated by other jobs' load):",
+        "",
+        "| piece | wall (s) | CPU (s) | share of the median SFT step (CPU) |",
+        "|---|---|---|---|",
+    ]
+    for piece, (wall, cpu) in costs.items():
+        lines.append(f"| {piece} | {wall:.3f} | {cpu:.3f} | {100 * cpu / sft_step_cpu:.1f}% |")
+    extra_cache = costs["cache read"][1] + costs["CE + MultiLevelOT loss, forward + backward (response logits)"][1]
+    extra_live = costs["teacher forward (live)"][1] + costs["CE + MultiLevelOT loss, forward + backward (response logits)"][1]
+    lines += [
+        "",
+        f"Median SFT step: {sft_step_cpu:.2f} CPU-s. From the pieces: cache distillation runs at "
+        f"{sft_step_cpu / (sft_step_cpu + extra_cache):.2f}x and live-teacher distillation at "
+        f"{sft_step_cpu / (sft_step_cpu + extra_live):.2f}x the SFT throughput.",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
