@@ -53,6 +53,7 @@ from otdistill.training.trainer import DistillationTrainer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = ("sft", "live", "cache")
+LOSS_PIECE = "CE + MultiLevelOT loss, forward + backward (response logits)"
 
 
 def cpu_name() -> str:
@@ -140,7 +141,7 @@ def marginal_costs(
     return {
         "teacher forward (live)": median_time(lambda: live(inputs, device), 3),
         "cache read": median_time(lambda: cached(inputs, device), 10),
-        "CE + MultiLevelOT loss, forward + backward (response logits)": median_time(loss_forward_backward, 10),
+        LOSS_PIECE: median_time(loss_forward_backward, 10),
     }
 
 
@@ -251,8 +252,8 @@ def main() -> None:
     ]
     for piece, (wall, cpu) in costs.items():
         lines.append(f"| {piece} | {wall:.3f} | {cpu:.3f} | {100 * cpu / sft_step_cpu:.1f}% |")
-    extra_cache = costs["cache read"][1] + costs["CE + MultiLevelOT loss, forward + backward (response logits)"][1]
-    extra_live = costs["teacher forward (live)"][1] + costs["CE + MultiLevelOT loss, forward + backward (response logits)"][1]
+    extra_cache = costs["cache read"][1] + costs[LOSS_PIECE][1]
+    extra_live = costs["teacher forward (live)"][1] + costs[LOSS_PIECE][1]
     lines += [
         "",
         f"Median SFT step: {sft_step_cpu:.2f} CPU-s. From the pieces: cache distillation runs at "
