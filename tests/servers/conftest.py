@@ -87,7 +87,7 @@ def tracking_config(mlflow_server: MlflowServer) -> TrackingConfig:
         promotion_metric="rougeLsum",
         promotion_margin=0.01,
         request_timeout_s=10,
-        max_retries=5,
+        max_retries=6,  # backoff 0+2+4+8+16+32 s: rides out a restart on a loaded CI machine
         backoff_factor=1,
         preflight_timeout_s=5.0,
         race_settle_s=0.3,
