@@ -166,7 +166,9 @@ def test_schedule_creates_missing_experiment() -> None:
     assert client.create_recurring_run.call_args.kwargs["experiment_id"] == "exp-new"
 
 
-def test_run_reports_config_errors_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reports_config_errors_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher:\n  sauce: x\n")
     assert cli.main(["run", "--config", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
