@@ -22,3 +22,12 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.tiny_models import make_tiny_pair
 
     return make_tiny_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_state() -> object:
+    """Each test starts with MLflow's process-global URIs and env as the suite found them."""
+    from tests.tracking.mlflow_state import restore_mlflow_state
+
+    with restore_mlflow_state():
+        yield
