@@ -243,6 +243,7 @@ def main() -> None:
         f"{verdict} ({cache_rel:.2f}x). With idle threads sleeping, CPU time counts the work a step does; "
         "wall-clock time on this shared machine also counts the other jobs' use of the 2 cores."
     )
+    sft_step_cpu = statistics.median(c for _, c, _ in timings["sft"])
     lines += [
         "",
         target,
