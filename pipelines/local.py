@@ -105,6 +105,7 @@ def _ensure_experiment(tracking: TrackingConfig, artifact_root: Path) -> str:
 
 
 def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking.tracking_uri)
@@ -126,7 +127,12 @@ def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
     result.model_uri = tags.get("otdistill.model_uri", "")
     result.status = tags.get("otdistill.promotion.status", "")
     result.reason = tags.get("otdistill.promotion.reason", "")
-    result.champion_uri = f"models:/{tracking.registered_model_name}@{tracking.champion_alias}"
+    name, alias = tracking.registered_model_name, tracking.champion_alias
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        result.champion_uri = f"models:/{name}@{alias} (version {holder.version})"
+    except MlflowException:
+        result.champion_uri = f"none yet (no version of {name} holds @{alias})"
 
 
 def run_local(cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool = False) -> LocalRunResult:

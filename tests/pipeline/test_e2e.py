@@ -49,6 +49,7 @@ def test_whole_pipeline_locally_with_tiny_models(
 
     assert set(first.scores) == {"teacher", "base_student", "distilled"}
     assert first.model_uri == f"models:/{name}/1" and first.status == "promoted"
+    assert first.champion_uri == f"models:/{name}@champion (version 1)"
     parent = client.get_run(first.mlflow_run_id)
     assert parent.info.status == "FINISHED"
     assert "config.yaml" in {a.path for a in client.list_artifacts(first.mlflow_run_id)}
