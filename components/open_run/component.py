@@ -58,6 +58,7 @@ def open_run(
     """
     from otdistill.steps.open_run import open_run as run_step
 
+    # Every other argument is a pipeline parameter (otdistill.config.PIPELINE_PARAMETERS, checked there).
     params = dict(locals())
     for key in ("base_config", "pipeline_run_id", "pipeline_run_name", "run_config", "run_step"):
         params.pop(key, None)

@@ -373,15 +373,19 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
+        """What a component receives (the whole config, or a step's sections)."""
         return cls.from_dict(json.loads(text))
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data, the shape of the YAML file."""
         return typing.cast(dict[str, Any], to_dict(self))
 
     def to_json(self) -> str:
+        """Canonical JSON (sorted keys): equal configs give equal strings, hence equal KFP cache keys."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_yaml(self) -> str:
+        """The config as a YAML file a user can re-run (`otdistill run --config`)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otdistill.config import RunConfig
+from otdistill.config import RunConfig, from_dict, to_dict
 from otdistill.data import DataConfig
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 from otdistill.tracking.config import TrackingConfig
@@ -70,6 +70,7 @@ def pipeline_run(tracking: TrackingConfig, run_name: str, parent_run_id: str | N
 
 
 def model_spec(cfg: RunConfig, role: str) -> ModelSpec:
+    """The configured teacher or student spec; one component serves both roles (SFT, references)."""
     if role == "teacher":
         return cfg.teacher
     if role == "student":
@@ -78,11 +79,13 @@ def model_spec(cfg: RunConfig, role: str) -> ModelSpec:
 
 
 def write_model_info(model_dir: Path, info: dict[str, Any]) -> None:
+    """Write `otdistill_model.json`: what a Model artifact is (role, stage, base model, revisions)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_INFO).write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def read_model_info(model_dir: str | Path) -> dict[str, Any]:
+    """The artifact's `otdistill_model.json` (empty for a plain Hugging Face directory)."""
     path = Path(model_dir) / MODEL_INFO
     if not path.exists():
         return {}
@@ -93,8 +96,6 @@ def write_model_reference(
     model_dir: str | Path, spec: ModelSpec, resolved: ResolvedModel, role: str
 ) -> dict[str, str]:
     """Record `spec` in `model_dir` as a reference Model artifact; returns its metadata."""
-    from otdistill.config import to_dict
-
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_REF).write_text(json.dumps(to_dict(spec), indent=2, sort_keys=True), encoding="utf-8")
@@ -110,8 +111,6 @@ def resolve_model_artifact(model_dir: str | Path) -> ResolvedModel:
     model_dir = Path(model_dir)
     ref = model_dir / MODEL_REF
     if ref.exists():
-        from otdistill.config import from_dict
-
         spec = from_dict(ModelSpec, json.loads(ref.read_text(encoding="utf-8")), "model_ref")
         return resolve_model(spec)
     if not (model_dir / "config.json").exists():

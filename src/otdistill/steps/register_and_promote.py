@@ -29,6 +29,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from otdistill.config import RunConfig
 from otdistill.data import load_examples
 from otdistill.evaluation import evaluate_model
 from otdistill.steps.common import (
@@ -181,7 +182,7 @@ def _champion(client: MlflowClient, name: str, alias: str) -> Any | None:
         return None
 
 
-def _rescore_champion(cfg: Any, validation_dir: str | Path, metric: str, champion: Any) -> float:
+def _rescore_champion(cfg: RunConfig, validation_dir: str | Path, metric: str, champion: Any) -> float:
     """Score `models:/name/<champion version>` on this run's validation rows with this run's EvalConfig."""
     tracking = cfg.tracking
     data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
@@ -206,7 +207,7 @@ def _metric(scores: dict[str, Any], label: str, metric: str) -> float | None:
     return float(models[label][metric])
 
 
-def _lineage(cfg: Any, scores: dict[str, Any], data_hash: str) -> Lineage:
+def _lineage(cfg: RunConfig, scores: dict[str, Any], data_hash: str) -> Lineage:
     prov = scores.get("provenance", {})
     teacher, student = prov.get("teacher", {}), prov.get("distilled", {})
     return Lineage(
