@@ -15,7 +15,7 @@ from otdistill.data import Example
 from otdistill.training import distill_student, verify_checkpoint
 from tests.training.conftest import MAX_LENGTH, subprocess_env, tiny_config, write_job
 
-STEPS, SAVE_EVERY = 10, 2
+STEPS, SAVE_EVERY = 16, 4  # 8 steps per epoch: the resumed run also crosses an epoch boundary
 
 
 def _kill_after_first_checkpoint(job: Path, output_dir: Path, timeout: float = 240) -> int:
