@@ -9,7 +9,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from otdistill.data import Example
-from otdistill.training import NonFiniteLossError, TrainingOOMError, distill_student, train_teacher_sft
+from otdistill.training import (
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    TrainingOOMError,
+    distill_student,
+    train_teacher_sft,
+)
 from tests.training.conftest import MAX_LENGTH, tiny_config
 
 
@@ -46,6 +52,30 @@ def test_exploding_learning_rate_stops_on_the_ce(
         train_teacher_sft(cfg, tiny_pair[0], examples, max_length=MAX_LENGTH)
     assert info.value.step >= 2 and "CE" in info.value.bad_parts
     assert f"optimizer step {info.value.step}" in str(info.value)
+
+
+def test_nan_gradient_with_finite_loss_stops_before_the_update(
+    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gradient hook turns one weight's gradient into NaN (a real autograd path); the loss stays finite."""
+    from otdistill.training import trainer as trainer_module
+
+    original = trainer_module.DistillationTrainer.compute_loss
+    hooked: list[torch.utils.hooks.RemovableHandle] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+        if not hooked:
+            weight = model.get_input_embeddings().weight
+            hooked.append(weight.register_hook(lambda grad: grad * float("nan")))
+        return original(self, model, inputs, return_outputs, num_items_in_batch)
+
+    monkeypatch.setattr(trainer_module.DistillationTrainer, "compute_loss", compute_loss)
+    student = tiny_pair[1]
+    with pytest.raises(
+        NonFiniteGradientError, match="at optimizer step 1 although every loss part was finite"
+    ):
+        distill_student(tiny_config(tmp_path), student, tiny_pair[0], examples, max_length=MAX_LENGTH)
+    assert not list(tmp_path.glob("checkpoint-*"))
 
 
 def test_out_of_memory_names_batch_size_and_lengths(

@@ -17,7 +17,12 @@ from otdistill.training.checkpoints import (
     verify_checkpoint,
 )
 from otdistill.training.config import LOSS_NAMES, TrainConfig
-from otdistill.training.errors import NonFiniteLossError, TrainingError, TrainingOOMError
+from otdistill.training.errors import (
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    TrainingError,
+    TrainingOOMError,
+)
 from otdistill.training.inputs import TrainCollator
 from otdistill.training.objective import DistillationObjective, LossTerm, TeacherOutputs
 from otdistill.training.precision import PrecisionChoice, choose_precision
@@ -38,6 +43,7 @@ __all__ = [
     "DistillationTrainer",
     "LiveTeacher",
     "LossTerm",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
     "PrecisionChoice",
     "S3CheckpointStore",

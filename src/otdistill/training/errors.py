@@ -36,6 +36,19 @@ class NonFiniteLossError(TrainingError):
         )
 
 
+class NonFiniteGradientError(TrainingError):
+    """The loss was finite but its gradient is not (e.g. a NaN in a backward pass): stop before the update."""
+
+    def __init__(self, step: int, grad_norm: float):
+        self.step = step
+        self.grad_norm = grad_norm
+        super().__init__(
+            f"non-finite gradient norm ({grad_norm}) at optimizer step {step} although every loss part was "
+            "finite; the update was not applied. A backward pass produced NaN/inf: check for overflow "
+            "(precision, learning rate) or try detach_sinkhorn_plan=true."
+        )
+
+
 class TrainingOOMError(TrainingError):
     """Out of memory in a training step, with the batch size and sequence lengths that caused it."""
 

@@ -6,7 +6,8 @@ DDP/FSDP and checkpoint contents. This subclass only:
 * computes the loss (`compute_loss`): the trained model's response logits (projected at response
   positions only, via `logits_to_keep`), the teacher's side (live or cached), and the objective's terms,
   each normalised by the counts of the whole optimizer step across micro-batches and ranks;
-* stops at once on a NaN/inf loss part, naming the optimizer step and the part;
+* stops at once on a NaN/inf loss part, naming the optimizer step and the part (and on a NaN/inf
+  gradient norm before the optimizer applies it);
 * turns an out-of-memory error into one naming the batch size and sequence lengths;
 * adds every loss part, tokens/s and memory to each training log;
 * writes checkpoints atomically (staged, manifest, rename) and mirrors them to S3.
@@ -15,6 +16,7 @@ DDP/FSDP and checkpoint contents. This subclass only:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import time
@@ -29,7 +31,7 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from otdistill.training.checkpoints import STAGING, S3CheckpointStore, finalize_checkpoint
-from otdistill.training.errors import NonFiniteLossError, TrainingOOMError
+from otdistill.training.errors import NonFiniteGradientError, NonFiniteLossError, TrainingOOMError
 from otdistill.training.inputs import batch_lengths, side_from_inputs
 from otdistill.training.objective import (
     COUNT_KEYS,
@@ -150,6 +152,14 @@ class DistillationTrainer(Trainer):
             micro_batch=self._micro_batch,
             example_ids=list(inputs.get("example_ids", [])),
         )
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        """The Trainer's gradient norm (all ranks), checked before the optimizer applies the update."""
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        value = float(norm.item() if isinstance(norm, torch.Tensor) else norm)
+        if not math.isfinite(value):
+            raise NonFiniteGradientError(self.state.global_step + 1, value)
+        return norm
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
