@@ -5,6 +5,8 @@
                         temperatures=(1.0, 2.0), shard_size=1024, teacher=resolved.record())
     cache = TeacherCache("s3://bucket/caches/run1")      # verifies every shard's sha256
     cache.check_compatible(loss)                         # refuses a k / temperature mismatch
+    cache.check_matches(k=50, temperatures=(1.0, 2.0),   # refuses a cache of other data / tokenizers
+                        identity=CacheIdentity.of(split.report.content_sha256, t_tok, s_tok))
     t = cache.for_batch(paired_batch, device)            # TeacherTopK, TeacherSortedProbs, mask
     loss(student_logits, t.topk, student_mask, t.mask)
 
@@ -14,11 +16,13 @@ Format and the ULD approximation: docs/teacher_cache.md.
 
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
 from otdistill.teacher_cache.format import CacheSettings, Manifest, ShardInfo, TeacherCacheError
+from otdistill.teacher_cache.identity import CacheIdentity, tokenizer_sha256
 from otdistill.teacher_cache.reader import CachedTeacherBatch, TeacherCache
 from otdistill.teacher_cache.step import cache_teacher_for_run, length_sorted_batches
 
 __all__ = [
     "BuildResult",
+    "CacheIdentity",
     "CacheSettings",
     "CachedTeacherBatch",
     "Manifest",
@@ -28,4 +32,5 @@ __all__ = [
     "build_teacher_cache",
     "cache_teacher_for_run",
     "length_sorted_batches",
+    "tokenizer_sha256",
 ]

@@ -39,6 +39,7 @@ from otdistill.teacher_cache.format import (
     shard_name,
     sidecar_name,
 )
+from otdistill.teacher_cache.identity import CacheIdentity
 from otdistill.teacher_cache.storage import CacheStore, open_store, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,10 @@ def _finished_shards(store: CacheStore, settings: CacheSettings) -> dict[int, Sh
         return {}
     old = CacheSettings.from_json(previous, f"{store.uri}/{BUILD}")
     if old != settings:
+        differ = "; ".join(old.differences(settings))
         raise TeacherCacheError(
-            f"{store.uri} holds a teacher cache built with different settings ({old}); "
-            f"this build uses {settings}. Use another output location or delete the old cache."
+            f"{store.uri} holds a teacher cache built with different settings (earlier build vs this "
+            f"one: {differ}). Use another output location or delete the old cache."
         )
     done: dict[int, ShardInfo] = {}
     index = 0
@@ -160,19 +162,41 @@ def build_teacher_cache(
     endpoint_url: str | None = None,
     total_batches: int | None = None,
     progress: bool = True,
+    identity: CacheIdentity | None = None,
 ) -> BuildResult:
     """Run `model` (the teacher) over `batches` and write a teacher cache to `out_uri` (dir or s3://).
 
     k: MultiLevelOT top-k stored (the loss may use any top_k <= k); K_uld: sorted probabilities stored
     for ULD; temperatures: (temperature, sinkhorn_temperature) of the MultiLevelOT loss; teacher: the
-    resolved teacher's record (source, revision...), stored in the manifest. The batches must come in the
-    same order on a resumed build (checked against the finished shards' example ids).
+    resolved teacher's record (source, revision...), stored in the manifest; identity: the data's content
+    hash and both tokenizers' digests (`CacheIdentity.of(split.report.content_sha256, t_tok, s_tok)`),
+    stored in the settings so that training can refuse a cache of other data or tokenisation
+    (`TeacherCache.check_matches`); without it the cache cannot be verified against a run's data. The
+    batches must come in the same order on a resumed build (checked against the finished shards' example
+    ids), with the same settings and identity (checked against build.json).
     """
     if k < 1 or K_uld < 1 or shard_size < 1:
         raise ValueError(f"k, K_uld and shard_size must be >= 1, got {k}, {K_uld}, {shard_size}")
     tau, tau_sd = (float(t) for t in temperatures)
-    settings = CacheSettings(k, K_uld, tau, tau_sd, shard_size, dict(teacher or {}))
+    ident = identity or CacheIdentity()
+    settings = CacheSettings(
+        k,
+        K_uld,
+        tau,
+        tau_sd,
+        shard_size,
+        dict(teacher or {}),
+        data_sha256=ident.data_sha256,
+        teacher_tokenizer_sha256=ident.teacher_tokenizer_sha256,
+        student_tokenizer_sha256=ident.student_tokenizer_sha256,
+    )
     store = open_store(out_uri, endpoint_url)
+    if identity is None:
+        logger.warning(
+            "teacher cache %s is built without a data/tokenizer identity: training cannot check that it "
+            "belongs to its data and tokenizers (pass identity=CacheIdentity.of(...))",
+            store.uri,
+        )
     finished = _finished_shards(store, settings)
     if finished:
         logger.info("resuming %s: %d finished shards verified", store.uri, len(finished))

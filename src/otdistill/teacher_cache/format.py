@@ -51,6 +51,10 @@ class CacheSettings:
     sinkhorn_temperature: float
     shard_size: int
     teacher: dict[str, str] = field(default_factory=dict)  # source, revision...: what built the cache
+    # What the cached rows belong to (teacher_cache.identity.CacheIdentity); "" when the build was not told.
+    data_sha256: str = ""  # DataReport.content_sha256 of the tokenised split
+    teacher_tokenizer_sha256: str = ""
+    student_tokenizer_sha256: str = ""
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True) + "\n"
@@ -69,9 +73,17 @@ class CacheSettings:
                 sinkhorn_temperature=float(data["sinkhorn_temperature"]),
                 shard_size=int(data["shard_size"]),
                 teacher={str(a): str(b) for a, b in data.get("teacher", {}).items()},
+                data_sha256=str(data.get("data_sha256", "")),
+                teacher_tokenizer_sha256=str(data.get("teacher_tokenizer_sha256", "")),
+                student_tokenizer_sha256=str(data.get("student_tokenizer_sha256", "")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
+
+    def differences(self, other: CacheSettings) -> list[str]:
+        """One "field: this value vs other value" line per field that differs (for clear refusals)."""
+        mine, theirs = asdict(self), asdict(other)
+        return [f"{name}: {mine[name]!r} vs {theirs[name]!r}" for name in mine if mine[name] != theirs[name]]
 
 
 @dataclass(frozen=True)

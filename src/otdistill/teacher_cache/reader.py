@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,17 @@ from torch import Tensor
 from otdistill.data import PairedBatch
 from otdistill.losses import MultiLevelOTLoss, TeacherSortedProbs, TeacherTopK, ULDLoss
 from otdistill.teacher_cache.format import MANIFEST, Manifest, ShardInfo, TeacherCacheError
+from otdistill.teacher_cache.identity import CacheIdentity
 from otdistill.teacher_cache.storage import open_store, sha256_file
+
+logger = logging.getLogger(__name__)
+
+# CacheIdentity's fields and how an error names them.
+_IDENTITY_FIELDS = (
+    ("data_sha256", "training data content hash"),
+    ("teacher_tokenizer_sha256", "teacher tokenizer"),
+    ("student_tokenizer_sha256", "student tokenizer"),
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,66 @@ class TeacherCache:
             raise TeacherCacheError(
                 f"teacher cache {self.uri} was built from teacher revision {built_from}, "
                 f"this run's teacher is {teacher_revision}"
+            )
+
+    @property
+    def identity(self) -> CacheIdentity:
+        """The data hash and tokenizer digests the cache was built for ("" where the build was not told)."""
+        s = self.manifest.settings
+        return CacheIdentity(s.data_sha256, s.teacher_tokenizer_sha256, s.student_tokenizer_sha256)
+
+    def check_matches(
+        self,
+        *,
+        k: int | None = None,
+        temperatures: tuple[float, float] | None = None,
+        identity: CacheIdentity | None = None,
+    ) -> None:
+        """Refuse a cache that was not built for this run, naming every difference with both values.
+
+        A run's cache step and its training read one configuration, so k, both temperatures, the training
+        split's content hash and both tokenizers must be equal to what the cache recorded; any difference
+        means the cache belongs to another configuration, other data or another tokenisation (a stale
+        cache URI, a changed config), and training on it would be silently wrong. Unlike
+        `check_compatible`, which lets a library caller use a smaller top_k from a larger cache, k must be
+        equal here. Values the run cannot tell ("" in `identity`, e.g. training on a bare list of examples)
+        are not compared; a cache built without an identity is accepted with a warning, as it cannot be
+        checked.
+        """
+        s = self.manifest.settings
+        differences: list[str] = []
+        if k is not None and int(k) != s.k:
+            differences.append(f"k (top-k stored): cache {s.k}, run {int(k)}")
+        if temperatures is not None:
+            wanted = (float(temperatures[0]), float(temperatures[1]))
+            if wanted != self.temperatures:
+                differences.append(
+                    f"(temperature, sinkhorn_temperature): cache {self.temperatures}, run {wanted}"
+                )
+        unverified: list[str] = []
+        if identity is not None:
+            cached = self.identity
+            for name, label in _IDENTITY_FIELDS:
+                run_value, cache_value = getattr(identity, name), getattr(cached, name)
+                if not run_value:
+                    continue
+                if not cache_value:
+                    unverified.append(name)
+                elif run_value != cache_value:
+                    differences.append(f"{label} ({name}): cache {cache_value}, run {run_value}")
+        if differences:
+            raise TeacherCacheError(
+                f"teacher cache {self.uri} was not built for this run:\n  "
+                + "\n  ".join(differences)
+                + "\nRebuild it from this run's data, tokenizers and loss settings (the cache_teacher "
+                "step), or point the run at the cache built for them."
+            )
+        if unverified:
+            logger.warning(
+                "teacher cache %s does not record %s (built without an identity): it cannot be checked "
+                "against this run's data and tokenizers",
+                self.uri,
+                ", ".join(unverified),
             )
 
     # -- shards ---------------------------------------------------------------------------------------

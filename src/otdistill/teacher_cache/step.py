@@ -17,6 +17,7 @@ import torch
 from otdistill.data import DataConfig, PairedBatch, PairedCollator, PairedFeature, load_paired
 from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
+from otdistill.teacher_cache.identity import CacheIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def cache_teacher_for_run(
     """Resolve both models, tokenise `data` for the pair, run the teacher and write the cache to `out_uri`.
 
     device defaults to CUDA when available; dtype "auto" means bfloat16 on CUDA and float32 on CPU (the
-    stored probabilities are computed in float32 either way). The teacher's record (source, revision) goes
-    into the manifest, so training can check it runs with the teacher the cache was built from.
+    stored probabilities are computed in float32 either way). The teacher's record (source, revision) and
+    the identity of the data and both tokenizers go into the manifest, so training can check it runs with
+    the teacher, data and tokenisation the cache was built from.
     """
     run_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     run_dtype = dtype if dtype != "auto" else ("bfloat16" if run_device.startswith("cuda") else "float32")
@@ -88,4 +90,5 @@ def cache_teacher_for_run(
         endpoint_url=endpoint_url,
         total_batches=len(batches),
         progress=progress,
+        identity=CacheIdentity.of(split.report.content_sha256, t_tok, s_tok),
     )
