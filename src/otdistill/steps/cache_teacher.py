@@ -24,7 +24,7 @@ from otdistill.steps.common import (
     snapshot_data_config,
     step_tags,
 )
-from otdistill.teacher_cache import build_teacher_cache
+from otdistill.teacher_cache import CacheIdentity, build_teacher_cache
 from otdistill.tracking.runs import step_run
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ def cache_teacher(
         student = resolve_model(cfg.student)
         t_tok, s_tok = load_tokenizer(teacher), load_tokenizer(student)
         data = snapshot_data_config(cfg, train_dir, cfg.data.split)
-        features = load_paired(data, t_tok, s_tok).features
+        split = load_paired(data, t_tok, s_tok)
+        features = split.features
+        # Recorded in the cache so distill_student refuses it for other data or another tokenisation.
+        identity = CacheIdentity.of(split.report.content_sha256, t_tok, s_tok)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = "bfloat16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
         model = load_model(teacher, dtype=dtype, device=device)
@@ -75,6 +78,7 @@ def cache_teacher(
             teacher=teacher.record(),
             total_batches=(len(features) + size - 1) // size,
             progress=False,
+            identity=identity,
         )
         run.log_metrics(
             {"cache.shards_written": float(result.shards_written), "cache.examples": float(len(features))}
@@ -84,4 +88,5 @@ def cache_teacher(
         "k": str(loss.top_k),
         "teacher_revision": teacher.revision,
         "examples": str(len(features)),
+        "data_sha256": identity.data_sha256,
     }

@@ -36,8 +36,10 @@ def distill_student(
 ) -> TrainStepResult:
     """Distil the configured student from the teacher; the distilled model is written to `model_dir`.
 
-    MultiLevelOT and ULD read the teacher from the cache built by `cache_teacher` (verified against this
-    teacher's revision and the loss settings by the cache reader); "kl" needs the live teacher.
+    MultiLevelOT and ULD read the teacher from the cache built by `cache_teacher`, which training verifies
+    before its first step against this teacher's revision, the loss settings (k, temperatures), the
+    training split's content hash and both tokenizers (`TeacherCache.check_matches`); "kl" needs the live
+    teacher.
     """
     setup_logging()
     cfg = load_step_config(config_json)

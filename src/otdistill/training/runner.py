@@ -99,8 +99,12 @@ def _examples(data: DataRef) -> tuple[list[Example], DataConfig | None]:
 
 def paired_features(
     data: DataRef, teacher_tok: Any, student_tok: Any, max_length: int, max_prompt_tokens: int | None
-) -> list[PairedFeature]:
-    """Both models' tokens for every example, cut the same way (`otdistill.data`'s rules and report)."""
+) -> tuple[list[PairedFeature], str]:
+    """Both models' tokens for every example, cut the same way (`otdistill.data`'s rules and report).
+
+    Also returns the tokenised split's `DataReport.content_sha256` (what a teacher cache records of its
+    data), or "" for a bare list of examples, whose task, and so whose hash, is not known here.
+    """
     if isinstance(data, DataConfig | LoadedSplit):
         cfg = (
             data
@@ -108,11 +112,12 @@ def paired_features(
             else DataConfig(max_length=max_length, max_prompt_tokens=max_prompt_tokens)
         )
         loaded = load_examples(data) if isinstance(data, DataConfig) else data
-        return tokenize_pair_split(loaded, teacher_tok, student_tok, cfg).features
+        split = tokenize_pair_split(loaded, teacher_tok, student_tok, cfg)
+        return split.features, split.report.content_sha256
     encoder = PairEncoder(
         teacher_tok, student_tok, max_length=max_length, max_prompt_tokens=max_prompt_tokens
     )
-    return [encoder.encode(example, index) for index, example in enumerate(data)]
+    return [encoder.encode(example, index) for index, example in enumerate(data)], ""
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -397,7 +402,7 @@ def distill_student(
         t_resolved = resolve(teacher)
         t_tok = load_tokenizer(t_resolved)
         check_loss_for_tokenizers(config, t_tok, s_tok)
-        dataset = paired_features(data, t_tok, s_tok, length, prompt_cap)
+        dataset, data_sha256 = paired_features(data, t_tok, s_tok, length, prompt_cap)
         collator = TrainCollator.for_pair(t_tok, s_tok)
         record["teacher"] = t_resolved.record()
         record["teacher_source"] = config.teacher_source
@@ -409,13 +414,19 @@ def distill_student(
             teacher_source = LiveTeacher(shard_teacher(t_model) if sharded else t_model)
             record["teacher_sharding"] = "fsdp" if sharded else "replicate"
         else:
-            from otdistill.teacher_cache import TeacherCache
+            from otdistill.teacher_cache import CacheIdentity, TeacherCache
 
             assert config.teacher_cache_uri is not None  # TrainConfig.validate
             cache = TeacherCache(config.teacher_cache_uri, endpoint_url=config.s3_endpoint_url)
             objective = DistillationObjective(config)
             cache.check_compatible(
                 objective.mlot if config.loss == "multilevel_ot" else objective.uld, t_resolved.revision
+            )
+            # Before any step: a cache of other data, tokenizers, k or temperatures is refused by name.
+            cache.check_matches(
+                k=config.top_k,
+                temperatures=(config.temperature, config.sinkhorn_temperature),
+                identity=CacheIdentity.of(data_sha256, t_tok, s_tok),
             )
             teacher_source = CachedTeacher(cache)
             record["teacher_cache"] = {"uri": cache.uri, "k": cache.k, "top_uld": cache.top_uld}
