@@ -25,6 +25,10 @@ class TinySetup:
     teacher_resolved: ResolvedModel
     features: list[PairedFeature]
     collator: PairedCollator
+    teacher_tokenizer: Any
+    student_tokenizer: Any
+    data_config: DataConfig
+    data_sha256: str  # DataReport.content_sha256 of the tokenised split
 
     def batches(self, size: int) -> list[PairedBatch]:
         return [self.collator(self.features[i : i + size]) for i in range(0, len(self.features), size)]
@@ -49,4 +53,8 @@ def tiny_setup(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFa
         teacher_resolved=t_res,
         features=split.features,
         collator=PairedCollator.from_tokenizers(t_tok, s_tok),
+        teacher_tokenizer=t_tok,
+        student_tokenizer=s_tok,
+        data_config=config,
+        data_sha256=split.report.content_sha256,
     )
