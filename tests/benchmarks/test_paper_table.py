@@ -1,0 +1,106 @@
+"""The paper-table harness end to end on the tiny random pair: every stage in its own child process, the
+markdown table with mean and spread, per-row cost columns, the PNG, registration, loading by model URI,
+and resuming without retraining.
+
+The tiny models score ~0 on any metric: the test checks the harness, not the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.paper_table import STUDENT_ROWS, load_plan, main, row_config, task_config
+
+SEEDS = (0, 1)
+
+
+def _argv(teacher: Path, student: Path, tmp_path: Path) -> list[str]:
+    overrides = {
+        "teacher.source": str(teacher),
+        "student.source": str(student),
+        "data.limit": 8,
+        "data.max_length": 128,
+        "validation.limit": 4,
+        "teacher_sft.max_steps": 2,
+        "teacher_sft.learning_rate": 1e-3,
+        "distill.max_steps": 2,
+        "distill.learning_rate": 1e-3,
+        "distill.top_k": 8,
+        "eval.max_new_tokens": 8,
+        "eval.max_prompt_tokens": 96,
+        "eval.batch_size": 4,
+    }
+    argv = ["--budget", "cpu", "--tasks", "dialogsum", "--seeds", *map(str, SEEDS)]
+    argv += ["--run-dir", str(tmp_path / "run"), "--results", str(tmp_path / "out" / "paper_table.md")]
+    for key, value in overrides.items():
+        argv += ["--config-override", f"{key}={value}"]
+    return argv
+
+
+def test_rows_differ_only_by_loss_and_seed() -> None:
+    plan = load_plan("cpu", None, [], None)
+    base = task_config(plan, "qed")
+    sft, ot, no_sd = (row_config(base, r, 7) for r in ("sft", "multilevel_ot", "multilevel_ot_no_sd"))
+    assert sft.sft_baseline.loss == "none" and sft.sft_baseline.max_steps == ot.distill.max_steps
+    assert sft.sft_baseline.learning_rate == ot.distill.learning_rate == no_sd.distill.learning_rate
+    assert ot.distill.seed == no_sd.distill.seed == sft.sft_baseline.seed == 7
+    assert no_sd.distill.gamma == 0.0 and no_sd.distill.beta == ot.distill.beta > 0
+    assert base.tracking.promotion_metric == "f1" and base.tracking.tracking_uri.startswith("sqlite:///")
+
+
+@pytest.mark.e2e
+def test_paper_table_end_to_end_on_tiny_pair(
+    tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    teacher, student = tiny_pair
+    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
+    argv = _argv(teacher, student, tmp_path)
+    assert main(argv) == 0
+
+    md_path = tmp_path / "out" / "paper_table.md"
+    md = md_path.read_text(encoding="utf-8")
+    assert "| row | dialogsum (rougeLsum) |" in md
+    for title in ("Teacher", "Student zero-shot", *(r.title for r in STUDENT_ROWS.values())):
+        assert f"| {title}" in md
+    assert "±" in md  # mean ± spread over the two seeds
+    assert "| task | row | train s | peak RSS MiB | eval s | optimizer steps | train rows |" in md
+    assert "## Package versions" in md and "## Machine" in md and "```yaml" in md
+    png = md_path.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows_dir = tmp_path / "run" / "dialogsum" / "rows"
+    results = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*/result.json"))]
+    assert len(results) == 2 + len(STUDENT_ROWS) * len(SEEDS)
+    trained = [r for r in results if r["seed"] is not None]
+    for r in trained:
+        assert r["train_seconds"] > 0 and r["train_peak_rss_mb"] > 0 and r["global_step"] == 2
+        assert r["metric"] == "rougeLsum" and 0.0 <= r["score"] <= 1.0
+        cost_row = f"| dialogsum | {STUDENT_ROWS[r['row']].title} | "
+        assert cost_row in md
+    # every trained student is registered once, with its config, and loads by its models:/ URI
+    uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    assert len({r["model_uri"] for r in trained}) == len(trained)
+    for r in trained:
+        name, version = r["registered_name"], r["version"]
+        mv = client.get_model_version(name, version)
+        assert mv.tags["otdistill.paper_table.seed"] == str(r["seed"])
+        assert mv.run_id and "config.yaml" in {a.path for a in client.list_artifacts(mv.run_id)}
+        assert r["model_uri"] in md
+        parts = mlflow.transformers.load_model(r["model_uri"], return_type="components")
+        ids = parts["tokenizer"]("Hello", return_tensors="pt")
+        out = parts["model"].generate(**ids, max_new_tokens=2, do_sample=False)
+        assert out.shape[1] > ids["input_ids"].shape[1]
+
+    # resuming: nothing is retrained or registered again, the report is rewritten from the stored results
+    stamps = {p: p.stat().st_mtime_ns for p in rows_dir.glob("*/result.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in rows_dir.glob("*/result.json")} == stamps
+    for r in trained:
+        assert len(client.search_model_versions(f"name='{r['registered_name']}'")) == len(SEEDS)
