@@ -30,6 +30,12 @@ class TinySetup:
     data_config: DataConfig
     data_sha256: str  # DataReport.content_sha256 of the tokenised split
 
+    @property
+    def teacher_vocab_size(self) -> int:
+        """The teacher config's vocabulary size (typed: nn.Module's attribute access is not)."""
+        model: Any = self.teacher
+        return int(model.config.vocab_size)
+
     def batches(self, size: int) -> list[PairedBatch]:
         return [self.collator(self.features[i : i + size]) for i in range(0, len(self.features), size)]
 

@@ -99,7 +99,7 @@ def test_uld_from_cache_within_the_teacher_tail_bound(tiny_setup: TinySetup, bui
 
 def test_uld_exact_when_k_covers_the_vocabulary(tiny_setup: TinySetup, tmp_path: Path) -> None:
     batches = tiny_setup.batches(6)
-    vocab = tiny_setup.teacher.config.vocab_size
+    vocab = tiny_setup.teacher_vocab_size
     build_teacher_cache(tiny_setup.teacher, batches, tmp_path, k=10, K_uld=vocab + 5, progress=False)
     cache = TeacherCache(tmp_path)
     uld = ULDLoss()

@@ -134,7 +134,7 @@ def test_manifest_records_checksums_and_teacher(tiny_setup: TinySetup, tmp_path:
     record = tiny_setup.teacher_resolved.record()
     _build(tiny_setup, tiny_setup.batches(4), tmp_path, K_uld=4, shard_size=6, teacher=record)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["count"] == 11 and manifest["vocab_size"] == tiny_setup.teacher.config.vocab_size
+    assert manifest["count"] == 11 and manifest["vocab_size"] == tiny_setup.teacher_vocab_size
     assert manifest["settings"]["teacher"]["revision"] == record["revision"]
     assert [s["file"] for s in manifest["shards"]] == ["shard-00000.safetensors", "shard-00001.safetensors"]
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
