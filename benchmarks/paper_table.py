@@ -44,6 +44,7 @@ benchmark section; values are YAML (`distill.learning_rate=1e-4`, `benchmark.see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -90,7 +91,7 @@ class StudentRow:
     overrides: dict[str, Any]
 
 
-REFERENCE_ROWS: dict[str, str] = {"teacher": "Teacher (Gemma-3-270M, SFT)", "zero_shot": "Student zero-shot"}
+REFERENCE_ROWS: dict[str, str] = {"teacher": "Teacher (after SFT)", "zero_shot": "Student zero-shot"}
 STUDENT_ROWS: dict[str, StudentRow] = {
     "sft": StudentRow("Student SFT (CE only)", {"distill.loss": "none"}),
     "uld": StudentRow("ULD", {"distill.loss": "uld"}),
@@ -173,6 +174,9 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any
         if not sep or not key.strip():
             raise BenchmarkConfigError(f"--config-override expects key=value, got {item!r}")
         value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-4" (no dot) as a string
+                value = float(value)
         key = key.strip()
         if key.startswith("benchmark."):
             bench[key.removeprefix("benchmark.")] = value
@@ -758,6 +762,10 @@ def plot(cells: Mapping[str, Mapping[str, Cell]], metrics: Mapping[str, str], pa
             ha="right",
             fontsize=8,
         )
+        top = max([m + e for m, e in zip(means, errs, strict=True)] + [1.0])
+        ax.set_ylim(0, top * 1.15)
+        for i, m in enumerate(means):
+            ax.text(i, m, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_title(f"{task} ({metrics[task]} x100)")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title)
@@ -831,8 +839,17 @@ def write_report(
     plot(cells, metrics, png, f"paper table ({plan.budget} budget): mean ± std over seeds {plan.spec.seeds}")
     tasks = list(cells)
     seeds = plan.spec.seeds
+    first = task_config(plan, tasks[0])
+    by_task_rows = {str(r["task"]): r["train_rows"] for r in results}
+    by_task_eval = {str(r["task"]): r["eval_rows"] for r in results}
     lines = [
-        f"# MultiLevelOT vs SFT vs ULD on Gemma-3-270M -> SmolLM2-135M-Instruct ({plan.budget} budget)",
+        f"# MultiLevelOT vs SFT vs ULD, different tokenizers ({plan.budget} budget)",
+        "",
+        f"Teacher `{first.teacher.source}`, student `{first.student.source}`; training rows per task: "
+        + ", ".join(f"{t} {by_task_rows[t]}" for t in tasks)
+        + f" (`data.limit` {first.data.limit}, max_length {first.data.max_length}); validation rows: "
+        + ", ".join(f"{t} {by_task_eval[t]}" for t in tasks)
+        + ".",
         "",
         "Produced by `benchmarks/paper_table.py` (every number below is read from the run directory's row "
         "results; nothing is typed in by hand). Scores x100 on the validation rows; students: mean ± sample "
@@ -877,7 +894,7 @@ def write_report(
         "## Cost per row",
         "",
         "Training wall time (mean over seeds) and peak resident memory of the row's process (max over seeds, "
-        "`getrusage` right after training; includes the ~0.5-1 GiB of imported libraries every process has). "
+        "`getrusage` right after training). "
         "Teacher: its SFT, then the teacher cache (built once, read by every ULD / MultiLevelOT row). "
         "Evaluation time is per model on the validation rows.",
         "",
@@ -904,11 +921,26 @@ def write_report(
                 f"| {t} | {row_title(row)} | {train} | {rss} | {statistics.fmean(cell.eval_seconds):.0f} | "
                 f"{steps} | {sample['train_rows']} |"
             )
-    if total_seconds is not None:
-        lines += [
-            "",
-            f"Whole invocation: {total_seconds / 60:.1f} min wall (rows reused from earlier runs cost 0).",
-        ]
+    stage_seconds = 0.0
+    for t in tasks:
+        for stage in ("prepare", "teacher", "cache"):
+            found = _read_json(plan.run_dir / t / "stages" / f"{stage}.json")
+            stage_seconds += float(found["seconds"]) if found else 0.0
+    row_seconds = sum(float(r.get("stage_wall_seconds", 0.0)) for r in results)
+    starts = [float(r["process_rss_at_start_mb"]) for r in results if "process_rss_at_start_mb" in r]
+    lines += [
+        "",
+        f"Wall time of all stages behind these results: {(stage_seconds + row_seconds) / 60:.1f} min "
+        f"(shared stages {stage_seconds / 60:.1f} min, rows incl. evaluation and registration "
+        f"{row_seconds / 60:.1f} min)"
+        + (f"; this invocation: {total_seconds / 60:.1f} min." if total_seconds is not None else ".")
+        + (
+            f" A stage's process holds ~{statistics.fmean(starts):.0f} MiB before it starts working "
+            "(imported libraries), included in the peak."
+            if starts
+            else ""
+        ),
+    ]
     shown_config = (
         plan.config_path.relative_to(ROOT) if plan.config_path.is_relative_to(ROOT) else plan.config_path
     )
