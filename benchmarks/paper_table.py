@@ -532,12 +532,20 @@ def stage_shas(base: Any) -> dict[str, str]:
     return {"prepare": prepare, "teacher": teacher, "cache": cache}
 
 
-def run_task(plan: Plan, runner: Runner, task: str, keep_models: bool) -> list[dict[str, Any]]:
-    """All stages and rows of one task; returns the row results (reused where already computed)."""
+def run_task(
+    plan: Plan, runner: Runner, task: str, keep_models: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """All stages and rows of one task; returns (row results, row failures).
+
+    A failing row (a non-finite gradient, an out-of-memory kill of its process) is recorded in its
+    `error.json` and in the report, and the other rows go on: a 1.5-hour background run should not lose
+    every later row to one. A failing shared stage (data, teacher, cache) raises: no row can run without it.
+    """
     base = task_config(plan, task)
     task_dir = plan.run_dir / task
     run_id = base.name
     results: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     (task_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     (task_dir / "config.yaml").write_text(base.to_yaml(), encoding="utf-8")
 
@@ -589,31 +597,15 @@ def run_task(plan: Plan, runner: Runner, task: str, keep_models: bool) -> list[d
             continue
         log.info("[%s] %d/%d %s ...", task, n, len(jobs), key)
         started = time.monotonic()
-        if seed is None:
-            out = runner.run(
-                "reference",
-                run_id,
-                cfg_json=cfg.to_json(),
-                task_dir=str(task_dir),
-                row=row,
-                out_dir=str(out_dir),
-            )
-            if row == "teacher":
-                out["train_seconds"] = stages["teacher"]["seconds"]
-                out["train_peak_rss_mb"] = stages["teacher"]["peak_rss_mb"]
-                out["cache_seconds"] = stages["cache"]["seconds"]
-                out["cache_peak_rss_mb"] = stages["cache"]["peak_rss_mb"]
-        else:
-            out = runner.run(
-                "student",
-                run_id,
-                cfg_json=cfg.to_json(),
-                task_dir=str(task_dir),
-                row=row,
-                seed=seed,
-                out_dir=str(out_dir),
-                keep_model=keep_models,
-            )
+        try:
+            out = _run_row(runner, run_id, cfg, task_dir, row, seed, out_dir, keep_models, stages)
+        except Exception as exc:  # recorded and reported; the other rows still run
+            failure = {"task": task, "row": key, "error": f"{type(exc).__name__}: {exc}"}
+            _write_json(out_dir / "error.json", {**failure, "config_sha256": sha})
+            log.error("[%s] %d/%d %s FAILED: %s", task, n, len(jobs), key, failure["error"])
+            failures.append(failure)
+            continue
+        (out_dir / "error.json").unlink(missing_ok=True)
         record = {
             **out,
             "task": task,
@@ -638,19 +630,59 @@ def run_task(plan: Plan, runner: Runner, task: str, keep_models: bool) -> list[d
             record["stage_wall_seconds"],
         )
         results.append(record)
-    return results
+    return results, failures
 
 
-def collect(plan: Plan) -> list[dict[str, Any]]:
-    """Every row result of this plan's tasks, rows and seeds found in the run dir (for --report-only)."""
-    out: list[dict[str, Any]] = []
+def _run_row(
+    runner: Runner,
+    run_id: str,
+    cfg: Any,
+    task_dir: Path,
+    row: str,
+    seed: int | None,
+    out_dir: Path,
+    keep_models: bool,
+    stages: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One row in its child process: evaluation only (teacher, zero-shot) or train + evaluate + register."""
+    if seed is None:
+        out = runner.run(
+            "reference", run_id, cfg_json=cfg.to_json(), task_dir=str(task_dir), row=row, out_dir=str(out_dir)
+        )
+        if row == "teacher":
+            out["train_seconds"] = stages["teacher"]["seconds"]
+            out["train_peak_rss_mb"] = stages["teacher"]["peak_rss_mb"]
+            out["cache_seconds"] = stages["cache"]["seconds"]
+            out["cache_peak_rss_mb"] = stages["cache"]["peak_rss_mb"]
+        return out
+    return runner.run(
+        "student",
+        run_id,
+        cfg_json=cfg.to_json(),
+        task_dir=str(task_dir),
+        row=row,
+        seed=seed,
+        out_dir=str(out_dir),
+        keep_model=keep_models,
+    )
+
+
+def collect(plan: Plan) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every row result and recorded row failure of this plan's tasks, rows and seeds in the run dir
+    (for --report-only)."""
+    results: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     for task in plan.spec.tasks:
         keys = list(REFERENCE_ROWS) + [f"{r}-seed{s}" for s in plan.spec.seeds for r in plan.spec.rows]
         for key in keys:
             found = _read_json(plan.run_dir / task / "rows" / key / "result.json")
             if found is not None:
-                out.append(found)
-    return out
+                results.append(found)
+                continue
+            error = _read_json(plan.run_dir / task / "rows" / key / "error.json")
+            if error is not None:
+                failures.append({k: str(error[k]) for k in ("task", "row", "error")})
+    return results, failures
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -829,7 +861,11 @@ def machine_info() -> dict[str, str]:
 
 
 def write_report(
-    plan: Plan, results: Sequence[Mapping[str, Any]], md_path: Path, total_seconds: float | None
+    plan: Plan,
+    results: Sequence[Mapping[str, Any]],
+    md_path: Path,
+    total_seconds: float | None,
+    failures: Sequence[Mapping[str, str]] = (),
 ) -> Path:
     """The markdown results file and its PNG (same stem); returns the PNG's path."""
     cells, metrics = aggregate(results)
@@ -861,12 +897,20 @@ def write_report(
     for row in ROW_ORDER:
         if any(row in cells[t] for t in tasks):
             lines.append(f"| {row_title(row)} | " + " | ".join(_fmt(cells[t].get(row)) for t in tasks) + " |")
-    lines += ["", f"![rows per task]({png.name})", "", "## What the numbers say", ""]
+    lines += ["", f"![rows per task]({png.name})", ""]
+    if failures:
+        lines += ["## Failed (not in the table)", "", "| task | row | error |", "|---|---|---|"]
+        lines += [f"| {f['task']} | {f['row']} | {f['error'][:300]} |" for f in failures]
+        lines.append("")
+    lines += ["## What the numbers say", ""]
     lines += verdicts(cells, metrics) or ["- no MultiLevelOT row in these results"]
     lines += [
         "",
-        "A difference counts as beyond noise only when it is larger than the seed range (max - min) of both "
-        "rows; with two seeds and a few dozen validation rows most differences at this budget are not.",
+        "ULD reads the teacher's 256 largest probabilities per position from the teacher cache (the "
+        "builder's K_uld), an approximation of full-vocabulary ULD; MultiLevelOT's "
+        f"top-{first.distill.top_k} from the cache is exact. A difference counts as beyond noise only "
+        "when it is larger than the seed range (max - min) of both rows; with two seeds and a few dozen "
+        "validation rows most differences at this budget are not.",
         "",
         "For scale only (another pair and full data): the paper's Table 1, Llama-2-7B-chat -> OPT-350M: "
         + "; ".join(
@@ -1027,8 +1071,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = load_plan(args.budget, args.config, args.config_override, args.run_dir, args.tasks, args.seeds)
     md_path = (args.results or DEFAULT_RESULTS[args.budget]).resolve()
     started = time.monotonic()
+    failures: list[dict[str, str]] = []
     if args.report_only:
-        results = collect(plan)
+        results, failures = collect(plan)
         total: float | None = None
     else:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -1043,11 +1088,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = Runner(args.start_method)
         results = []
         for task in plan.spec.tasks:
-            results += run_task(plan, runner, task, args.keep_models)
+            try:
+                done, failed = run_task(plan, runner, task, args.keep_models)
+            except Exception as exc:  # a task without data / teacher / cache; the others go on
+                log.exception("[%s] shared stage failed; skipping the task", task)
+                error = f"{type(exc).__name__}: {exc}"
+                done, failed = [], [{"task": task, "row": "(shared stages)", "error": error}]
+            results += done
+            failures += failed
         total = time.monotonic() - started
-    png = write_report(plan, results, md_path, total)
+    png = write_report(plan, results, md_path, total, failures)
     log.info("wrote %s and %s", md_path, png)
-    return 0
+    if failures:
+        log.error("%d failure(s): %s", len(failures), "; ".join(f"{f['task']}/{f['row']}" for f in failures))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,19 @@ import json
 from pathlib import Path
 
 import pytest
-from benchmarks.paper_table import STUDENT_ROWS, load_plan, main, row_config, task_config
+from benchmarks.paper_table import (
+    STUDENT_ROWS,
+    BenchmarkConfigError,
+    load_plan,
+    main,
+    parse_overrides,
+    row_config,
+    run_task,
+    task_config,
+    write_report,
+)
+
+from otdistill.config import ConfigError
 
 SEEDS = (0, 1)
 
@@ -48,6 +60,65 @@ def test_rows_differ_only_by_loss_and_seed() -> None:
     assert ot.distill.seed == no_sd.distill.seed == sft.sft_baseline.seed == 7
     assert no_sd.distill.gamma == 0.0 and no_sd.distill.beta == ot.distill.beta > 0
     assert base.tracking.promotion_metric == "f1" and base.tracking.tracking_uri.startswith("sqlite:///")
+
+
+def test_config_errors_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="learnig_rate"):
+        load_plan("cpu", None, ["distill.learnig_rate=1e-4"], None)
+    with pytest.raises(BenchmarkConfigError, match="unknown row"):
+        load_plan("cpu", None, ["benchmark.rows=[sft, ot]"], None)
+    with pytest.raises(BenchmarkConfigError, match="not in"):
+        load_plan("cpu", None, [], None, tasks=["squad"])
+    with pytest.raises(BenchmarkConfigError, match="key=value"):
+        parse_overrides(["distill.max_steps"])
+    assert parse_overrides(["distill.learning_rate=1e-4", "benchmark.seeds=[3]"]) == (
+        {"distill.learning_rate": 1e-4},
+        {"seeds": [3]},
+    )
+
+
+class StubRunner:
+    """Stands in for the child processes: records the stages asked for, fails the rows it is told to."""
+
+    def __init__(self, fail: set[str]) -> None:
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def run(self, stage: str, run_id: str, **kwargs: object) -> dict[str, object]:
+        name = str(kwargs.get("row", stage))
+        self.calls.append(name if kwargs.get("seed") is None else f"{name}-seed{kwargs['seed']}")
+        if name in self.fail:
+            raise FloatingPointError(f"{name}: non-finite gradient norm")
+        if stage in ("prepare", "teacher", "cache"):
+            return {"seconds": 1.0, "peak_rss_mb": 10.0, "train_rows": 8, "validation_rows": 4, "examples": 8}
+        score = 0.1 * (len(self.calls) % 3)
+        out: dict[str, object] = {"metric": "f1", "score": score, "eval_seconds": 1.0, "eval_rows": 4}
+        if stage == "student":
+            out.update(train_seconds=2.0, train_peak_rss_mb=20.0, global_step=2, model_uri="models:/x/1")
+        return out
+
+
+def test_a_failing_row_is_reported_and_the_others_run(tmp_path: Path) -> None:
+    plan = load_plan("cpu", None, [], tmp_path / "run", tasks=["qed"], seeds=[0, 1])
+    runner = StubRunner(fail={"uld"})
+    results, failures = run_task(plan, runner, "qed", keep_models=False)  # type: ignore[arg-type]
+    assert [f["row"] for f in failures] == ["uld-seed0", "uld-seed1"]
+    assert len(results) == 2 + 4 * 2 and "uld" not in {r["row"] for r in results}
+    md = tmp_path / "paper_table.md"
+    write_report(plan, results, md, 1.0, failures)
+    text = md.read_text(encoding="utf-8")
+    assert "## Failed (not in the table)" in text and "FloatingPointError" in text
+    assert "| qed | Student SFT (CE only) |" in text
+
+    # resume: only the failed rows run again; a changed student setting re-runs the student rows only
+    again = StubRunner(fail=set())
+    run_task(plan, again, "qed", keep_models=False)  # type: ignore[arg-type]
+    assert again.calls == ["uld-seed0", "uld-seed1"]
+    plan.run_overrides["distill.learning_rate"] = 1e-4
+    changed = StubRunner(fail=set())
+    run_task(plan, changed, "qed", keep_models=False)  # type: ignore[arg-type]
+    assert len(changed.calls) == 5 * 2
+    assert not {"prepare", "teacher", "cache", "zero_shot"} & set(changed.calls)
 
 
 @pytest.mark.e2e
