@@ -15,7 +15,7 @@ from pipelines.submit import compile_pipeline
 from otdistill.config import PIPELINE_PARAMETERS, RunConfig, SecretEnv, Toleration
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "paper").glob("*.yaml")])
 
 
 def _parse(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict[str, k8s_pb2.KubernetesExecutorConfig]]:
