@@ -31,13 +31,14 @@ def _resources(task: Any, res: Resources) -> None:
 
 def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
     """Configure `task` (the pipeline's `step`) for the cluster described by `cluster`; returns it."""
-    task.set_container_image(cluster.image)
-    task.set_env_variable(IMAGE_ENV, cluster.image)  # recorded as lineage by the steps
+    gpu = step in cluster.gpu_steps and cluster.gpus > 0
+    image = cluster.gpu_image if gpu else cluster.image
+    task.set_container_image(image)
+    task.set_env_variable(IMAGE_ENV, image)  # recorded as lineage by the steps
     if cluster.image_pull_policy:
         kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)
     if cluster.image_pull_secrets:
         kubernetes.set_image_pull_secrets(task, list(cluster.image_pull_secrets))
-    gpu = step in cluster.gpu_steps and cluster.gpus > 0
     if gpu:
         task.set_accelerator_type(cluster.accelerator)
         task.set_accelerator_limit(cluster.gpus)
@@ -66,6 +67,8 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
         )
     if cluster.model_cache_pvc:
         kubernetes.mount_pvc(task, pvc_name=cluster.model_cache_pvc, mount_path=cluster.model_cache_path)
-        task.set_env_variable(CACHE_ENV, cluster.model_cache_path)
+        root = cluster.model_cache_path.rstrip("/")
+        task.set_env_variable(CACHE_ENV, f"{root}/otdistill")  # as in the images (docker/README.md)
+        task.set_env_variable("HF_HOME", f"{root}/huggingface")
     kubernetes.use_field_path_as_env(task, env_name=RUN_ID_ENV, field_path=RUN_ID_LABEL)
     return task

@@ -24,13 +24,15 @@ from transformers import (
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
 def corpus_lines(limit: int = 400) -> Iterator[str]:
     """Real text from the shared DialogSum and QED training files."""
-    for name, fields in (("dialogsum", ("dialogue", "summary")), ("qed", ("question_text", "paragraph_text"))):
+    sources = (("dialogsum", ("dialogue", "summary")), ("qed", ("question_text", "paragraph_text")))
+    for name, fields in sources:
         with open(SHARED_DATA / name / "train.jsonl", encoding="utf-8") as fh:
             for n, line in enumerate(fh):
                 if n >= limit:

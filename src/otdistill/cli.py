@@ -107,7 +107,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         params=parse_params(args.param),
         namespace=args.namespace,
-        service_account=args.service_account,
+        service_account=args.service_account or cfg.cluster.service_account,
     )
     print(f"submitted run {run_id}")
     return 0
@@ -123,15 +123,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.config or not args.cron:
             raise ConfigError("schedule create needs --config and --cron")
+        cfg = _config(args)
         rid = kfp_ops.create_schedule(
             client,
-            _config(args),
+            cfg,
             cron=args.cron,
             name=args.name,
             experiment=args.experiment,
             params=parse_params(args.param),
             max_concurrency=args.max_concurrency,
-            service_account=args.service_account,
+            service_account=args.service_account or cfg.cluster.service_account,
         )
         print(f"created recurring run {rid} ({args.cron})")
     elif args.action == "list":
@@ -167,7 +168,11 @@ def _add_kfp(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     p.add_argument("--experiment", default="otdistill", help="KFP experiment")
-    p.add_argument("--service-account", default=None, help="Kubernetes service account the run's pods use")
+    p.add_argument(
+        "--service-account",
+        default=None,
+        help="Kubernetes service account the run's pods use (default: cluster.service_account)",
+    )
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter for this run")
 
 

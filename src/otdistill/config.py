@@ -243,15 +243,22 @@ class RetryPolicy:
 class ClusterConfig:
     """Where and how the pipeline's pods run on Kubernetes (applied at compile time with kfp-kubernetes).
 
-    image: the project's image (has otdistill installed); every component runs in it.
+    image: the project's CPU image (has otdistill installed; `docker/Dockerfile.cpu`); CPU steps run in it.
+    gpu_image: the project's CUDA image (`docker/Dockerfile.cuda`); the `gpu_steps` run in it. Both
+      defaults are the names in `docker/images.yaml`.
     gpu_steps: the steps that get `gpus` accelerators of `accelerator` type, `gpu_node_selector`,
-      `gpu_tolerations` and `retry`; the others get `cpu_resources` only.
+      `gpu_tolerations` and `retry`; the others get `cpu_resources` only. `manifests/components/
+      gpu-nodepool` publishes a node pool's selector and tolerations for these fields.
     timeouts: seconds per step name (active_deadline_seconds); steps not named get `default_timeout`.
-    model_cache_pvc: an existing PersistentVolumeClaim mounted at `model_cache_path` in every step and
-      used as OTDISTILL_CACHE, so resolved / converted models are shared across steps and runs.
+    model_cache_pvc: an existing PersistentVolumeClaim (`otdistill-model-cache` in `manifests/`) mounted at
+      `model_cache_path` in every step; the images keep OTDISTILL_CACHE and HF_HOME under that path, so
+      resolved / converted models and hub downloads are shared across steps and runs.
+    service_account: the Kubernetes service account the run's pods use (`otdistill-runner` in
+      `manifests/`, least-privilege RBAC); `otdistill submit --service-account` overrides it.
     """
 
-    image: str = "ghcr.io/otdistill/otdistill:0.1.0"
+    image: str = "ghcr.io/otdistill/otdistill-cpu:0.1.0"
+    gpu_image: str = "ghcr.io/otdistill/otdistill-cuda:0.1.0"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
     accelerator: str = "nvidia.com/gpu"
@@ -272,7 +279,8 @@ class ClusterConfig:
     timeouts: dict[str, int] = field(default_factory=dict)
     secrets: list[SecretEnv] = field(default_factory=list)
     model_cache_pvc: str | None = None
-    model_cache_path: str = "/cache/otdistill"
+    model_cache_path: str = "/cache"
+    service_account: str | None = "otdistill-runner"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.gpu_steps) - set(STEP_NAMES))
