@@ -43,6 +43,20 @@ def logged(store: Path, tiny_pair: tuple[Path, Path]) -> tuple[str, str, Trackin
     return step.run_id, info.model_uri, config
 
 
+def test_logged_student_has_a_signature_with_generation_params(
+    logged: tuple[str, str, TrackingConfig],
+) -> None:
+    import mlflow
+
+    _, model_uri, config = logged
+    mlflow.set_tracking_uri(config.tracking_uri)
+    signature = mlflow.models.get_model_info(model_uri).signature
+    assert signature is not None and signature.params is not None
+    params = {p.name: p.default for p in signature.params.params}
+    assert params["max_new_tokens"] == 128 and params["do_sample"] is False
+    assert signature.inputs.input_types()[0].name == "string"
+
+
 def named(config: TrackingConfig, name: str, **changes: object) -> TrackingConfig:
     fields = {**config.__dict__, "registered_model_name": name, **changes}
     return TrackingConfig(**fields)  # type: ignore[arg-type]

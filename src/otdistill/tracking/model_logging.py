@@ -22,6 +22,24 @@ from otdistill.tracking.runs import TrackedRun
 
 log = logging.getLogger(__name__)
 
+# The generation parameters a serving client may pass per request (MLflow signature params), with the
+# defaults the evaluation step uses: greedy decoding.
+GENERATION_PARAMS: dict[str, int | float | bool] = {
+    "max_new_tokens": 128,
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+}
+
+
+def student_signature() -> mlflow.models.ModelSignature:
+    """Text in, text out, with `GENERATION_PARAMS` as the signature's inference params."""
+    return mlflow.models.infer_signature(
+        model_input=["prompt"], model_output=["generated text"], params=dict(GENERATION_PARAMS)
+    )
+
+
 STUDENT_ARTIFACT_NAME = "student"
 STUDENT_RUNTIME_PACKAGES: tuple[str, ...] = (
     "mlflow",
@@ -79,6 +97,7 @@ def log_student_model(
         {"model": model, "tokenizer": tokenizer},
         name=artifact_name,
         task="text-generation",
+        signature=student_signature(),
         pip_requirements=requirements,
         metadata=dict(metadata) if metadata else None,
     )
