@@ -37,8 +37,11 @@ Usage:
     python benchmarks/paper_table.py --budget cpu [--tasks dialogsum qed] [--seeds 0 1]
         [--run-dir runs/paper_table-cpu] [--config-override distill.max_steps=32 ...]
         [--results benchmarks/results/paper_table.md] [--report-only]
-Overrides are dotted keys of the run config (as `otdistill run --set`), or `benchmark.<key>` for the
-benchmark section; values are YAML (`distill.learning_rate=1e-4`, `benchmark.seeds=[0,1,2]`).
+The run settings are configs/paper_table/<budget>.yaml (a RunConfig); the matrix (tasks and their own
+settings, seeds, rows) is BUDGETS below. Overrides are dotted keys of the run config (as `otdistill run
+--set`), applied to every task, or `benchmark.<key>` for the matrix
+(`benchmark.tasks.qed.eval.max_new_tokens=32`); values are YAML (`distill.learning_rate=1e-4`,
+`benchmark.seeds=[0,1,2]`).
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ class BenchmarkConfigError(ValueError):
 
 @dataclass
 class BenchmarkSpec:
-    """The `benchmark:` section of configs/paper_table/<budget>.yaml.
+    """The benchmark matrix of a budget (BUDGETS below; `benchmark.<key>=...` overrides on the command line).
 
     name: prefix of the MLflow pipeline run ids and registered model names (`<name>-<task>-<row>`).
     seeds: the student rows are trained once per seed; mean and spread are over these.
@@ -152,6 +155,36 @@ class BenchmarkSpec:
             raise BenchmarkConfigError(
                 f"benchmark.rows: unknown row(s) {unknown}; rows are {list(STUDENT_ROWS)}"
             )
+
+
+# The matrix per budget. The run settings (rows of data, lengths, steps, learning rate, batch, precision) are
+# in configs/paper_table/<budget>.yaml, which is a plain RunConfig: the repository's config tests load and
+# compile every configs/**/*.yaml as one, and `otdistill run --config configs/paper_table/cpu.yaml` runs
+# one task of the protocol as the ordinary pipeline. What is not a RunConfig field (which tasks with which
+# per-task settings, the seeds, the rows) is here.
+_TASK_DATA = {t: {"data": {"source": f"../shared/data/{t}"}} for t in ("dialogsum", "fairytaleqa", "qed")}
+BUDGETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "name": "paper-table-cpu",
+        "seeds": [0, 1],
+        "rows": list(STUDENT_ROWS),
+        "tasks": {
+            "dialogsum": {**_TASK_DATA["dialogsum"], "eval": {"max_new_tokens": 40}},
+            "fairytaleqa": {**_TASK_DATA["fairytaleqa"], "eval": {"max_new_tokens": 24}},
+            "qed": {**_TASK_DATA["qed"], "eval": {"max_new_tokens": 24}},
+        },
+    },
+    "gpu": {
+        "name": "paper-table-gpu",
+        "seeds": [0, 1],
+        "rows": list(STUDENT_ROWS),
+        "tasks": {
+            "dialogsum": {**_TASK_DATA["dialogsum"], "eval": {"max_new_tokens": 128}},
+            "fairytaleqa": {**_TASK_DATA["fairytaleqa"], "eval": {"max_new_tokens": 64}},
+            "qed": {**_TASK_DATA["qed"], "eval": {"max_new_tokens": 64}},
+        },
+    },
+}
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,7 +220,7 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any
 
 @dataclass
 class Plan:
-    """What one invocation runs: the benchmark section, the raw run section and the CLI's run overrides."""
+    """What one invocation runs: the matrix, the raw run config and the CLI's run overrides."""
 
     budget: str
     config_path: Path
@@ -205,40 +238,36 @@ def load_plan(
     tasks: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
 ) -> Plan:
-    """Read the budget's YAML (`benchmark:` + `run:`), apply overrides, and check every task's config now,
-    so a typo fails before hours of training rather than at the third task."""
-    from otdistill.config import ConfigError, from_dict, set_dotted
+    """Read the budget's run config (a RunConfig YAML) and matrix (BUDGETS), apply overrides, and check every
+    task's config now, so a typo fails before hours of training rather than at the third task."""
+    from otdistill.config import ConfigError, RunConfig, from_dict, set_dotted
 
+    if budget not in BUDGETS:
+        raise BenchmarkConfigError(f"unknown budget {budget!r}; budgets are {sorted(BUDGETS)}")
     path = config_path or CONFIG_DIR / f"{budget}.yaml"
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise BenchmarkConfigError(f"benchmark config not found: {path}") from None
-    unknown = sorted(set(doc) - {"benchmark", "run"})
-    if unknown or "benchmark" not in doc or "run" not in doc:
-        raise BenchmarkConfigError(
-            f"{path}: top-level keys must be 'benchmark' and 'run' (unknown: {unknown})"
-        )
+    RunConfig.from_yaml(path)  # strict: unknown keys and wrong types fail here, naming the file
+    run_doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     run_over, bench_over = parse_overrides(overrides)
-    bench_doc = copy.deepcopy(doc["benchmark"])
+    bench_doc = copy.deepcopy(BUDGETS[budget])
     for key, value in bench_over.items():
         set_dotted(bench_doc, key, value)
     if tasks:
         missing = sorted(set(tasks) - set(bench_doc.get("tasks", {})))
         if missing:
-            raise BenchmarkConfigError(f"--tasks {missing} not in {path} (has {sorted(bench_doc['tasks'])})")
+            have = sorted(bench_doc["tasks"])
+            raise BenchmarkConfigError(f"--tasks {missing}: the {budget} budget has {have}")
         bench_doc["tasks"] = {t: bench_doc["tasks"][t] for t in tasks}
     if seeds:
         bench_doc["seeds"] = list(seeds)
     try:
         spec = from_dict(BenchmarkSpec, bench_doc, "benchmark")
     except ConfigError as exc:
-        raise BenchmarkConfigError(f"{path}: {exc}") from exc
+        raise BenchmarkConfigError(str(exc)) from exc
     plan = Plan(
         budget=budget,
         config_path=path,
         spec=spec,
-        run=dict(doc["run"]),
+        run=dict(run_doc),
         run_overrides=run_over,
         run_dir=(run_dir or ROOT / "runs" / f"paper_table-{budget}").resolve(),
     )
@@ -1002,7 +1031,8 @@ def write_report(
         "## Exact configs",
         "",
         f"Benchmark config `{shown_config}`"
-        f", command-line overrides: `{json.dumps(plan.run_overrides, sort_keys=True)}`. Each task's base "
+        f", command-line overrides: `{json.dumps(plan.run_overrides, sort_keys=True)}`, matrix "
+        f"`{json.dumps(dataclasses.asdict(plan.spec), sort_keys=True)}`. Each task's base "
         "RunConfig follows; a student row changes only `distill.loss` / `beta` / `gamma` (table below) and "
         "`distill.seed`, and the SFT row trains `sft_baseline` = `distill` with loss none.",
         "",
@@ -1044,7 +1074,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", choices=("cpu", "gpu"), required=True)
     p.add_argument(
-        "--config", type=Path, default=None, help="benchmark YAML (default configs/paper_table/<budget>.yaml)"
+        "--config", type=Path, default=None, help="run config (default configs/paper_table/<budget>.yaml)"
     )
     p.add_argument("--tasks", nargs="+", default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=None)

@@ -62,12 +62,23 @@ def test_rows_differ_only_by_loss_and_seed() -> None:
     assert base.tracking.promotion_metric == "f1" and base.tracking.tracking_uri.startswith("sqlite:///")
 
 
+@pytest.mark.parametrize("budget", ["cpu", "gpu"])
+def test_budget_configs_load_for_every_task_and_row(budget: str) -> None:
+    plan = load_plan(budget, None, [], None)  # validates every task x row config
+    assert set(plan.spec.tasks) == {"dialogsum", "fairytaleqa", "qed"} and len(plan.spec.seeds) >= 2
+    for task in plan.spec.tasks:
+        cfg = task_config(plan, task)
+        assert cfg.data.task == task and Path(cfg.data.source).name == task
+        assert cfg.teacher.source == "pypi:gemma-3-270m"
+        assert cfg.student.source == "pypi:smollm2-135m-instruct"
+
+
 def test_config_errors_name_the_problem() -> None:
     with pytest.raises(ConfigError, match="learnig_rate"):
         load_plan("cpu", None, ["distill.learnig_rate=1e-4"], None)
     with pytest.raises(BenchmarkConfigError, match="unknown row"):
         load_plan("cpu", None, ["benchmark.rows=[sft, ot]"], None)
-    with pytest.raises(BenchmarkConfigError, match="not in"):
+    with pytest.raises(BenchmarkConfigError, match="budget has"):
         load_plan("cpu", None, [], None, tasks=["squad"])
     with pytest.raises(BenchmarkConfigError, match="key=value"):
         parse_overrides(["distill.max_steps"])
