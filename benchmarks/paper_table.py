@@ -27,7 +27,7 @@ clean imports torch / transformers / mlflow once and forks a new process per sta
 of imports per stage on this machine; "spawn" is available), so that the training wall time and the peak
 resident memory (`resource.getrusage` in the child, right after training) are measured per row and a
 crash in one row cannot poison the next. A row's result JSON is written when it is evaluated and
-registered; a re-run with the same config skips it (resumable), and refuses results of another config.
+registered; a re-run with the same config skips it (resumable); one made with another config is redone.
 
 Outputs: `<results>.md` (table of mean and spread over seeds, per-row training time and peak memory,
 per-seed values, exact configs, package versions, machine) and `<results>.png` (bars per task with the
@@ -286,7 +286,8 @@ def _absolute_source(source: str) -> str:
 
 
 def task_config(plan: Plan, task: str) -> Any:
-    """The task's base RunConfig: `run:` + the task's overrides + the CLI's, with MLflow in the run dir."""
+    """The task's base RunConfig: the budget's run config + the task's settings + the CLI's overrides, with
+    MLflow (SQLite store, artifacts) inside the run dir."""
     from otdistill.config import RunConfig
     from otdistill.data import get_task
 
@@ -327,6 +328,14 @@ def row_config(base: Any, row: str, seed: int) -> Any:
 def _peak_rss_mb() -> float:
     """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _gpu_peak_mb() -> float | None:
+    """Peak CUDA memory allocated by this process so far, MiB; None without a GPU (the gpu budget's cost
+    is GPU memory, which the resident set size does not show)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -460,6 +469,7 @@ def _stage_student(
             lambda: distill_student(cfg_json, d / "teacher", d / "cache", train, val, model_dir)
         )
     result: dict[str, Any] = {
+        "train_gpu_peak_mb": _gpu_peak_mb(),
         "train_seconds": secs,
         "train_peak_rss_mb": rss,
         "process_rss_at_start_mb": rss_start,
@@ -971,8 +981,8 @@ def write_report(
         "Teacher: its SFT, then the teacher cache (built once, read by every ULD / MultiLevelOT row). "
         "Evaluation time is per model on the validation rows.",
         "",
-        "| task | row | train s | peak RSS MiB | eval s | optimizer steps | train rows |",
-        "|---|---|---|---|---|---|---|",
+        "| task | row | train s | peak RSS MiB | peak GPU MiB | eval s | optimizer steps | train rows |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     by_key = {(str(r["task"]), str(r["row"])): r for r in results}
     for t in tasks:
@@ -990,9 +1000,15 @@ def write_report(
                 train = f"{statistics.fmean(cell.train_seconds):.0f}"
                 rss = f"{max(cell.train_peak_rss_mb):.0f}"
             steps = sample.get("global_step", "-")
+            gpus = [
+                float(r["train_gpu_peak_mb"])
+                for r in results
+                if r["task"] == t and r["row"] == row and r.get("train_gpu_peak_mb") is not None
+            ]
+            gpu = f"{max(gpus):.0f}" if gpus else "-"
             lines.append(
-                f"| {t} | {row_title(row)} | {train} | {rss} | {statistics.fmean(cell.eval_seconds):.0f} | "
-                f"{steps} | {sample['train_rows']} |"
+                f"| {t} | {row_title(row)} | {train} | {rss} | {gpu} | "
+                f"{statistics.fmean(cell.eval_seconds):.0f} | {steps} | {sample['train_rows']} |"
             )
     stage_seconds = 0.0
     for t in tasks:

@@ -150,7 +150,9 @@ def test_paper_table_end_to_end_on_tiny_pair(
     for title in ("Teacher", "Student zero-shot", *(r.title for r in STUDENT_ROWS.values())):
         assert f"| {title}" in md
     assert "±" in md  # mean ± spread over the two seeds
-    assert "| task | row | train s | peak RSS MiB | eval s | optimizer steps | train rows |" in md
+    assert (
+        "| task | row | train s | peak RSS MiB | peak GPU MiB | eval s | optimizer steps | train rows |" in md
+    )
     assert "## Package versions" in md and "## Machine" in md and "```yaml" in md
     png = md_path.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
