@@ -905,6 +905,7 @@ def write_report(
     md_path: Path,
     total_seconds: float | None,
     failures: Sequence[Mapping[str, str]] = (),
+    notes: str = "",
 ) -> Path:
     """The markdown results file and its PNG (same stem); returns the PNG's path."""
     cells, metrics = aggregate(results)
@@ -957,6 +958,10 @@ def write_report(
             for t, v in PAPER_OPT350M.items()
         )
         + ".",
+    ]
+    if notes.strip():
+        lines += ["", "## Analysis (written by whoever ran it; `--notes`)", "", notes.strip()]
+    lines += [
         "",
         "## Per-seed scores",
         "",
@@ -1100,6 +1105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-models", action="store_true", help="keep each row's model dir beside its results")
     p.add_argument("--report-only", action="store_true", help="write the report from the run dir's results")
     p.add_argument("--start-method", choices=("forkserver", "spawn"), default="forkserver")
+    p.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="markdown included as the analysis section (what was tried, why a gain holds or not), so that "
+        "regenerating the report (--report-only) keeps it",
+    )
     return p
 
 
@@ -1143,7 +1155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results += done
             failures += failed
         total = time.monotonic() - started
-    png = write_report(plan, results, md_path, total, failures)
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    png = write_report(plan, results, md_path, total, failures, notes)
     log.info("wrote %s and %s", md_path, png)
     if failures:
         log.error("%d failure(s): %s", len(failures), "; ".join(f"{f['task']}/{f['row']}" for f in failures))

@@ -116,8 +116,9 @@ def test_a_failing_row_is_reported_and_the_others_run(tmp_path: Path) -> None:
     assert [f["row"] for f in failures] == ["uld-seed0", "uld-seed1"]
     assert len(results) == 2 + 4 * 2 and "uld" not in {r["row"] for r in results}
     md = tmp_path / "paper_table.md"
-    write_report(plan, results, md, 1.0, failures)
+    write_report(plan, results, md, 1.0, failures, notes="Tried a 4x longer run: same picture.")
     text = md.read_text(encoding="utf-8")
+    assert "## Analysis" in text and "Tried a 4x longer run" in text
     assert "## Failed (not in the table)" in text and "FloatingPointError" in text
     assert "| qed | Student SFT (CE only) |" in text
 
