@@ -108,7 +108,7 @@ def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.resolved_registry_uri())
     runs = client.search_runs(
         [result.experiment_id],
         filter_string=(

@@ -45,7 +45,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     first = run_local(cfg, tmp_path / "run")
     print(first.summary())
     name = cfg.tracking.registered_model_name
-    client = MlflowClient(tracking_uri=first.tracking_uri)
+    client = MlflowClient(tracking_uri=first.tracking_uri, registry_uri=first.tracking_uri)
 
     assert set(first.scores) == {"teacher", "base_student", "distilled"}
     assert first.model_uri == f"models:/{name}/1" and first.status == "promoted"

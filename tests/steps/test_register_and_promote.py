@@ -77,7 +77,13 @@ def registry(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> dict[str, object]:
     val.mkdir()
     with open(SHARED / "validation.jsonl", encoding="utf-8") as src:
         (val / "validation.jsonl").write_text("".join(src.readlines()[:3]), encoding="utf-8")
-    return {"cfg": cfg, "student": student, "val": val, "tmp": tmp_path, "client": MlflowClient(uri)}
+    return {
+        "cfg": cfg,
+        "student": student,
+        "val": val,
+        "tmp": tmp_path,
+        "client": MlflowClient(tracking_uri=uri, registry_uri=uri),
+    }
 
 
 def _register(reg: dict[str, object], name: str, distilled: float, baseline: float | None):  # type: ignore[no-untyped-def]
