@@ -204,3 +204,25 @@ def test_bad_inputs_raise_value_errors_that_name_the_problem() -> None:
         fn(s, t, holes, tm)
     with pytest.raises(ValueError, match="boolean"):
         fn(s, t, sm.float() * 0.5, tm)
+
+
+def test_streaming_in_small_blocks_gives_the_same_values_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import otdistill.losses.streamed as streamed
+
+    s, t, sm, tm = random_pair(17, [6, 4, 0], [5, 7, 3], 6, 7, 30, 45)
+    fn = MultiLevelOTLoss(top_k=10)
+
+    def run() -> tuple[dict[str, float], torch.Tensor]:
+        x = s.clone().requires_grad_(True)
+        out = fn(x, t, sm, tm)
+        out.loss.backward()
+        assert x.grad is not None
+        return values(out), x.grad
+
+    whole, whole_grad = run()
+    monkeypatch.setattr(streamed, "BLOCK_ELEMENTS", 64)  # two rows per block at these vocabularies
+    blocked, blocked_grad = run()
+    assert blocked == pytest.approx(whole, rel=1e-6)
+    assert torch.allclose(blocked_grad, whole_grad, atol=1e-7)
