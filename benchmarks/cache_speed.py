@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,23 +41,13 @@ from typing import Any
 
 import torch
 
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder)
 from otdistill.data import DataConfig, PairedCollator, load_paired
 from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache import TeacherCache, build_teacher_cache, length_sorted_batches
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 K_TOP, K_ULD, TEMPERATURES = 50, 256, (1.0, 2.0)
-
-
-def cpu_name() -> str:
-    """The CPU model, for the results file (throughput numbers mean little without it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def uptime() -> str:

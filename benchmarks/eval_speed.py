@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder)
 from otdistill.data import Example, get_task
 from otdistill.evaluation.evaluate import prepare_prompts
 from otdistill.evaluation.generation import Generation, greedy_generate
@@ -35,16 +36,6 @@ from otdistill.evaluation.metrics import score
 from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def idle_row_steps(gen: Generation, batch_size: int) -> float:

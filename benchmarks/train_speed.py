@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 import torch
 
+from machine import cpu_name  # benchmarks/machine.py (scripts run from this folder)
 from otdistill.data import DataConfig, PairedCollator, load_examples, tokenize_pair_split
 from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache import TeacherCache, build_teacher_cache
@@ -54,16 +54,6 @@ from otdistill.training.trainer import DistillationTrainer
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = ("sft", "live", "cache")
 LOSS_PIECE = "CE + MultiLevelOT loss, forward + backward (response logits)"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_trainer(
