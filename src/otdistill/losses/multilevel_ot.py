@@ -117,7 +117,6 @@ class MultiLevelOTLoss(nn.Module):
         teacher_mask: Tensor,
     ) -> MultiLevelOTOutput:
         """`teacher` is the teacher's response logits (B, Lt, Vt) or its cached `TeacherTopK`."""
-        check_logits("student_logits", student_logits)
         if isinstance(teacher, TeacherTopK):
             t_batch, t_len = teacher.probs.shape[:2]
         else:

@@ -63,7 +63,6 @@ class ULDLoss(nn.Module):
         teacher_mask: Tensor,
     ) -> ULDOutput:
         """`teacher` is the teacher's response logits (B, Lt, Vt) or its cached `TeacherSortedProbs`."""
-        check_logits("student_logits", student_logits)
         t_tensor = teacher.probs if isinstance(teacher, TeacherSortedProbs) else teacher
         check_logits("teacher", t_tensor)
         s_mask, t_mask = check_pair(
