@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from otdistill.evaluation.generation import encode_prompt, greedy_generate, stop_token_ids
+from otdistill.evaluation.generation import (
+    encode_prompt,
+    greedy_generate,
+    stop_token_ids,
+    supports_continuous_batching,
+)
 
 PROMPTS = [
     "#Person1#: Hi, Mr. Smith. I'm Doctor Hawkins. Why are you here today?\n#Person2#: I found it would be a "
@@ -108,6 +114,73 @@ def test_stops_at_stop_token_and_respects_max_new_tokens(
     assert (
         short.num_tokens == [3] and short.texts[0] == tok.decode(free[:3], skip_special_tokens=True).strip()
     )
+
+
+def test_continuous_batching_only_for_full_attention_caches(
+    student: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+    teacher: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+) -> None:
+    # The tiny student is Llama (full attention in every layer); the tiny teacher is Gemma 3, whose
+    # sliding-window layers keep fixed batches through `generate`.
+    assert supports_continuous_batching(student[0])
+    assert not supports_continuous_batching(teacher[0])
+    assert greedy_generate(*student, PROMPTS[:2], max_new_tokens=2, show_progress=False).continuous
+    assert not greedy_generate(*teacher, PROMPTS[:2], max_new_tokens=2, show_progress=False).continuous
+
+
+@pytest.fixture(scope="module")
+def lively_student(
+    student: tuple[PreTrainedModel, PreTrainedTokenizerBase],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The tiny student's architecture re-initialised with larger weights: the saved tiny model repeats one
+    token forever, this one produces varied sequences, so stop tokens end rows at different steps."""
+    config = copy.deepcopy(student[0].config)
+    config.initializer_range = 0.2
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval(), student[1]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 4])
+def test_rows_leave_and_join_mid_batch(
+    lively_student: tuple[PreTrainedModel, PreTrainedTokenizerBase], batch_size: int
+) -> None:
+    """Rows that stop early leave the batch and waiting prompts (longer or shorter than the batch's cache)
+    join it: every row still generates exactly what it generates alone."""
+    model, tok = lively_student
+    prompts = PROMPTS * 2
+    free = [_reference_greedy(model, encode_prompt(tok, p), 16) for p in PROMPTS]
+    own = set(stop_token_ids(tok, model))
+
+    def lengths(stops: set[int]) -> list[int]:
+        return [next((n + 1 for n, t in enumerate(f) if t in stops | own), len(f)) for f in free]
+
+    # Two extra stop tokens from the free-running outputs, chosen so rows stop at different steps.
+    candidates = sorted({t for f in free for t in f} - own)
+    stops = max(
+        ({a, b} for a in candidates for b in candidates if a < b),
+        key=lambda pair: (len(set(lengths(pair))), 16 in lengths(pair)),
+    )
+    assert len(set(lengths(stops))) >= 3 and 16 in lengths(stops), "the tiny model's outputs are too uniform"
+    one = [
+        greedy_generate(model, tok, [p], max_new_tokens=16, extra_stop_ids=stops, show_progress=False)
+        for p in prompts
+    ]
+    for sort in (True, False):
+        got = greedy_generate(
+            model,
+            tok,
+            prompts,
+            max_new_tokens=16,
+            batch_size=batch_size,
+            extra_stop_ids=stops,
+            sort_by_length=sort,
+            show_progress=False,
+        )
+        assert got.continuous
+        assert got.texts == [g.texts[0] for g in one]
+        assert got.num_tokens == [g.num_tokens[0] for g in one]
+        assert got.stopped == [g.stopped[0] for g in one]
+    assert [g.num_tokens[0] for g in one] == lengths(stops) * 2
 
 
 def test_stop_tokens_include_end_of_turn(

@@ -9,23 +9,34 @@ Why it is written this way:
 * Stop tokens. A chat model ends its turn with its own end-of-turn token (``<|im_end|>`` for ChatML,
   ``<end_of_turn>`` for Gemma), which is not always its configured EOS; generation stops on any of the
   model's EOS ids and the end-of-turn tokens that exist in its vocabulary.
-* Length-sorted batches. Prompts are batched in order of token length, so a batch wastes little compute on
-  padding; results come back in the caller's order.
+* Continuous batching. A fixed batch keeps every row until its longest row stops, so on DialogSum about a
+  third of the decode row-steps of a batch of 16 were spent on finished rows, and one padded prompt pass
+  per batch wasted compute on padding. Where the model's KV cache is plain full attention (`DynamicLayer`
+  in every layer: Llama, SmolLM2, Qwen, ...), a batch of up to `batch_size` rows decodes together, a row
+  leaves the moment it stops (its cache rows are dropped) and the next prompt takes its place: each prompt is
+  processed alone, with no padding, and its cache is joined to the batch's, right-aligned (left padding
+  in the cache, masked). Models with other cache layers (Gemma 3's sliding-window layers) use fixed batches
+  through ``generate``. Both give what each prompt generates alone (tested).
+* Length-sorted order. Prompts are taken longest first, so rows of similar length decode together and a
+  fixed batch wastes little compute on padding; results come back in the caller's order.
 * BOS exactly once, as in training. A prompt rendered by a chat template may already start with the BOS
   token text; it gets no second one (`encode_prompt` follows ``otdistill.data.SideEncoder``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 
 from otdistill.data.tokenization import special_prefix_ids
@@ -54,8 +65,9 @@ class Generation:
     stopped: whether each generation ended on a stop token (False: it ran into ``max_new_tokens``).
     prompt_tokens: prompt length in tokens, BOS included.
     seconds: wall-clock time of the whole call (tokenisation, generation, decoding).
-    prefill_seconds: the part of `seconds` spent before each batch's first new token (prompt processing),
-      summed over batches: the share of the work that batching cannot shrink much on a CPU.
+    prefill_seconds: the part of `seconds` spent processing prompts (up to each prompt's first new token),
+      summed: the share of the work that batching cannot shrink much on a CPU.
+    continuous: whether the continuous-batching path ran (False: fixed batches through ``generate``).
     """
 
     texts: list[str]
@@ -64,6 +76,7 @@ class Generation:
     prompt_tokens: list[int]
     seconds: float
     prefill_seconds: float = 0.0
+    continuous: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -201,8 +214,15 @@ def greedy_generate(
     texts = [""] * len(encoded)
     num_tokens = [0] * len(encoded)
     stopped = [False] * len(encoded)
-    prefill = 0.0
-    device = next(model.parameters()).device
+
+    def finish(i: int, row: list[int]) -> None:
+        cut = next((n for n, t in enumerate(row) if t in stop_set), None)
+        kept = row if cut is None else row[:cut]
+        texts[i] = str(tokenizer.decode(kept, skip_special_tokens=True)).strip()
+        num_tokens[i] = len(row) if cut is None else cut + 1
+        stopped[i] = cut is not None
+
+    continuous = supports_continuous_batching(model)
     was_training = model.training
     model.eval()
     try:
@@ -210,26 +230,20 @@ def greedy_generate(
             torch.inference_mode(),
             tqdm(total=len(encoded), desc=desc, unit="prompt", disable=not show_progress) as bar,
         ):
-            for b in range(0, len(order), batch_size):
-                idx = order[b : b + batch_size]
-                clock = _FirstTokenClock()
-                input_ids, attention_mask = _left_pad([encoded[i] for i in idx], int(pad_id), device)
-                out = cast(GenerationMixin, model).generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=config,
-                    streamer=clock,
-                )
-                prefill += clock.prefill_seconds
-                new = cast(torch.Tensor, out)[:, input_ids.shape[1] :].tolist()
-                for row, i in zip(new, idx, strict=True):
-                    cut = next((n for n, t in enumerate(row) if t in stop_set), None)
-                    kept = row if cut is None else row[:cut]
-                    texts[i] = str(tokenizer.decode(kept, skip_special_tokens=True)).strip()
-                    num_tokens[i] = len(row) if cut is None else cut + 1
-                    stopped[i] = cut is not None
-                bar.update(len(idx))
+
+            def done(i: int, row: list[int]) -> None:
+                finish(i, row)
+                bar.update(1)
                 bar.set_postfix(tokens_per_s=f"{sum(num_tokens) / (time.perf_counter() - start):.1f}")
+
+            if continuous:
+                prefill = _continuous_greedy(
+                    model, encoded, order, batch_size, max_new_tokens, stop_set, done=done
+                )
+            else:
+                prefill = _fixed_batches_greedy(
+                    model, encoded, order, batch_size, config, int(pad_id), done=done
+                )
     finally:
         model.train(was_training)
     return Generation(
@@ -239,4 +253,212 @@ def greedy_generate(
         prompt_tokens=[len(e) for e in encoded],
         seconds=time.perf_counter() - start,
         prefill_seconds=prefill,
+        continuous=continuous,
     )
+
+
+def supports_continuous_batching(model: PreTrainedModel) -> bool:
+    """Whether `greedy_generate` can decode `model` with continuous batching: every layer of its KV cache is a
+    plain full-attention `DynamicLayer` (rows can be dropped and joined by editing the cache tensors), and its
+    forward takes explicit ``position_ids``, a ``cache`` and ``logits_to_keep``."""
+    params = inspect.signature(model.forward).parameters
+    if not {"position_ids", "cache", "logits_to_keep"} <= params.keys():
+        return False
+    layers = DynamicCache(config=model.config).layers
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _fixed_batches_greedy(
+    model: PreTrainedModel,
+    encoded: list[list[int]],
+    order: list[int],
+    batch_size: int,
+    config: GenerationConfig,
+    pad_id: int,
+    *,
+    done: Callable[[int, list[int]], None],
+) -> float:
+    """``generate`` on left-padded batches of `batch_size` prompts in `order`; returns the prefill seconds."""
+    prefill = 0.0
+    device = next(model.parameters()).device
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        clock = _FirstTokenClock()
+        input_ids, attention_mask = _left_pad([encoded[i] for i in idx], pad_id, device)
+        out = cast(GenerationMixin, model).generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config, streamer=clock
+        )
+        prefill += clock.prefill_seconds
+        for row, i in zip(cast(torch.Tensor, out)[:, input_ids.shape[1] :].tolist(), idx, strict=True):
+            done(i, row)
+    return prefill
+
+
+class _BufferedLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values sit in buffers with spare columns, so a decode step
+    writes its one new column in place; `DynamicLayer.update` concatenates, copying the whole cache of the
+    batch at every step (about a tenth of a batch-16 decode step on a CPU)."""
+
+    def __init__(self, buffers: tuple[torch.Tensor, torch.Tensor], length: int) -> None:
+        """`buffers`: keys and values, (batch, heads, capacity, head_dim), of which the first `length` columns
+        hold the cache."""
+        super().__init__()
+        self.device = buffers[0].device
+        self.is_initialized = True
+        self._length = length
+        self._buffers = list(buffers)
+        self._views()
+
+    @staticmethod
+    def _allocate(t: torch.Tensor, spare: int) -> torch.Tensor:
+        buf = t.new_empty((t.shape[0], t.shape[1], t.shape[2] + spare, t.shape[3]))
+        buf[:, :, : t.shape[2]] = t
+        return buf
+
+    def _views(self) -> None:
+        self.keys, self.values = (buf[:, :, : self._length] for buf in self._buffers)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[2]
+        if self._length + new > self._buffers[0].shape[2]:
+            self._buffers = [
+                self._allocate(buf[:, :, : self._length], self._length + new) for buf in self._buffers
+            ]
+        for buf, states in zip(self._buffers, (key_states, value_states), strict=True):
+            buf[:, :, self._length : self._length + new] = states
+        self._length += new
+        self._views()
+        return cast(torch.Tensor, self.keys), cast(torch.Tensor, self.values)
+
+
+class _Batch:
+    """The rows decoding together: one KV cache with the rows right-aligned (left padding, masked), its
+    2-D attention mask, and per row the prompt index, the generated tokens and the next position id."""
+
+    def __init__(self, device: torch.device, spare: int) -> None:
+        self.device = device
+        self.spare = spare  # free cache columns kept for the coming decode steps
+        self.cache: DynamicCache | None = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=device)
+        self.index: list[int] = []
+        self.tokens: list[list[int]] = []
+        self.position: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def join(self, rows: list[tuple[int, DynamicCache, list[int], int]]) -> None:
+        """Add rows (prompt index, its own one-row cache, generated tokens, next position id): every cache is
+        left-padded to the widest and the caches are stacked along the batch."""
+        new_widths = [c.get_seq_length() for _, c, _, _ in rows]
+        caches = ([self.cache] if self.cache is not None else []) + [c for _, c, _, _ in rows]
+        width = max([self.mask.shape[1], *new_widths])
+        batch = len(self) + len(rows)
+        merged = caches[0]
+        for layer_idx in range(len(merged.layers)):
+            stacked = []
+            for name in ("keys", "values"):
+                parts = [cast(torch.Tensor, getattr(c.layers[layer_idx], name)) for c in caches]
+                out = parts[0].new_zeros((batch, parts[0].shape[1], width + self.spare, parts[0].shape[3]))
+                row = 0
+                for part in parts:
+                    out[row : row + part.shape[0], :, width - part.shape[2] : width] = part
+                    row += part.shape[0]
+                stacked.append(out)
+            merged.layers[layer_idx] = _BufferedLayer((stacked[0], stacked[1]), width)
+        mask = torch.zeros((batch, width), dtype=torch.long, device=self.device)
+        mask[: len(self), width - self.mask.shape[1] :] = self.mask
+        for r, row_width in enumerate(new_widths, start=len(self)):
+            mask[r, width - row_width :] = 1
+        self.cache, self.mask = merged, mask
+        for i, _, tokens, position in rows:
+            self.index.append(i)
+            self.tokens.append(tokens)
+            self.position.append(position)
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows` (batch positions); drop cache columns that are padding in every remaining row."""
+        if not rows:
+            self.cache, self.mask = None, self.mask[:0, :0]
+            self.index, self.tokens, self.position = [], [], []
+            return
+        assert self.cache is not None
+        select = torch.tensor(rows, device=self.device)
+        first = int(self.mask[select].any(0).long().argmax())
+        for layer_idx, layer in enumerate(self.cache.layers):
+            kept = [
+                _BufferedLayer._allocate(
+                    cast(torch.Tensor, getattr(layer, name))[select, :, first:], self.spare
+                )
+                for name in ("keys", "values")
+            ]
+            self.cache.layers[layer_idx] = _BufferedLayer((kept[0], kept[1]), kept[0].shape[2] - self.spare)
+        self.mask = self.mask[select, first:]
+        self.index = [self.index[r] for r in rows]
+        self.tokens = [self.tokens[r] for r in rows]
+        self.position = [self.position[r] for r in rows]
+
+    def step(self, model: PreTrainedModel) -> list[int]:
+        """One decode step for every row: feed each row's last token, return each row's next token."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+        out = model(
+            input_ids=torch.tensor([[t[-1]] for t in self.tokens], device=self.device),
+            attention_mask=self.mask,
+            position_ids=torch.tensor([[p] for p in self.position], device=self.device),
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.position = [p + 1 for p in self.position]
+        return [int(t) for t in out.logits[:, -1].float().argmax(-1).tolist()]
+
+
+def _continuous_greedy(
+    model: PreTrainedModel,
+    encoded: list[list[int]],
+    order: list[int],
+    batch_size: int,
+    max_new_tokens: int,
+    stop_set: set[int],
+    *,
+    done: Callable[[int, list[int]], None],
+) -> float:
+    """Greedy decoding with continuous batching (see the module docstring); returns the prefill seconds."""
+    device = next(model.parameters()).device
+    pending = deque(order)
+    batch = _Batch(device, spare=max_new_tokens)
+    prefill = 0.0
+    while pending or len(batch):
+        joining: list[tuple[int, DynamicCache, list[int], int]] = []
+        while pending and len(batch) + len(joining) < batch_size:
+            i = pending.popleft()
+            t0 = time.perf_counter()
+            cache = DynamicCache(config=model.config)
+            out = model(
+                input_ids=torch.tensor([encoded[i]], device=device),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            first = int(out.logits[0, -1].float().argmax())
+            prefill += time.perf_counter() - t0
+            if first in stop_set or max_new_tokens == 1:
+                done(i, [first])
+            else:
+                joining.append((i, cache, [first], len(encoded[i])))
+        if joining:
+            batch.join(joining)
+        if not len(batch):
+            continue
+        keep: list[int] = []
+        for r, token in enumerate(batch.step(model)):
+            batch.tokens[r].append(token)
+            if token in stop_set or len(batch.tokens[r]) >= max_new_tokens:
+                done(batch.index[r], batch.tokens[r])
+            else:
+                keep.append(r)
+        if len(keep) < len(batch):
+            batch.keep(keep)
+    return prefill
