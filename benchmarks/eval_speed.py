@@ -5,7 +5,10 @@ PyPI, converted once to float32 safetensors by ``otdistill.models``), on the fir
 rows of the shared data, prompts built exactly as `otdistill.evaluation.evaluate_model` builds them (the
 model's ChatML template, contexts cut to `--max-prompt-tokens`), 2 torch threads, KV cache on, prompts
 sorted by length within the run. Throughput counts generated tokens up to and including each row's stop
-token; steps a finished row spends waiting for the rest of its batch are reported as "idle row-steps".
+token. SmolLM2 (full attention) decodes with continuous batching: a row leaves the batch when it stops and
+the next prompt joins, so no row-step is idle; with fixed batches (models with sliding-window layers, or
+`--fixed-batches` to measure the old path) steps a finished row spends waiting for the rest of its batch
+are reported as "idle row-steps".
 Tokens per CPU-second (process CPU time) is printed too: it is less sensitive than wall time to other jobs
 competing for the cores. "Prefill share" is the time each batch spends before its first new token (prompt
 processing, `Generation.prefill_seconds`) over the whole pass: the part of the work batching cannot shrink
@@ -39,8 +42,10 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def idle_row_steps(gen: Generation, batch_size: int) -> float:
-    """Fraction of decode row-steps spent on rows that had already stopped (batches as greedy_generate
-    forms them: prompts sorted by length, longest first)."""
+    """Fraction of decode row-steps spent on rows that had already stopped (fixed batches as greedy_generate
+    forms them: prompts sorted by length, longest first); 0 with continuous batching."""
+    if gen.continuous:
+        return 0.0
     order = sorted(range(len(gen.prompt_tokens)), key=lambda i: gen.prompt_tokens[i], reverse=True)
     total = used = 0
     for b in range(0, len(order), batch_size):
@@ -59,6 +64,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="pypi:smollm2-135m-instruct")
     ap.add_argument("--markdown", type=Path, default=None, help="write the results table here")
+    ap.add_argument(
+        "--fixed-batches", action="store_true", help="fixed batches through generate (no continuous batching)"
+    )
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -93,7 +101,13 @@ def main() -> None:
     for bs in args.batch_sizes:
         cpu0 = time.process_time()
         results[bs] = greedy_generate(
-            model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs, desc=f"batch {bs}"
+            model,
+            tok,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=bs,
+            continuous_batching=not args.fixed_batches,
+            desc=f"batch {bs}",
         )
         cpu_seconds[bs] = time.process_time() - cpu0
         g = results[bs]
@@ -147,7 +161,8 @@ def report(
     )
     setup = (
         f"{args.model} on the first {len(examples)} DialogSum validation rows, max_new_tokens "
-        f"{args.max_new_tokens}, {lengths_note}, greedy, KV cache on, prompts sorted by length, left padding"
+        f"{args.max_new_tokens}, {lengths_note}, greedy, KV cache on, prompts sorted by length, "
+        + ("fixed left-padded batches" if args.fixed_batches else "continuous batching")
     )
     print()
     print(table)

@@ -126,6 +126,11 @@ def test_continuous_batching_only_for_full_attention_caches(
     assert not supports_continuous_batching(teacher[0])
     assert greedy_generate(*student, PROMPTS[:2], max_new_tokens=2, show_progress=False).continuous
     assert not greedy_generate(*teacher, PROMPTS[:2], max_new_tokens=2, show_progress=False).continuous
+    fixed = greedy_generate(
+        *student, PROMPTS, max_new_tokens=6, continuous_batching=False, show_progress=False
+    )
+    assert not fixed.continuous
+    assert fixed.texts == greedy_generate(*student, PROMPTS, max_new_tokens=6, show_progress=False).texts
 
 
 @pytest.fixture(scope="module")

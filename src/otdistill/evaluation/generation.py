@@ -183,6 +183,7 @@ def greedy_generate(
     batch_size: int = 8,
     extra_stop_ids: Sequence[int] = (),
     sort_by_length: bool = True,
+    continuous_batching: bool = True,
     show_progress: bool = True,
     desc: str = "generate",
 ) -> Generation:
@@ -191,7 +192,9 @@ def greedy_generate(
     Prompts are text that ends exactly where the answer starts (``otdistill.data.build_prompt``), encoded with
     `encode_prompt`, or token ids already encoded (BOS included where the model wants one). Generation
     of a row stops at the first stop token (`stop_token_ids` plus `extra_stop_ids`) or after `max_new_tokens`.
-    A progress bar counts prompts.
+    Continuous batching is used where the model supports it (`supports_continuous_batching`) unless
+    `continuous_batching` is False (fixed batches through ``generate``, as for models that do not). A
+    progress bar counts prompts.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -222,7 +225,7 @@ def greedy_generate(
         num_tokens[i] = len(row) if cut is None else cut + 1
         stopped[i] = cut is not None
 
-    continuous = supports_continuous_batching(model)
+    continuous = continuous_batching and supports_continuous_batching(model)
     was_training = model.training
     model.eval()
     try:
