@@ -47,6 +47,7 @@ from otdistill.data.tokenization import (
     PairEncoder,
     SideEncoder,
     SideFeature,
+    encode_pair,
     end_of_response_id,
     special_prefix_ids,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "build_prompt",
     "collate_side",
     "content_hash",
+    "encode_pair",
     "end_of_response_id",
     "get_task",
     "list_tasks",

@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from otdistill.data import Example, RowValidationError, SideEncoder, Task, build_prompt, get_task
-from otdistill.data.tokenization import encode_pair
+from otdistill.data import Example, RowValidationError, SideEncoder, Task, build_prompt, encode_pair, get_task
 from otdistill.evaluation.generation import greedy_generate
 from otdistill.evaluation.metrics import has_reference, metric_keys, score
 from otdistill.evaluation.registry import is_registry_uri, resolve_registered_model

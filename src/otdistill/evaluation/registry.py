@@ -24,8 +24,14 @@ from typing import Any
 
 import yaml
 
-from otdistill.models import ModelSourceError, ModelSpec, ResolvedModel, default_cache_dir, resolve_model
-from otdistill.models.cache import publish_once
+from otdistill.models import (
+    ModelSourceError,
+    ModelSpec,
+    ResolvedModel,
+    default_cache_dir,
+    publish_once,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ model, tok = load_model(resolved, dtype="bfloat16", device="cuda"), load_tokeniz
 resolved.record()   # source, kind, revision (hub commit or sha256 of the content), path
 """
 
-from otdistill.models.cache import default_cache_dir
+from otdistill.models.cache import default_cache_dir, publish_once
 from otdistill.models.loading import load_model, load_tokenizer
 from otdistill.models.resolve import resolve_model
 from otdistill.models.spec import ModelSourceError, ModelSpec, ResolvedModel
@@ -18,5 +18,6 @@ __all__ = [
     "default_cache_dir",
     "load_model",
     "load_tokenizer",
+    "publish_once",
     "resolve_model",
 ]
