@@ -116,7 +116,8 @@ def main() -> None:
             f"= {g.tokens_per_second:.1f} tok/s",
         )
         print(
-            f"batch {bs:>2}: {g.prefill_seconds:.1f} s of it before the first token of each batch (prefill)"
+            f"batch {bs:>2}: {g.prefill_seconds:.1f} s of it processing prompts (prefill; shared prefix of "
+            f"{g.shared_prefix_tokens} tokens processed once), continuous batching: {g.continuous}"
         )
         # Rewritten after every batch size, so a long run that is stopped still leaves its numbers behind.
         report(args, results, cpu_seconds, examples, lengths_note, load_start)

@@ -188,6 +188,23 @@ def test_rows_leave_and_join_mid_batch(
     assert [g.num_tokens[0] for g in one] == lengths(stops) * 2
 
 
+@pytest.mark.parametrize("side", ["lively_student", "student"])
+def test_shared_prompt_prefix_is_processed_once(side: str, request: pytest.FixtureRequest) -> None:
+    """Prompts that share an instruction prefix (prefix caching) generate what each generates alone."""
+    model, tok = request.getfixturevalue(side)
+    prefix = "Summarize the following dialogue in one sentence, naming both speakers.\n\n"
+    prompts = [prefix + p for p in PROMPTS]
+    alone = [greedy_generate(model, tok, [p], max_new_tokens=10, show_progress=False) for p in prompts]
+    assert all(g.shared_prefix_tokens == 0 for g in alone)
+    got = greedy_generate(model, tok, prompts, max_new_tokens=10, batch_size=3, show_progress=False)
+    common = len(encode_prompt(tok, prefix)) - 2  # the prefix's last tokens may merge with what follows
+    assert got.continuous and got.shared_prefix_tokens >= common
+    assert got.texts == [g.texts[0] for g in alone]
+    assert got.num_tokens == [g.num_tokens[0] for g in alone]
+    no_shared = greedy_generate(model, tok, PROMPTS, max_new_tokens=2, show_progress=False)
+    assert no_shared.shared_prefix_tokens == 0
+
+
 def test_stop_tokens_include_end_of_turn(
     student: tuple[PreTrainedModel, PreTrainedTokenizerBase],
     teacher: tuple[PreTrainedModel, PreTrainedTokenizerBase],
