@@ -132,7 +132,7 @@ def report(
     load_start: tuple[float, float, float],
 ) -> None:
     """Print the table of the batch sizes measured so far and (re)write the markdown file."""
-    base_bs = next(iter(results))
+    base_bs = 1 if 1 in results else next(iter(results))  # speed-ups are relative to batch 1
     base = results[base_bs]
     header = (
         "| batch size | generated tokens | seconds | tokens/s | speed-up vs batch "
