@@ -52,7 +52,8 @@ class EvalConfig:
     """How models are evaluated; YAML-friendly fields with defaults.
 
     max_new_tokens: generation budget per example (DialogSum summaries are ~20-60 tokens; QA answers fewer).
-    batch_size: prompts per generation batch (left-padded, sorted by length).
+    batch_size: rows decoded together (continuous batching where the model allows it, else fixed
+      left-padded batches; prompts taken longest first).
     max_prompt_tokens: longer prompts have their context cut at a word boundary to fit; None: no cut.
     limit: evaluate at most this many rows (in input order), None for all.
     dtype: model weights dtype ("float32", "bfloat16", "float16", "auto").
