@@ -66,6 +66,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))  # the sibling benchmark scripts (loss_speed.py)
 
 try:
+    from loss_speed import VS, VT, loss_inputs  # benchmarks/loss_speed.py: vocabulary sizes, timed inputs
     from otdistill.data import SideBatch
     from otdistill.losses import ForwardKLLoss, MultiLevelOTLoss, TeacherTopK, ULDLoss
 except ImportError as exc:  # pragma: no cover - the message is the point
@@ -76,10 +77,6 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         file=sys.stderr,
     )
     sys.exit(2)
-try:
-    from loss_speed import VS, VT  # the vocabulary sizes of benchmarks/loss_speed.py
-except ImportError:  # pragma: no cover
-    VS, VT = 49_152, 262_144
 
 SECTIONS = ("correctness", "loss_speed", "train_step", "generation")
 GIB = 2**30
@@ -550,23 +547,6 @@ def section_correctness(report: Report, device: torch.device, sizes: Sizes) -> N
 # ---- section 2: loss speed ---------------------------------------------------------------------------
 
 
-def loss_speed_inputs(
-    batch: int, length: int, vs: int, vt: int, device: torch.device, dtype: torch.dtype
-) -> dict[str, Any]:
-    """The inputs of benchmarks/loss_speed.py's `_measure`, on `device`: teacher length L + L/8, per-sample
-    lengths staggered (student L - 7b, teacher Lt - 5b), logits N(0, 3^2), CE labels masked with -100."""
-    torch.manual_seed(0)
-    t_len = length + length // 8
-    student = torch.randn(batch, length, vs, device=device).mul_(3).to(dtype)
-    teacher = torch.randn(batch, t_len, vt, device=device).mul_(3).to(dtype)
-    lengths_s = torch.tensor([length - 7 * b for b in range(batch)], device=device)
-    lengths_t = torch.tensor([t_len - 5 * b for b in range(batch)], device=device)
-    s_mask = torch.arange(length, device=device) < lengths_s.unsqueeze(1)
-    t_mask = torch.arange(t_len, device=device) < lengths_t.unsqueeze(1)
-    labels = torch.randint(0, vs, (batch, length), device=device).masked_fill(~s_mask, -100)
-    return {"student": student, "teacher": teacher, "s_mask": s_mask, "t_mask": t_mask, "labels": labels}
-
-
 def section_loss_speed(report: Report, device: torch.device, sizes: Sizes) -> None:
     report.note(
         f"B={sizes.loss_batch}, Vs={sizes.student_vocab}, Vt={sizes.teacher_vocab}, teacher length L + L/8; "
@@ -589,8 +569,8 @@ def loss_speed_case(
     vs, vt, batch = sizes.student_vocab, sizes.teacher_vocab, sizes.loss_batch
     dname = "fp32" if dtype == torch.float32 else "bf16"
     mlot = MultiLevelOTLoss()
-    data = loss_speed_inputs(batch, length, vs, vt, device, dtype)
-    teacher, s_mask, t_mask, labels = data["teacher"], data["s_mask"], data["t_mask"], data["labels"]
+    data = loss_inputs(batch, length, vs, vt, device=device, dtype=dtype)
+    teacher, s_mask, t_mask, labels = data.teacher, data.s_mask, data.t_mask, data.labels
     cached = mlot.teacher_topk(teacher, t_mask)  # untimed here: built once by the cache step
     # called exactly as benchmarks/loss_speed.py calls them (CE in fp32, as the training CE is)
     fns: dict[str, Callable[[Tensor], Tensor]] = {
@@ -601,7 +581,7 @@ def loss_speed_case(
         "multilevel_ot cached": lambda x: mlot(x, cached, s_mask, t_mask).loss,
         "teacher_topk (cache build, no grad)": lambda x: mlot.teacher_topk(teacher, t_mask).probs,
     }
-    x = data["student"].detach().clone().requires_grad_(True)
+    x = data.student.detach().clone().requires_grad_(True)
     del data
     ce_time = math.nan
     for row_name, fn in fns.items():

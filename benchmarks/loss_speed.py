@@ -20,6 +20,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,18 +69,50 @@ def loop_multilevel_ot(
     return 0.15 * (had / m_total + 0.1 * sl / m_total + 0.1 * sd)
 
 
-def _measure(row: str, batch: int, length: int, repeats: int, threads: int, queue: mp.Queue) -> None:
-    torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    t_len = length + length // 8  # the teacher's tokenisation of the same response is a little longer
-    # in place, so that making the inputs does not raise the peak RSS the rows are measured against
-    student = torch.randn(batch, length, VS, generator=gen).mul_(3)
-    teacher = torch.randn(batch, t_len, VT, generator=gen).mul_(3)
+@dataclass
+class LossInputs:
+    """Random logits and masks shaped like a distillation batch (what every loss row is timed on)."""
+
+    student: torch.Tensor  # (B, L, Vs)
+    teacher: torch.Tensor  # (B, L + L/8, Vt)
+    s_mask: torch.Tensor
+    t_mask: torch.Tensor
+    labels: torch.Tensor  # cross-entropy targets, -100 where s_mask is False
+    lengths_s: list[int]
+    lengths_t: list[int]
+
+
+def loss_inputs(
+    batch: int,
+    length: int,
+    vs: int = VS,
+    vt: int = VT,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LossInputs:
+    """Logits N(0, 3^2) from a generator seeded 0 on `device`; the teacher's tokenisation of the same response
+    is a little longer (L + L/8); per-sample lengths staggered (student L - 7b, teacher Lt - 5b). Shared with
+    gpu_check.py, which times the same rows on a GPU."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    t_len = length + length // 8
+    # in place (and .to is a no-op for float32), so that making the inputs does not raise the peak RSS the
+    # rows are measured against
+    student = torch.randn(batch, length, vs, generator=gen, device=device).mul_(3).to(dtype)
+    teacher = torch.randn(batch, t_len, vt, generator=gen, device=device).mul_(3).to(dtype)
     lengths_s = [length - 7 * b for b in range(batch)]
     lengths_t = [t_len - 5 * b for b in range(batch)]
-    s_mask = torch.arange(length) < torch.tensor(lengths_s).unsqueeze(1)
-    t_mask = torch.arange(t_len) < torch.tensor(lengths_t).unsqueeze(1)
-    labels = torch.randint(0, VS, (batch, length), generator=gen).masked_fill(~s_mask, -100)
+    s_mask = torch.arange(length, device=device) < torch.tensor(lengths_s, device=device).unsqueeze(1)
+    t_mask = torch.arange(t_len, device=device) < torch.tensor(lengths_t, device=device).unsqueeze(1)
+    labels = torch.randint(0, vs, (batch, length), generator=gen, device=device).masked_fill(~s_mask, -100)
+    return LossInputs(student, teacher, s_mask, t_mask, labels, lengths_s, lengths_t)
+
+
+def _measure(row: str, batch: int, length: int, repeats: int, threads: int, queue: mp.Queue) -> None:
+    torch.set_num_threads(threads)
+    inputs = loss_inputs(batch, length)
+    student, teacher, s_mask, t_mask = inputs.student, inputs.teacher, inputs.s_mask, inputs.t_mask
+    labels, lengths_s, lengths_t = inputs.labels, inputs.lengths_s, inputs.lengths_t
     mlot, uld = MultiLevelOTLoss(), ULDLoss()
     cached = mlot.teacher_topk(teacher, t_mask) if row == "multilevel_ot_cached" else None
     fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
