@@ -192,7 +192,7 @@ def greedy_generate(
     show_progress: bool = True,
     desc: str = "generate",
 ) -> Generation:
-    """Greedy-decode a continuation of every prompt, `batch_size` prompts at a time, left-padded.
+    """Greedy-decode a continuation of every prompt, up to `batch_size` rows decoding together.
 
     Prompts are text that ends exactly where the answer starts (``otdistill.data.build_prompt``), encoded with
     `encode_prompt`, or token ids already encoded (BOS included where the model wants one). Generation
@@ -223,13 +223,6 @@ def greedy_generate(
     num_tokens = [0] * len(encoded)
     stopped = [False] * len(encoded)
 
-    def finish(i: int, row: list[int]) -> None:
-        cut = next((n for n, t in enumerate(row) if t in stop_set), None)
-        kept = row if cut is None else row[:cut]
-        texts[i] = str(tokenizer.decode(kept, skip_special_tokens=True)).strip()
-        num_tokens[i] = len(row) if cut is None else cut + 1
-        stopped[i] = cut is not None
-
     continuous = continuous_batching and supports_continuous_batching(model)
     was_training = model.training
     model.eval()
@@ -240,7 +233,12 @@ def greedy_generate(
         ):
 
             def done(i: int, row: list[int]) -> None:
-                finish(i, row)
+                """Record prompt `i`'s generated tokens `row` (cut after its first stop token)."""
+                cut = next((n for n, t in enumerate(row) if t in stop_set), None)
+                kept = row if cut is None else row[:cut]
+                texts[i] = str(tokenizer.decode(kept, skip_special_tokens=True)).strip()
+                num_tokens[i] = len(row) if cut is None else cut + 1
+                stopped[i] = cut is not None
                 bar.update(1)
                 bar.set_postfix(tokens_per_s=f"{sum(num_tokens) / (time.perf_counter() - start):.1f}")
 
