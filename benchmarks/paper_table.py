@@ -1083,8 +1083,14 @@ def write_report(
     lines += [f"| {k} | {v} |" for k, v in machine_info().items()]
     lines.append("")
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text("\n".join(lines), encoding="utf-8")
+    md_path.write_text(portable_paths("\n".join(lines)), encoding="utf-8")
     return png
+
+
+def portable_paths(text: str) -> str:
+    """The report is committed: this checkout's absolute paths (run directory, MLflow store, the shared data
+    beside the repository) are written as `<repo>` and `<repo>/..`, not as one machine's layout."""
+    return text.replace(str(ROOT), "<repo>").replace(str(ROOT.parent), "<repo>/..")
 
 
 # --------------------------------------------------------------------------------------------------------
