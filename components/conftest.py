@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl
-from tests.conftest import tiny_pair  # noqa: F401 - re-exported fixture (tests/conftest.py is not in scope here)
 
 from otdistill.config import RunConfig
 from otdistill.steps.common import RUN_ID_ENV
@@ -36,7 +35,7 @@ class Env:
 
 
 @pytest.fixture(scope="session")
-def env(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:  # noqa: F811
+def env(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     teacher, student = tiny_pair
     root = tmp_path_factory.mktemp("components")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -88,10 +87,10 @@ class Upstream:
 @pytest.fixture(scope="session")
 def upstream(env: Env) -> Upstream:
     """The DAG's intermediate artifacts, made by the components themselves (in order)."""
-    from components.cache_teacher.component import cache_teacher
-    from components.distill_student.component import distill_student
-    from components.prepare_data.component import prepare_data
-    from components.reference_model.component import reference_model
+    from otdistill.components.cache_teacher.component import cache_teacher
+    from otdistill.components.distill_student.component import distill_student
+    from otdistill.components.prepare_data.component import prepare_data
+    from otdistill.components.reference_model.component import reference_model
 
     train, val = env.artifact(dsl.Dataset, "up-train"), env.artifact(dsl.Dataset, "up-val")
     data_hash = prepare_data.python_func(

@@ -24,7 +24,7 @@ from otdistill.config import RunConfig
 from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
 from otdistill.tracking import TrackingConfig, configure_client
 from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
-from pipelines.otdistill_pipeline import build_pipeline
+from otdistill.pipelines.otdistill_pipeline import build_pipeline
 
 log = logging.getLogger("otdistill.local")
 LABELS = (

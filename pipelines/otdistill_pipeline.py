@@ -7,18 +7,18 @@ config's `cluster` section becomes Kubernetes settings on each task (see `cluste
 
 from typing import Any
 
-from components.cache_teacher.component import cache_teacher
-from components.distill_student.component import distill_student
-from components.evaluate.component import evaluate
-from components.open_run.component import open_run
-from components.prepare_data.component import prepare_data
-from components.reference_model.component import reference_model
-from components.register_and_promote.component import register_and_promote
-from components.train_sft.component import train_sft
+from otdistill.components.cache_teacher.component import cache_teacher
+from otdistill.components.distill_student.component import distill_student
+from otdistill.components.evaluate.component import evaluate
+from otdistill.components.open_run.component import open_run
+from otdistill.components.prepare_data.component import prepare_data
+from otdistill.components.reference_model.component import reference_model
+from otdistill.components.register_and_promote.component import register_and_promote
+from otdistill.components.train_sft.component import train_sft
 from kfp import dsl
 
 from otdistill.config import RunConfig, pipeline_parameter_defaults
-from pipelines.cluster import apply_cluster_settings
+from otdistill.pipelines.cluster import apply_cluster_settings
 
 PIPELINE_NAME = "otdistill"
 

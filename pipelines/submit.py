@@ -17,7 +17,7 @@ from typing import Any
 from kfp import compiler
 
 from otdistill.config import ConfigError, RunConfig
-from pipelines.otdistill_pipeline import build_pipeline
+from otdistill.pipelines.otdistill_pipeline import build_pipeline
 
 log = logging.getLogger("otdistill.submit")
 

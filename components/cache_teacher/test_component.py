@@ -1,6 +1,6 @@
 """cache_teacher: the teacher's top-k for every training example, readable by the training's cache reader."""
 
-from components.conftest import Upstream
+from otdistill.components.conftest import Upstream
 from otdistill.teacher_cache import TeacherCache
 
 

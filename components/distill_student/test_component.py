@@ -4,7 +4,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
-from components.conftest import Upstream
+from otdistill.components.conftest import Upstream
 
 
 def test_distilled_student_is_a_model_with_lineage(upstream: Upstream) -> None:

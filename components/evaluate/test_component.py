@@ -5,8 +5,8 @@ from pathlib import Path
 
 from kfp import dsl
 
-from components.conftest import Env, Upstream
-from components.evaluate.component import evaluate
+from otdistill.components.conftest import Env, Upstream
+from otdistill.components.evaluate.component import evaluate
 
 
 def test_evaluate_scores_teacher_baseline_and_distilled(env: Env, upstream: Upstream) -> None:

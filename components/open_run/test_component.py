@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
-from components.conftest import Env
-from components.open_run.component import open_run
+from otdistill.components.conftest import Env
+from otdistill.components.open_run.component import open_run
 from otdistill.config import ConfigError, pipeline_parameter_defaults
 
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from components.conftest import Env, Upstream
+from otdistill.components.conftest import Env, Upstream
 
 
 def test_prepare_data_snapshots_both_splits(env: Env, upstream: Upstream) -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from components.conftest import Upstream
+from otdistill.components.conftest import Upstream
 from otdistill.models import ModelSpec, resolve_model
 from otdistill.steps.common import resolve_model_artifact
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from kfp import dsl
 from mlflow.tracking import MlflowClient
 
-from components.conftest import Env, Upstream
-from components.register_and_promote.component import register_and_promote
+from otdistill.components.conftest import Env, Upstream
+from otdistill.components.register_and_promote.component import register_and_promote
 from otdistill.tracking import open_pipeline_run
 
 

@@ -6,8 +6,8 @@ import pytest
 from kfp import dsl
 from transformers import AutoModelForCausalLM
 
-from components.conftest import Env, Upstream
-from components.train_sft.component import train_sft
+from otdistill.components.conftest import Env, Upstream
+from otdistill.components.train_sft.component import train_sft
 
 
 @pytest.mark.parametrize(("role", "step"), [("teacher", "train_teacher"), ("student", "train_sft_baseline")])

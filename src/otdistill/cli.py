@@ -16,7 +16,6 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -54,29 +53,12 @@ def parse_params(values: Sequence[str] | None) -> dict[str, Any]:
     return params
 
 
-def _project_on_path() -> None:
-    """Make the checkout's `pipelines/` and `components/` importable.
-
-    They are project folders next to `src/` (kubeflow/pipelines-components layout), not part of the
-    installed package; the CLI runs from a checkout (or the image, which holds one at /app).
-    """
-    for root in (Path.cwd(), *Path(__file__).resolve().parents):
-        if (root / "pipelines" / "otdistill_pipeline.py").is_file() and (root / "components").is_dir():
-            if str(root) not in sys.path:
-                sys.path.insert(0, str(root))
-            return
-    raise ConfigError(
-        "cannot find the otdistill checkout (pipelines/ and components/): run otdistill from the repository"
-    )
-
-
 def _config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, parse_set(args.set))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _project_on_path()
-    from pipelines.local import run_local
+    from otdistill.pipelines.local import run_local
 
     result = run_local(_config(args), run_dir=args.run_dir, fresh=args.fresh)
     print(result.summary())
@@ -84,8 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    _project_on_path()
-    from pipelines.submit import compile_pipeline
+    from otdistill.pipelines.submit import compile_pipeline
 
     path = compile_pipeline(_config(args), args.output)
     print(f"wrote {path}")
@@ -93,8 +74,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    _project_on_path()
-    from pipelines.submit import make_client, submit
+    from otdistill.pipelines.submit import make_client, submit
 
     cfg = _config(args)
     client = make_client(
@@ -114,8 +94,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    _project_on_path()
-    from pipelines import submit as kfp_ops
+    from otdistill.pipelines import submit as kfp_ops
 
     client = kfp_ops.make_client(
         args.host, token=args.token, namespace=args.namespace, sa_token_path=args.sa_token_path

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from otdistill import images
 from otdistill.data import DataConfig
 from otdistill.evaluation.evaluate import EvalConfig
 from otdistill.models import ModelSpec
@@ -245,7 +246,7 @@ class ClusterConfig:
 
     image: the project's CPU image (has otdistill installed; `docker/Dockerfile.cpu`); CPU steps run in it.
     gpu_image: the project's CUDA image (`docker/Dockerfile.cuda`); the `gpu_steps` run in it. Both
-      defaults are the names in `docker/images.yaml`.
+      defaults are the names in `otdistill.images`.
     gpu_steps: the steps that get `gpus` accelerators of `accelerator` type, `gpu_node_selector`,
       `gpu_tolerations` and `retry`; the others get `cpu_resources` only. `manifests/components/
       gpu-nodepool` publishes a node pool's selector and tolerations for these fields.
@@ -257,8 +258,8 @@ class ClusterConfig:
       `manifests/`, least-privilege RBAC); `otdistill submit --service-account` overrides it.
     """
 
-    image: str = "ghcr.io/otdistill/otdistill-cpu:0.1.0"
-    gpu_image: str = "ghcr.io/otdistill/otdistill-cuda:0.1.0"
+    image: str = images.CPU
+    gpu_image: str = images.CUDA
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
     accelerator: str = "nvidia.com/gpu"

@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 import yaml
-from pipelines import submit as kfp_ops
+from otdistill.pipelines import submit as kfp_ops
 
 from otdistill import cli
 from otdistill.config import ConfigError

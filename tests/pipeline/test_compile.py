@@ -10,7 +10,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
-from pipelines.submit import compile_pipeline
+from otdistill.pipelines.submit import compile_pipeline
 
 from otdistill.config import PIPELINE_PARAMETERS, RunConfig, SecretEnv, Toleration
 

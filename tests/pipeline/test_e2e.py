@@ -26,7 +26,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
-    from pipelines.local import run_local
+    from otdistill.pipelines.local import run_local
 
     from otdistill.tracking import TrackingConfig, resolve_alias
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.local import LocalRunResult, local_config
+from otdistill.pipelines.local import LocalRunResult, local_config
 
 from otdistill.config import RunConfig
 from otdistill.steps.common import COMPONENT_IMAGE

@@ -17,15 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from otdistill import images
 from otdistill.config import RunConfig, from_dict, to_dict
 from otdistill.data import DataConfig
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, open_pipeline_run
 
-# The image components are built with; `cluster.image` overrides it per task at compile time. Contains
-# "python" so kfp.local's SubprocessRunner accepts it without a warning.
-COMPONENT_IMAGE = "ghcr.io/otdistill/otdistill-python:0.1.0"
+# The image components are built with (the CPU image of docker/); `cluster.image` / `cluster.gpu_image`
+# override it per task at compile time.
+COMPONENT_IMAGE = images.CPU
 # Where models are resolved / converted (a PVC on clusters); read by otdistill.models.
 CACHE_ENV = "OTDISTILL_CACHE"
 # The KFP run id, from the pod label on clusters and from `otdistill run` locally (see pipelines/cluster.py).

@@ -1,4 +1,6 @@
-"""Suite-wide settings: offline hub, no telemetry, two torch threads, and the tiny model pair."""
+"""Suite-wide settings for tests/ and components/*/: offline hub, no telemetry, two torch threads, the tiny
+model pair. At the repository root so that pytest puts the root on sys.path (the `tests` helpers import as
+`tests.*`) and both test trees share it; the installed product needs none of this."""
 
 from __future__ import annotations
 
