@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otdistill.config import RunConfig
+from otdistill.pipelines.otdistill_pipeline import build_pipeline
 from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
 from otdistill.tracking import TrackingConfig, configure_client
 from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
-from otdistill.pipelines.otdistill_pipeline import build_pipeline
 
 log = logging.getLogger("otdistill.local")
 LABELS = (
@@ -88,7 +88,8 @@ def local_config(cfg: RunConfig, run_dir: Path) -> RunConfig:
         student=dataclasses.replace(cfg.student, source=_absolute_local_source(cfg.student.source)),
         data=dataclasses.replace(cfg.data, source=_absolute_local_source(cfg.data.source)),
         tracking=dataclasses.replace(cfg.tracking, tracking_uri=tracking_uri),
-        cluster=dataclasses.replace(cfg.cluster, image=COMPONENT_IMAGE),
+        # No CUDA image (nor GPU) on a local run: every step runs in the CPU image (`--runner docker`).
+        cluster=dataclasses.replace(cfg.cluster, image=COMPONENT_IMAGE, gpu_image=COMPONENT_IMAGE),
     )
 
 
@@ -135,8 +136,19 @@ def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
         result.champion_uri = f"none yet (no version of {name} holds @{alias})"
 
 
-def run_local(cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool = False) -> LocalRunResult:
-    """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced."""
+RUNNERS = ("subprocess", "docker")
+
+
+def run_local(
+    cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool = False, runner: str = "subprocess"
+) -> LocalRunResult:
+    """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced.
+
+    runner: "subprocess" runs each step as a child process of this one (this environment's packages);
+      "docker" runs each step in the project's CPU image (`containers.py`, built by docker/build-images.sh).
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     from kfp import local
 
     started = time.monotonic()
@@ -151,8 +163,14 @@ def run_local(cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool 
     # Every step finds the parent MLflow run by this id (on clusters it comes from the pod label).
     os.environ[RUN_ID_ENV] = pipeline_run_id
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if runner == "docker":
+        from otdistill.pipelines.containers import docker_runner
+
+        kfp_runner = docker_runner(cfg, root, pipeline_run_id)
+    else:
+        kfp_runner = local.SubprocessRunner(use_venv=False)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=kfp_runner,
         pipeline_root=str(root / "kfp"),
         raise_on_error=True,
         enable_caching=cfg.steps.enable_caching and not fresh,

@@ -7,6 +7,8 @@ config's `cluster` section becomes Kubernetes settings on each task (see `cluste
 
 from typing import Any
 
+from kfp import dsl
+
 from otdistill.components.cache_teacher.component import cache_teacher
 from otdistill.components.distill_student.component import distill_student
 from otdistill.components.evaluate.component import evaluate
@@ -15,8 +17,6 @@ from otdistill.components.prepare_data.component import prepare_data
 from otdistill.components.reference_model.component import reference_model
 from otdistill.components.register_and_promote.component import register_and_promote
 from otdistill.components.train_sft.component import train_sft
-from kfp import dsl
-
 from otdistill.config import RunConfig, pipeline_parameter_defaults
 from otdistill.pipelines.cluster import apply_cluster_settings
 

@@ -60,7 +60,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from otdistill.pipelines.local import run_local
 
-    result = run_local(_config(args), run_dir=args.run_dir, fresh=args.fresh)
+    result = run_local(_config(args), run_dir=args.run_dir, fresh=args.fresh, runner=args.runner)
     print(result.summary())
     return 0
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local, no Docker)")
+    p = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local)")
     _add_config(p)
     p.add_argument(
         "--run-dir",
@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where outputs and the MLflow store go (default: local.run_root/<name>)",
     )
     p.add_argument("--fresh", action="store_true", help="ignore the step cache of earlier local runs")
+    p.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess: steps run in this environment; docker: each step in the project's CPU image"
+        " (docker/build-images.sh), host network",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP pipeline YAML")

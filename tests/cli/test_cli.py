@@ -9,10 +9,10 @@ from unittest import mock
 
 import pytest
 import yaml
-from otdistill.pipelines import submit as kfp_ops
 
 from otdistill import cli
 from otdistill.config import ConfigError
+from otdistill.pipelines import submit as kfp_ops
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "tiny.yaml")

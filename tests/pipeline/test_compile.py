@@ -10,9 +10,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
-from otdistill.pipelines.submit import compile_pipeline
 
 from otdistill.config import PIPELINE_PARAMETERS, RunConfig, SecretEnv, Toleration
+from otdistill.pipelines.submit import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted([*(ROOT / "configs").glob("*.yaml"), *(ROOT / "configs" / "paper").glob("*.yaml")])

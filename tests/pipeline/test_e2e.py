@@ -26,8 +26,8 @@ def test_whole_pipeline_locally_with_tiny_models(
     tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
-    from otdistill.pipelines.local import run_local
 
+    from otdistill.pipelines.local import run_local
     from otdistill.tracking import TrackingConfig, resolve_alias
 
     teacher, student = tiny_pair

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from otdistill.pipelines.local import LocalRunResult, local_config
-
 from otdistill.config import RunConfig
+from otdistill.pipelines.local import LocalRunResult, local_config
 from otdistill.steps.common import COMPONENT_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -321,38 +321,53 @@ class S3Server:
 
 
 class MlflowServer:
-    """`mlflow server` with the PostgreSQL backend store and proxied S3 artifacts, one worker."""
+    """`mlflow server` with the PostgreSQL backend store and proxied S3 artifacts, one worker.
 
-    def __init__(self, workdir: Path, postgres: PostgresServer, s3: S3Server) -> None:
+    With `image`, the server runs in that container image on the host network (the MLflow image the
+    manifests deploy, docker/Dockerfile.mlflow) instead of from this venv; its environment reaches the
+    container by name (`docker run -e NAME`), so no credential is on a command line.
+    """
+
+    def __init__(
+        self, workdir: Path, postgres: PostgresServer, s3: S3Server, image: str | None = None
+    ) -> None:
         self.port = free_port()
         self.s3 = s3
+        self.container = f"otdistill-test-mlflow-{self.port}" if image else None
+        env = {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # Without a bound, uvicorn waits on the clients' keep-alive connections at SIGTERM.
+            "MLFLOW_UVICORN_OPTS": "--timeout-graceful-shutdown 2",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        server = [
+            "server",
+            "--backend-store-uri",
+            postgres.uri,
+            "--artifacts-destination",
+            f"s3://{s3.bucket}/artifacts",
+            "--host",
+            LOCALHOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        if image:
+            names = [a for name in env for a in ("-e", name)]
+            argv = ["docker", "run", "--rm", "--name", str(self.container), "--network=host", *names]
+            argv += [image, "mlflow", *server]
+        else:
+            argv = [str(VENV_BIN / "mlflow"), *server]
         self.process = ManagedProcess(
-            name="mlflow server",
-            argv=[
-                str(VENV_BIN / "mlflow"),
-                "server",
-                "--backend-store-uri",
-                postgres.uri,
-                "--artifacts-destination",
-                f"s3://{s3.bucket}/artifacts",
-                "--host",
-                LOCALHOST,
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-            ],
+            name="mlflow server" + (f" ({image})" if image else ""),
+            argv=argv,
             log_path=workdir / "mlflow-server.log",
-            env={
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-                # Without a bound, uvicorn waits on the clients' keep-alive connections at SIGTERM.
-                "MLFLOW_UVICORN_OPTS": "--timeout-graceful-shutdown 2",
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "MLFLOW_S3_ENDPOINT_URL": s3.endpoint,
-                "AWS_ACCESS_KEY_ID": s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1",
-            },
+            env=env,
             ready=lambda: http_ok(f"{self.uri}/health"),
             start_timeout_s=180.0,
         )
@@ -366,9 +381,17 @@ class MlflowServer:
 
     def stop(self) -> None:
         self.process.stop()
+        self._remove_container()
 
     def kill(self) -> None:
         self.process.kill()
+        self._remove_container()
+
+    def _remove_container(self) -> None:
+        """A killed `docker run` client leaves its container running: remove it by name."""
+        if self.container:
+            argv = ["docker", "rm", "-f", self.container]
+            subprocess.run(argv, capture_output=True, timeout=60, check=False)
 
     def restart(self) -> None:
         """Kill the server abruptly and start it again on the same port and stores."""

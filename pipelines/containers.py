@@ -1,0 +1,77 @@
+"""Run the local pipeline's steps in containers: kfp.local's DockerRunner on the project's CPU image.
+
+`otdistill run --runner docker` executes every step in the image the compiled pipeline names
+(`otdistill.images.CPU`, built by `docker/build-images.sh`), as a cluster would, but on this machine:
+
+- host networking (`network_mode="host"`): a step reaches an `mlflow server` (and its S3 artifact store)
+  or PostgreSQL on the host's 127.0.0.1 exactly as `tracking.tracking_uri` says;
+- the run directory, this machine's model cache (`OTDISTILL_CACHE`, else ~/.cache/otdistill: converted
+  models are shared with subprocess runs), and every local path the config reads (data, model sources)
+  are bind-mounted at the same path, so paths in the config and in KFP's artifact URIs mean the same inside
+  and outside (sources read-only);
+- steps run as the calling user's uid:gid, so what they write under the run directory stays the user's
+  (the image's own user, uid 10001, is what a cluster pod runs as; a bind mount is owned by the host user);
+- the pipeline run id and the offline / telemetry switches travel as environment (on a cluster the run id
+  comes from the pod's `pipeline/runid` label, see `cluster.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from otdistill.config import RunConfig
+from otdistill.models.cache import default_cache_dir
+from otdistill.steps.common import CACHE_ENV, RUN_ID_ENV
+
+# Host settings a step must see as the host process does (offline hub, MLflow client behaviour).
+PASSTHROUGH_ENV_PREFIXES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MLFLOW_", "TOKENIZERS_PARALLELISM")
+
+
+def local_paths(cfg: RunConfig) -> list[Path]:
+    """The existing local files and directories the config reads (bind-mounted read-only)."""
+    paths = []
+    for source in (cfg.data.source, cfg.teacher.source, cfg.student.source):
+        if not source or "://" in source or source.startswith("pypi:"):
+            continue
+        path = Path(source).expanduser()
+        if path.exists():
+            paths.append(path.resolve())
+    return paths
+
+
+def step_environment(pipeline_run_id: str, cache_dir: Path) -> dict[str, str]:
+    """Environment of every step container."""
+    env = {
+        RUN_ID_ENV: pipeline_run_id,
+        CACHE_ENV: str(cache_dir),
+        "HF_HOME": str(cache_dir / "huggingface"),
+        # The calling user's uid has no home in the image: caches that default to ~ go to /tmp.
+        "HOME": "/tmp",
+    }
+    for name, value in os.environ.items():
+        if name.startswith(PASSTHROUGH_ENV_PREFIXES):
+            env[name] = value
+    return env
+
+
+def docker_runner(cfg: RunConfig, run_dir: Path, pipeline_run_id: str) -> Any:
+    """A `kfp.local.DockerRunner` for `cfg`'s run in `run_dir` (see the module docstring)."""
+    from docker.types import Mount
+    from kfp import local
+
+    cache_dir = default_cache_dir().resolve()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    mounts = [Mount(target=str(p), source=str(p), type="bind") for p in (run_dir, cache_dir)]
+    mounts += [
+        Mount(target=str(p), source=str(p), type="bind", read_only=True)
+        for p in local_paths(cfg)
+        if not p.is_relative_to(run_dir)
+    ]
+    return local.DockerRunner(
+        network_mode="host",
+        user=f"{os.getuid()}:{os.getgid()}",
+        mounts=mounts,
+        environment=step_environment(pipeline_run_id, cache_dir),
+    )
