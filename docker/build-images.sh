@@ -72,13 +72,14 @@ if [ -z "${BASE_IMAGE:-}" ]; then
   BASE_IMAGE=$LOCAL_PYTHON_IMAGE
 fi
 
-# torch: the CPU wheel this machine's pip resolves (a local file here; `torch==2.13.0` from the index
-# inside a container would be the multi-GB CUDA build).
-if ! compgen -G "docker/wheelhouse/torch-2.13.0*.whl" >/dev/null; then
-  "$PYTHON" -m pip download -q --no-deps torch==2.13.0 -d docker/wheelhouse
+# torch: the CPU wheel, as this machine's pip finds it (a local wheel folder here; elsewhere set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). Asked for as +cpu, so that the multi-GB CUDA
+# build that PyPI serves for `torch==2.13.0` can never end up in the image.
+if ! compgen -G "docker/wheelhouse/torch-2.13.0+cpu-*.whl" >/dev/null; then
+  "$PYTHON" -m pip download -q --no-deps "torch==2.13.0+cpu" -d docker/wheelhouse
 fi
 
 build "$CPU_IMAGE" docker/Dockerfile.cpu --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg IMAGE_REF="$CPU_IMAGE" \
-  --build-arg TORCH_PIP_ARGS="--no-index --find-links /src/docker/wheelhouse"
+  --build-arg TORCH_PIP_ARGS="--find-links /src/docker/wheelhouse"
 build "$MLFLOW_IMAGE" docker/Dockerfile.mlflow --build-arg BASE_IMAGE="$BASE_IMAGE"
