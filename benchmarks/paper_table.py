@@ -369,10 +369,12 @@ def _stage_teacher(cfg_json: str, task_dir: str) -> dict[str, Any]:
 
 
 def _stage_cache(cfg_json: str, task_dir: str) -> dict[str, Any]:
-    from otdistill.steps.cache_teacher import cache_teacher
+    from otdistill.teacher_cache.step import cache_teacher_step
 
     d = Path(task_dir)
-    res, secs, rss = _timed(lambda: cache_teacher(cfg_json, d / "teacher", d / "data" / "train", d / "cache"))
+    res, secs, rss = _timed(
+        lambda: cache_teacher_step(cfg_json, d / "teacher", d / "data" / "train", d / "cache")
+    )
     return {"seconds": secs, "peak_rss_mb": rss, "examples": int(res["examples"])}
 
 
@@ -497,7 +499,7 @@ PRELOAD = [
     "mlflow.transformers",
     "otdistill.steps.prepare_data",
     "otdistill.steps.train_sft",
-    "otdistill.steps.cache_teacher",
+    "otdistill.teacher_cache.step",
     "otdistill.steps.distill_student",
     "otdistill.steps.evaluate",
 ]

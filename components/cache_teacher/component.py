@@ -13,7 +13,7 @@ def cache_teacher(
     teacher_cache: dsl.Output[dsl.Dataset],
 ) -> None:
     """Write the teacher's MultiLevelOT inputs for every training example, so distillation never loads it."""
-    from otdistill.steps.cache_teacher import cache_teacher as run_step
+    from otdistill.teacher_cache.step import cache_teacher_step as run_step
 
     teacher_cache.metadata.update(
         run_step(

@@ -10,7 +10,8 @@
     t = cache.for_batch(paired_batch, device)            # TeacherTopK, TeacherSortedProbs, mask
     loss(student_logits, t.topk, student_mask, t.mask)
 
-The whole cache step of a run (resolve, tokenise as training will, build) is `cache_teacher_for_run`.
+The whole cache step of a run (resolve, tokenise as training will, build) is `cache_teacher_for_run`; the
+pipeline's `cache_teacher` component calls it through `otdistill.teacher_cache.step.cache_teacher_step`.
 Format and the ULD approximation: docs/teacher_cache.md.
 """
 

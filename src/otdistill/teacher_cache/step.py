@@ -1,21 +1,27 @@
-"""The cache step of a run in one call: resolve the teacher, tokenise the data as training will, build.
+"""The cache step of a run: resolve the teacher, tokenise the data as training will, build the cache.
+
+`cache_teacher_for_run` is the one implementation (batching, device and dtype choice, identity); the
+pipeline's `cache_teacher` component calls `cache_teacher_step`, which reads the step's config and
+artifacts, calls it inside the step's MLflow run and returns the cache artifact's metadata.
 
 The teacher-side tokens must be exactly the ones training uses: `load_paired` cuts a too-long context to
 the same text for both models, so the student's tokenizer takes part even though only the teacher runs
 here. Examples are batched in order of teacher length (stable, so a resumed build sees the same batches)
-to keep padding, and so wasted teacher compute, small.
+to keep padding, and so wasted teacher compute, small; the cache is keyed by example id, so training
+reads it in any order and batch size.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from otdistill.data import DataConfig, PairedBatch, PairedCollator, PairedFeature, load_paired
-from otdistill.models import ModelSpec, load_model, load_tokenizer, resolve_model
+from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
 from otdistill.teacher_cache.identity import CacheIdentity
 
@@ -35,9 +41,23 @@ def length_sorted_batches(
     ]
 
 
+def run_device_and_dtype(device: str | None = None, dtype: str = "auto") -> tuple[str, str]:
+    """(device, dtype) the teacher runs in: CUDA when available; "auto" is bfloat16 on a CUDA device that
+    supports it, else float32 (the stored probabilities are computed in float32 either way)."""
+    run_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype != "auto":
+        return run_device, dtype
+    bf16 = run_device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return run_device, "bfloat16" if bf16 else "float32"
+
+
+def _resolved(model: ModelSpec | ResolvedModel, cache_dir: str | None) -> ResolvedModel:
+    return model if isinstance(model, ResolvedModel) else resolve_model(model, cache_dir=cache_dir)
+
+
 def cache_teacher_for_run(
-    teacher: ModelSpec,
-    student: ModelSpec,
+    teacher: ModelSpec | ResolvedModel,
+    student: ModelSpec | ResolvedModel,
     data: DataConfig,
     out_uri: str | os.PathLike[str],
     k: int = 50,
@@ -53,25 +73,26 @@ def cache_teacher_for_run(
 ) -> BuildResult:
     """Resolve both models, tokenise `data` for the pair, run the teacher and write the cache to `out_uri`.
 
-    device defaults to CUDA when available; dtype "auto" means bfloat16 on CUDA and float32 on CPU (the
-    stored probabilities are computed in float32 either way). The teacher's record (source, revision) and
-    the identity of the data and both tokenizers go into the manifest, so training can check it runs with
-    the teacher, data and tokenisation the cache was built from.
+    teacher / student: a spec to resolve, or an already resolved model (the pipeline step's teacher is a
+    Model artifact: a fine-tuned directory or a reference). device and dtype: `run_device_and_dtype`.
+    The teacher's record (source, revision) and the identity of the data and both tokenizers go into the
+    manifest, so training can check it runs with the teacher, data and tokenisation the cache was built
+    from. The result's manifest says what was stored (`count`, `settings.teacher`, `settings.data_sha256`).
     """
-    run_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    run_dtype = dtype if dtype != "auto" else ("bfloat16" if run_device.startswith("cuda") else "float32")
-    t_res = resolve_model(teacher, cache_dir=cache_dir)
-    s_res = resolve_model(student, cache_dir=cache_dir)
+    run_device, run_dtype = run_device_and_dtype(device, dtype)
+    t_res = _resolved(teacher, cache_dir)
+    s_res = _resolved(student, cache_dir)
     t_tok: Any = load_tokenizer(t_res)
     s_tok: Any = load_tokenizer(s_res)
     split = load_paired(data, t_tok, s_tok, progress=progress)
     batches = length_sorted_batches(split.features, PairedCollator.from_tokenizers(t_tok, s_tok), batch_size)
     logger.info(
-        "teacher cache: %d examples of %s/%s in %d batches, teacher %s@%s on %s (%s)",
+        "teacher cache: %d examples of %s/%s in %d batches, top-%d, teacher %s@%s on %s (%s)",
         len(split.features),
         data.task,
         data.split,
         len(batches),
+        k,
         t_res.source,
         t_res.revision,
         run_device,
@@ -92,3 +113,63 @@ def cache_teacher_for_run(
         progress=progress,
         identity=CacheIdentity.of(split.report.content_sha256, t_tok, s_tok),
     )
+
+
+def cache_teacher_step(
+    config_json: str, teacher_dir: str | Path, train_dir: str | Path, cache_dir: str | Path
+) -> dict[str, str]:
+    """The pipeline step `cache_teacher`: `cache_teacher_for_run` on the run's artifacts, in a step run.
+
+    config_json: the step's config sections (teacher, student, data, the loss' top_k / temperatures /
+    batch size / S3 endpoint, tracking); teacher_dir: the teacher Model artifact; train_dir: the
+    `prepare_data` snapshot of the training split; cache_dir: the output Dataset. Returns its metadata.
+    """
+    # Imported here: otdistill.config imports the training stack, which imports this package.
+    from otdistill.steps.common import (
+        load_step_config,
+        pipeline_run,
+        resolve_model_artifact,
+        setup_logging,
+        snapshot_data_config,
+        step_tags,
+    )
+    from otdistill.tracking.runs import step_run
+
+    setup_logging()
+    cfg = load_step_config(config_json)
+    loss = cfg.distill
+    parent = pipeline_run(cfg.tracking, cfg.name)
+    with step_run(parent, "cache_teacher", tags=step_tags(cfg)) as run:
+        teacher = resolve_model_artifact(teacher_dir)
+        run.log_params(
+            {
+                "k": loss.top_k,
+                "temperature": loss.temperature,
+                "sinkhorn_temperature": loss.sinkhorn_temperature,
+                "batch_size": loss.per_device_batch_size,
+                "teacher": teacher.source,
+            }
+        )
+        result = cache_teacher_for_run(
+            teacher,
+            cfg.student,
+            snapshot_data_config(cfg, train_dir, cfg.data.split),
+            Path(cache_dir),
+            k=loss.top_k,
+            temperatures=(loss.temperature, loss.sinkhorn_temperature),
+            batch_size=loss.per_device_batch_size,
+            endpoint_url=loss.s3_endpoint_url,
+            progress=False,
+        )
+        examples = result.manifest.count
+        run.log_params({"examples": examples})
+        run.log_metrics(
+            {"cache.shards_written": float(result.shards_written), "cache.examples": float(examples)}
+        )
+    return {
+        "uri": str(result.uri),
+        "k": str(loss.top_k),
+        "teacher_revision": result.manifest.settings.teacher.get("revision", ""),
+        "examples": str(examples),
+        "data_sha256": result.manifest.settings.data_sha256,
+    }
