@@ -23,10 +23,18 @@ from typing import Any
 
 from otdistill.config import RunConfig
 from otdistill.models.cache import default_cache_dir
+from otdistill.run_console import STEP_ENV
 from otdistill.steps.common import CACHE_ENV, RUN_ID_ENV
 
-# Host settings a step must see as the host process does (offline hub, MLflow client behaviour).
-PASSTHROUGH_ENV_PREFIXES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MLFLOW_", "TOKENIZERS_PARALLELISM")
+# Host settings a step must see as the host process does (offline hub, MLflow client behaviour, and the
+# run console's STEP_ENV: progress events, unbuffered output).
+PASSTHROUGH_ENV_PREFIXES = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "MLFLOW_",
+    "TOKENIZERS_PARALLELISM",
+    *STEP_ENV,
+)
 
 
 def local_paths(cfg: RunConfig) -> list[Path]:

@@ -6,6 +6,7 @@ Everything of a local run lives under one run directory (default `runs/<config n
     kfp-cache/    KFP's step cache: a re-run reuses every step whose inputs did not change
     mlflow.db     the MLflow tracking + registry store (SQLite)
     mlartifacts/  MLflow artifacts (configs, reports, the registered student)
+    logs/         one log per run: everything kfp.local and the steps printed (the terminal shows step lines)
     config.yaml   the config as run
 """
 
@@ -19,9 +20,11 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from otdistill.config import RunConfig
 from otdistill.pipelines.otdistill_pipeline import build_pipeline
+from otdistill.run_console import run_console
 from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
 from otdistill.tracking import TrackingConfig, configure_client
 from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
@@ -52,6 +55,7 @@ class LocalRunResult:
     status: str = ""
     reason: str = ""
     seconds: float = 0.0
+    log_path: Path | None = None
 
     def summary(self) -> str:
         lines = [f"otdistill run finished in {self.seconds / 60:.1f} min ({self.run_dir})", ""]
@@ -63,6 +67,7 @@ class LocalRunResult:
             f"  MLflow run:        {self.mlflow_run_id} (experiment {self.experiment_id})",
             f"  registered model:  {self.model_uri} -> {self.status}: {self.reason}",
             f"  champion:          {self.champion_uri}",
+            *([f"  step logs:         {self.log_path}"] if self.log_path else []),
             "",
             "  see it in the MLflow UI:",
             f"    mlflow ui --backend-store-uri {self.tracking_uri}"
@@ -140,12 +145,19 @@ RUNNERS = ("subprocess", "docker")
 
 
 def run_local(
-    cfg: RunConfig, run_dir: str | Path | None = None, *, fresh: bool = False, runner: str = "subprocess"
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    fresh: bool = False,
+    runner: str = "subprocess",
+    terminal: TextIO | None = None,
 ) -> LocalRunResult:
     """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced.
 
     runner: "subprocess" runs each step as a child process of this one (this environment's packages);
       "docker" runs each step in the project's CPU image (`containers.py`, built by docker/build-images.sh).
+    terminal: where the step lines go (default: stdout); everything kfp.local and the steps print goes to
+      `logs/<pipeline run id>.log` under the run directory (`otdistill.run_console`).
     """
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
@@ -158,38 +170,42 @@ def run_local(
     cfg = local_config(cfg, root)
     (root / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     artifact_root = root / "mlartifacts"
-    experiment_id = _ensure_experiment(cfg.tracking, artifact_root)
     pipeline_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    # Every step finds the parent MLflow run by this id (on clusters it comes from the pod label).
-    os.environ[RUN_ID_ENV] = pipeline_run_id
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if runner == "docker":
-        from otdistill.pipelines.containers import docker_runner
+    log_path = root / "logs" / f"{pipeline_run_id}.log"
+    with run_console(log_path, pipeline_run_id, terminal=terminal) as console:
+        experiment_id = _ensure_experiment(cfg.tracking, artifact_root)
+        # Every step finds the parent MLflow run by this id (on clusters it comes from the pod label).
+        os.environ[RUN_ID_ENV] = pipeline_run_id
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if runner == "docker":
+            from otdistill.pipelines.containers import docker_runner
 
-        kfp_runner = docker_runner(cfg, root, pipeline_run_id)
-    else:
-        kfp_runner = local.SubprocessRunner(use_venv=False)
-    local.init(
-        runner=kfp_runner,
-        pipeline_root=str(root / "kfp"),
-        raise_on_error=True,
-        enable_caching=cfg.steps.enable_caching and not fresh,
-        cache_root=str(root / "kfp-cache"),
-    )
-    log.info("local run %s in %s (MLflow: %s)", pipeline_run_id, root, cfg.tracking.tracking_uri)
-    pipeline = build_pipeline(cfg)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        pipeline()
-    result = LocalRunResult(
-        run_dir=root,
-        tracking_uri=cfg.tracking.tracking_uri,
-        artifact_root=artifact_root,
-        pipeline_run_id=pipeline_run_id,
-        mlflow_run_id="",
-        experiment_id=experiment_id,
-        metric=cfg.tracking.promotion_metric,
-    )
-    _collect(result, cfg.tracking)
+            kfp_runner = docker_runner(cfg, root, pipeline_run_id)
+        else:
+            kfp_runner = local.SubprocessRunner(use_venv=False)
+        local.init(
+            runner=kfp_runner,
+            pipeline_root=str(root / "kfp"),
+            raise_on_error=True,
+            enable_caching=cfg.steps.enable_caching and not fresh,
+            cache_root=str(root / "kfp-cache"),
+        )
+        log.info("local run %s in %s (MLflow: %s)", pipeline_run_id, root, cfg.tracking.tracking_uri)
+        pipeline = build_pipeline(cfg)
+        console.expect_steps(pipeline)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            pipeline()
+        result = LocalRunResult(
+            run_dir=root,
+            tracking_uri=cfg.tracking.tracking_uri,
+            artifact_root=artifact_root,
+            pipeline_run_id=pipeline_run_id,
+            mlflow_run_id="",
+            experiment_id=experiment_id,
+            metric=cfg.tracking.promotion_metric,
+            log_path=log_path,
+        )
+        _collect(result, cfg.tracking)
     result.seconds = time.monotonic() - started
     return result

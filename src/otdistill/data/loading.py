@@ -14,8 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from otdistill.data.config import DataConfig
 from otdistill.data.errors import DataValidationError, RowIssue, RowValidationError
 from otdistill.data.examples import Example
@@ -24,6 +22,7 @@ from otdistill.data.report import MAX_RECORDED_ISSUES, DataReport
 from otdistill.data.sources import iter_rows
 from otdistill.data.tasks import FieldTask, Task, get_task, list_tasks, register_task
 from otdistill.data.tokenization import PairedFeature, PairEncoder
+from otdistill.progress import progress_bar as tqdm
 
 log = logging.getLogger(__name__)
 

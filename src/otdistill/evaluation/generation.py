@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-from tqdm.auto import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 
 from otdistill.data.tokenization import special_prefix_ids
+from otdistill.progress import progress_bar as tqdm
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from otdistill.models.cache import publish_once, read_marker
 from otdistill.models.spec import ModelSourceError
+from otdistill.progress import progress_bar as tqdm
 
 logger = logging.getLogger(__name__)
 

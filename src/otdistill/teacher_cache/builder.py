@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from otdistill.data import PairedBatch, SideBatch, response_logits
 from otdistill.losses import MultiLevelOTLoss, teacher_sorted_probs
+from otdistill.progress import progress_bar as tqdm
 from otdistill.teacher_cache.format import (
     BUILD,
     FORMAT,

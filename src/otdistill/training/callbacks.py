@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from otdistill.progress import progress_bar as tqdm
 
 # Keys of a training log that are worth a metric (the Trainer's end-of-run summary has others).
 BAR_KEYS: tuple[str, ...] = (
