@@ -1,9 +1,11 @@
 """Apply a RunConfig's `cluster` section to one pipeline task with kfp / kfp-kubernetes.
 
 GPU steps get accelerators, node selector, tolerations, retries with backoff; every step gets its
-resources, a timeout (active_deadline_seconds), the credential secrets as environment, the model-cache PVC
-and the pipeline run id as an environment variable (from the pod's `pipeline/runid` label: steps find their
-MLflow parent run by it without taking it as an input, which would defeat step caching).
+resources, a timeout (active_deadline_seconds), the credential secrets as environment, the deployed MLflow
+server's URI from the tracking ConfigMap, the model-cache PVC and the pipeline run id as an environment
+variable (from the pod's `pipeline/runid` label: steps find their MLflow parent run by it without taking it
+as an input, which would defeat step caching). Every object named here must exist in the namespace the run
+uses: tests/infra/test_cluster_contract.py checks the shipped configs against manifests/.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from otdistill.config import ClusterConfig, Resources
 from otdistill.steps.common import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
 
 RUN_ID_LABEL = "metadata.labels['pipeline/runid']"
+# The key of `cluster.tracking_config_map` a step reads (otdistill.tracking.TrackingConfig falls back to it).
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 def _resources(task: Any, res: Resources) -> None:
@@ -64,6 +68,12 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
     for secret in cluster.secrets:
         kubernetes.use_secret_as_env(
             task, secret_name=secret.name, secret_key_to_env=dict(secret.keys), optional=secret.optional
+        )
+    if cluster.tracking_config_map:
+        kubernetes.use_config_map_as_env(
+            task,
+            config_map_name=cluster.tracking_config_map,
+            config_map_key_to_env={TRACKING_URI_ENV: TRACKING_URI_ENV},
         )
     if cluster.model_cache_pvc:
         kubernetes.mount_pvc(task, pvc_name=cluster.model_cache_pvc, mount_path=cluster.model_cache_path)

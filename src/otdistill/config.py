@@ -256,6 +256,9 @@ class ClusterConfig:
       resolved / converted models and hub downloads are shared across steps and runs.
     service_account: the Kubernetes service account the run's pods use (`otdistill-runner` in
       `manifests/`, least-privilege RBAC); `otdistill submit --service-account` overrides it.
+    tracking_config_map: a ConfigMap whose `MLFLOW_TRACKING_URI` every step gets as environment
+      (`otdistill-tracking` in `manifests/`: the deployed MLflow server). `tracking.tracking_uri` wins over
+      it; an empty one falls back to it. None: no ConfigMap (the steps then need `tracking.tracking_uri`).
     """
 
     image: str = images.CPU
@@ -282,6 +285,7 @@ class ClusterConfig:
     model_cache_pvc: str | None = None
     model_cache_path: str = "/cache"
     service_account: str | None = "otdistill-runner"
+    tracking_config_map: str | None = "otdistill-tracking"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.gpu_steps) - set(STEP_NAMES))
