@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt models-requirements.txt
+$(STAMP): pyproject.toml requirements.txt constraints.txt models-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and exactly: any other spec makes pip fetch a multi-GB CUDA build.

