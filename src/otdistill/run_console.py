@@ -178,9 +178,11 @@ class RunConsole:
                 self._log = None
 
     def expect_steps(self, pipeline: Any) -> None:
-        """Number the step lines: `pipeline` is the kfp pipeline (its compiled spec lists the tasks)."""
+        """Number the step lines: `pipeline` is the kfp pipeline (its compiled spec lists the tasks, those
+        inside an exit handler's sub-DAG included)."""
         try:
-            self.total = len(pipeline.pipeline_spec.root.dag.tasks)
+            spec = pipeline.pipeline_spec
+            self.total = _count_tasks(spec.root.dag, spec.components)
         except AttributeError:
             self.total = None
 
@@ -325,13 +327,23 @@ class RunConsole:
                 self._say(f"{self._label(step)} interrupted after {seconds:.0f} s")
             else:
                 error, headline = error_excerpt(list(self._tail))
-                self.failed = (step.name, error, headline)
+                if self.failed is None:  # the first failure is the run's (an exit handler may fail after it)
+                    self.failed = (step.name, error, headline)
                 self.note(f"step {step.name} FAILED after {seconds:.0f} s")
                 self._say(f"{self._label(step)} FAILED after {seconds:.0f} s")
                 pad = " " * (len(self._label(step)) + 1)
                 for line in error:
                     self._say(f"{pad}{line}")
                 self._say(f"{pad}(everything it printed: {_display_path(self.log_path)})")
+
+
+def _count_tasks(dag: Any, components: Any) -> int:
+    """The container tasks of a compiled DAG, counting through sub-DAGs (exit handlers, conditions)."""
+    total = 0
+    for task in dag.tasks.values():
+        component = components[task.component_ref.name]
+        total += _count_tasks(component.dag, components) if component.HasField("dag") else 1
+    return total
 
 
 def _is_tty(stream: Any) -> bool:
