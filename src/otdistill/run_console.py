@@ -99,23 +99,28 @@ class _Bar:
 
     event: dict[str, Any]
     logged_at: float
+    received_at: float
 
-    def meter(self, width: int | None, ascii_only: bool) -> str:
+    def meter(self, width: int | None, ascii_only: bool, *, live: bool = False) -> str:
         """The bar as tqdm draws it: filling `width` when it all fits, else a short bar and the text cut at
-        `width` (the postfix of a training bar is long); `width` None: a short bar, nothing cut."""
-        full = self._format(None, ascii_only)
+        `width` (the postfix of a training bar is long); `width` None: a short bar, nothing cut. `live`: the
+        elapsed time runs on from the event's (a training step can take minutes between events)."""
+        elapsed = float(self.event.get("elapsed") or 0.0)
+        if live:
+            elapsed += time.monotonic() - self.received_at
+        full = self._format(None, ascii_only, elapsed)
         if width is None:
             return full
-        return self._format(width, ascii_only) if len(full) <= width else full[:width]
+        return self._format(width, ascii_only, elapsed) if len(full) <= width else full[:width]
 
-    def _format(self, ncols: int | None, ascii_only: bool) -> str:
+    def _format(self, ncols: int | None, ascii_only: bool, elapsed: float) -> str:
         e = self.event
         try:
             return str(
                 tqdm.format_meter(
                     n=e.get("n") or 0,
                     total=e.get("total"),
-                    elapsed=float(e.get("elapsed") or 0.0),
+                    elapsed=elapsed,
                     ncols=ncols,
                     prefix=str(e.get("desc") or ""),
                     ascii=True if ascii_only else None,
@@ -221,8 +226,8 @@ class RunConsole:
         key = str(event["id"])
         bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[key] = _Bar(event, logged_at=now)
-        bar.event = event
+            bar = self._bars[key] = _Bar(event, logged_at=now, received_at=now)
+        bar.event, bar.received_at = event, now
         if event.get("done"):
             self._bars.pop(key, None)
         if event.get("done") or now - bar.logged_at >= LOG_BAR_INTERVAL_S:
@@ -260,7 +265,7 @@ class RunConsole:
         elapsed = time.monotonic() - step.started
         head = f"{self._label(step)} {int(elapsed) // 60}:{int(elapsed) % 60:02d}  "
         bar = next(reversed(self._bars.values()), None)
-        tail = bar.meter(width - len(head), self.ascii_only) if bar is not None else "running"
+        tail = bar.meter(width - len(head), self.ascii_only, live=True) if bar is not None else "running"
         text = (head + tail)[:width]
         try:
             self.terminal.write("\r\x1b[K" + text)
