@@ -418,17 +418,20 @@ def _stage_reference(cfg_json: str, task_dir: str, row: str, out_dir: str) -> di
 
 
 def _register(
-    cfg_json: str, row: str, seed: int, model_dir: Path, result: Mapping[str, Any]
+    cfg_json: str, row: str, seed: int, model_dir: Path, validation_dir: Path, result: Mapping[str, Any]
 ) -> dict[str, str]:
-    """Log the trained student (mlflow.transformers, explicit pip requirements) under the task's parent
-    run, with the row's whole config, and register it as `<benchmark>-<task>-<row>` (one version a seed)."""
+    """Log the trained student (the served pyfunc of `log_student_model`, explicit pip requirements) under
+    the task's parent run, with the row's whole config, and register it as `<benchmark>-<task>-<row>` (one
+    version a seed); its input example is the first validation row."""
     import mlflow
 
     from otdistill.config import RunConfig
-    from otdistill.steps.common import pipeline_run, read_model_info, step_tags
+    from otdistill.steps.common import pipeline_run, read_model_info, snapshot_data_config, step_tags
     from otdistill.tracking import log_student_model, step_run
+    from otdistill.tracking.serving import data_input_example
 
     cfg = RunConfig.from_json(cfg_json)
+    task, example = data_input_example(snapshot_data_config(cfg, validation_dir, cfg.validation.split))
     name = f"{cfg.name}-{row}".replace("_", "-")
     parent = pipeline_run(cfg.tracking, cfg.name)
     tags = {
@@ -443,7 +446,12 @@ def _register(
         run.log_dict(cfg.to_dict(), "config.yaml")
         info = read_model_info(model_dir)
         model_info = log_student_model(
-            run, model_dir, metadata={**{k: str(v) for k, v in info.items()}, "row": row, "seed": str(seed)}
+            run,
+            model_dir,
+            task=task,
+            input_example=example,
+            eval_config=cfg.eval,
+            metadata={**{k: str(v) for k, v in info.items()}, "row": row, "seed": str(seed)},
         )
         mv = mlflow.register_model(
             model_info.model_uri, name, await_registration_for=cfg.tracking.request_timeout_s, tags=tags
@@ -479,7 +487,7 @@ def _stage_student(
         "global_step": int(res.metrics["global_step"]),
     }
     result.update(_evaluate_one(cfg_json, d, row, model_dir, out))
-    result.update(_register(cfg_json, row, seed, model_dir, result))
+    result.update(_register(cfg_json, row, seed, model_dir, val, result))
     if not keep_model:  # the registered copy in mlartifacts is the durable one; ~0.5 GB each in fp32
         shutil.rmtree(model_dir)
     return result
@@ -496,7 +504,7 @@ PRELOAD = [
     "torch",
     "transformers",
     "mlflow",
-    "mlflow.transformers",
+    "mlflow.pyfunc",
     "otdistill.steps.prepare_data",
     "otdistill.steps.train_sft",
     "otdistill.teacher_cache.step",
@@ -1048,8 +1056,9 @@ def write_report(
         "",
         f"MLflow store: `sqlite:///{plan.run_dir / 'mlflow.db'}`, "
         f"artifacts `{plan.run_dir / 'mlartifacts'}`; "
-        'load one with `mlflow.transformers.load_model("models:/<name>/<version>")` after '
-        "`mlflow.set_tracking_uri(...)`, or re-score it with `otdistill.evaluation.evaluate_model`.",
+        'load one with `mlflow.pyfunc.load_model("models:/<name>/<version>")` (it answers raw task '
+        "inputs) after `mlflow.set_tracking_uri(...)`, or re-score it with "
+        "`otdistill.evaluation.evaluate_model`.",
         "",
         "## Exact configs",
         "",

@@ -65,7 +65,12 @@ def log_student_run(config: TrackingConfig, student_dir: Path, rouge: float) -> 
     ):
         log_lineage(parent, LINEAGE)
         step.log_metrics({"rougeLsum": rouge})
-        info = log_student_model(step, student_dir)
+        info = log_student_model(
+            step,
+            student_dir,
+            task="dialogsum",
+            input_example={"dialogue": "#Person1#: Hi.\n#Person2#: Hello."},
+        )
     return step.run_id, info.model_uri
 
 

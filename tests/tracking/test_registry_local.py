@@ -23,6 +23,8 @@ from otdistill.tracking import (
 )
 from otdistill.tracking.registry import STATUS_TAG
 
+DIALOGUE = {"dialogue": "#Person1#: Hello, how are you?\n#Person2#: Fine, thanks."}
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -39,11 +41,11 @@ def logged(store: Path, tiny_pair: tuple[Path, Path]) -> tuple[str, str, Trackin
         race_settle_s=0.0,
     )
     with start_pipeline_run(config, "local") as parent, step_run(parent, "register") as step:
-        info = log_student_model(step, tiny_pair[1])
+        info = log_student_model(step, tiny_pair[1], task="dialogsum", input_example=DIALOGUE)
     return step.run_id, info.model_uri, config
 
 
-def test_logged_student_has_a_signature_with_generation_params(
+def test_logged_student_takes_the_raw_input_with_the_evaluation_params(
     logged: tuple[str, str, TrackingConfig],
 ) -> None:
     import mlflow
@@ -53,7 +55,8 @@ def test_logged_student_has_a_signature_with_generation_params(
     signature = mlflow.models.get_model_info(model_uri).signature
     assert signature is not None and signature.params is not None
     params = {p.name: p.default for p in signature.params.params}
-    assert params["max_new_tokens"] == 128 and params["do_sample"] is False
+    assert params == {"max_new_tokens": 128, "max_prompt_tokens": 1024, "batch_size": 16}  # EvalConfig()
+    assert signature.inputs.input_names() == ["dialogue"]
     assert signature.inputs.input_types()[0].name == "string"
 
 
@@ -120,6 +123,6 @@ def test_resolve_alias_errors_and_model_logging_outside_step(
         resolve_alias("never-registered", "champion", base, tmp_path)
     with start_pipeline_run(base, "outside") as parent:
         with pytest.raises(TrackingError, match="inside the step_run block"):
-            log_student_model(parent, tiny_pair[1])
+            log_student_model(parent, tiny_pair[1], task="dialogsum", input_example=DIALOGUE)
         with step_run(parent, "s") as step, pytest.raises(FileNotFoundError, match="not a Hugging Face"):
-            log_student_model(step, tmp_path)
+            log_student_model(step, tmp_path, task="dialogsum", input_example=DIALOGUE)

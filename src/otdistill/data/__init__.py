@@ -41,6 +41,8 @@ from otdistill.data.tasks import (
     list_tasks,
     register_task,
     register_tasks_from_yaml,
+    task_from_dict,
+    task_to_dict,
 )
 from otdistill.data.tokenization import (
     PairedFeature,
@@ -89,5 +91,7 @@ __all__ = [
     "resolve_task",
     "response_logits",
     "special_prefix_ids",
+    "task_from_dict",
+    "task_to_dict",
     "tokenize_pair_split",
 ]

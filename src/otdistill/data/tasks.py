@@ -12,10 +12,16 @@ A user adds a task without touching the trainer, in one of two ways:
 
 Either is passed to `register_task`; `get_task(name)` returns it. `to_example` validates as it reads: a
 missing, empty or wrongly typed field raises `RowValidationError` naming the row index and the field.
+
+`to_input` is the prompt half of `to_example`: the example built from a task's `input_fields` alone (no
+response, no references), which is what a served student is given. `task_to_dict` / `task_from_dict`
+record a task with a logged model and rebuild it where the model is served (a `FieldTask` by its spec, a
+`Task` subclass by its import path).
 """
 
 from __future__ import annotations
 
+import importlib
 import string
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -69,10 +75,29 @@ class Task(ABC):
     metric: str
     id_field: str | Sequence[str] | None = None
     source_fields: Mapping[str, str] = {}
+    #: The row fields a prompt is built from, in order: what a served model of this task takes as input.
+    input_fields: Sequence[str] = ()
 
     @abstractmethod
     def to_example(self, row: Mapping[str, Any], index: int) -> Example:
         """Build one example from `row` (the `index`-th row of its source); `RowValidationError` if bad."""
+
+    def to_input(self, row: Mapping[str, Any], index: int = 0) -> Example:
+        """The example `to_example` would build, from the `input_fields` of `row` alone: empty response, no
+        references. Its prompt (`otdistill.data.build_prompt`) is the one training and evaluation use.
+
+        A `Task` subclass whose students are served overrides this and sets `input_fields`.
+        """
+        raise NotImplementedError(
+            f"task {self.name!r} ({type(self).__name__}) cannot build a prompt from raw inputs: "
+            "set input_fields and implement to_input"
+        )
+
+    def input_id(self, row: Mapping[str, Any], index: int) -> str:
+        """`example_id` when the row has its id field, else the index (a served input need not carry one)."""
+        if self.id_field is None or self.id_field_of(row) not in row:
+            return str(index)
+        return self.example_id(row, index)
 
     def id_field_of(self, row: Mapping[str, Any]) -> str:
         """The field that gives this row its id ("<index>" without an id field; all candidates if none)."""
@@ -144,6 +169,8 @@ class FieldTask(Task):
         if not self.instruction.strip() and self.context_field is None:
             raise ValueError(f"task {self.name!r}: give an 'instruction' template or a 'context_field'")
         self._instruction_fields = [f for _, f, _, _ in string.Formatter().parse(self.instruction) if f]
+        context = [self.context_field] if self.context_field else []
+        self.input_fields = list(dict.fromkeys([*self._instruction_fields, *context]))
         self.source_fields = {
             "context": self.context_field or "context",
             "response": "|".join(self.response_fields),  # which one depends on the row
@@ -167,11 +194,24 @@ class FieldTask(Task):
             kwargs["reference_fields"] = [kwargs["reference_fields"]]
         return cls(**kwargs)
 
-    def to_example(self, row: Mapping[str, Any], index: int) -> Example:
-        ex_id = self.example_id(row, index)
+    def to_dict(self) -> dict[str, Any]:
+        """The spec `from_dict` reads back into an equal task."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def _prompt_parts(self, row: Mapping[str, Any], index: int) -> tuple[str, str]:
         values = {name: text_field(row, index, name) for name in self._instruction_fields}
         instruction = self.instruction.format(**values)
         context = text_field(row, index, self.context_field) if self.context_field else ""
+        return instruction, context
+
+    def to_input(self, row: Mapping[str, Any], index: int = 0) -> Example:
+        ex_id = self.input_id(row, index)
+        instruction, context = self._prompt_parts(row, index)
+        return Example(ex_id, instruction, context, "", [])
+
+    def to_example(self, row: Mapping[str, Any], index: int) -> Example:
+        ex_id = self.example_id(row, index)
+        instruction, context = self._prompt_parts(row, index)
         present = [f for f in self.response_fields if f in row and row[f] is not None]
         if not present:
             raise RowValidationError.make(
@@ -203,11 +243,17 @@ class QEDTask(Task):
         "context": "paragraph_text",
         "response": "original_nq_answers",
     }
+    input_fields = ("question_text", "paragraph_text")
+
+    def to_input(self, row: Mapping[str, Any], index: int = 0) -> Example:
+        ex_id = self.input_id(row, index)
+        question = text_field(row, index, "question_text")
+        paragraph = text_field(row, index, "paragraph_text")
+        return Example(ex_id, question, paragraph, "", [])
 
     def to_example(self, row: Mapping[str, Any], index: int) -> Example:
         ex_id = self.example_id(row, index)
-        question = text_field(row, index, "question_text")
-        paragraph = text_field(row, index, "paragraph_text")
+        prompt = self.to_input(row, index)
         answers = row.get("original_nq_answers")
         if answers is None:
             raise RowValidationError.make(index, "original_nq_answers", "missing", "field is missing")
@@ -231,7 +277,7 @@ class QEDTask(Task):
         references = _non_empty_distinct(strings)
         if not references:
             raise RowValidationError.make(index, "original_nq_answers", "empty", "no non-empty answer string")
-        return Example(ex_id, question, paragraph, references[0], references)
+        return Example(ex_id, prompt.instruction, prompt.context, references[0], references)
 
 
 DIALOGSUM = FieldTask(
@@ -300,6 +346,32 @@ def get_task(name: str) -> Task:
 
 def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def task_to_dict(task: Task) -> dict[str, Any]:
+    """A JSON-able record of `task` that `task_from_dict` rebuilds in another process: a `FieldTask` as its
+    spec (``{"name", "spec"}``), any other task as the import path of its class (``{"name", "class"}``,
+    which must build it without arguments)."""
+    if isinstance(task, FieldTask):
+        return {"name": task.name, "spec": task.to_dict()}
+    cls = type(task)
+    return {"name": task.name, "class": f"{cls.__module__}:{cls.__qualname__}"}
+
+
+def task_from_dict(record: Mapping[str, Any]) -> Task:
+    """The task `task_to_dict` recorded (not registered: a served model must not change the registry)."""
+    if "spec" in record:
+        return FieldTask.from_dict(record["spec"])
+    if "class" not in record:
+        raise ValueError(f"task record {dict(record)!r} has neither a 'spec' nor a 'class'")
+    module, _, qualname = str(record["class"]).partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    task = obj()
+    if not isinstance(task, Task) or task.name != record.get("name", task.name):
+        raise ValueError(f"{record['class']} does not build the task {record.get('name')!r}")
+    return task
 
 
 for _builtin in (DIALOGSUM, FAIRYTALEQA, QEDTask()):

@@ -16,6 +16,7 @@ from otdistill.evaluation.evaluate import (
     PreparedPrompts,
     compare_models,
     evaluate_model,
+    generate_answers,
     load_model_ref,
     prepare_prompts,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "PreparedPrompts",
     "compare_models",
     "evaluate_model",
+    "generate_answers",
     "greedy_generate",
     "is_registry_uri",
     "load_model_ref",

@@ -27,7 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from otdistill.data import Example, RowValidationError, SideEncoder, Task, build_prompt, encode_pair, get_task
-from otdistill.evaluation.generation import greedy_generate
+from otdistill.evaluation.generation import Generation, greedy_generate
 from otdistill.evaluation.metrics import has_reference, metric_keys, score
 from otdistill.evaluation.registry import is_registry_uri, resolve_registered_model
 from otdistill.evaluation.report import write_html
@@ -202,6 +202,35 @@ def prepare_prompts(
     return out
 
 
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    config: EvalConfig,
+    *,
+    desc: str = "generate",
+) -> tuple[PreparedPrompts, Generation]:
+    """The evaluation's answers to `examples`: their prompts (`prepare_prompts`, cut to
+    `config.max_prompt_tokens`), greedy-decoded with `config.max_new_tokens` and `config.batch_size`,
+    stopping at the model's end-of-turn token. ``generation.texts[i]`` answers ``prepared.examples[i]``
+    (new tokens only); rows that cannot fit are in ``prepared.skipped``. A served student answers with
+    this same function (`otdistill.tracking.serving`)."""
+    prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens)
+    if not prepared.ids:
+        return prepared, Generation([], [], [], [], 0.0)
+    gen = greedy_generate(
+        model,
+        tokenizer,
+        prepared.ids,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        show_progress=config.progress,
+        extra_stop_ids=[SideEncoder(tokenizer).end_id],
+        desc=desc,
+    )
+    return prepared, gen
+
+
 def _log_to_mlflow(result: EvalResult, files: Mapping[str, Path]) -> None:
     import mlflow
 
@@ -242,25 +271,14 @@ def evaluate_model(
         )
 
     model, tokenizer, record = load_model_ref(model_ref, config)
-    prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens)
-    examples, prompts, truncated = prepared.examples, prepared.ids, prepared.truncated
+    prepared, gen = generate_answers(model, tokenizer, examples, config, desc=f"generate {label}")
+    examples, truncated = prepared.examples, prepared.truncated
     skipped.update(prepared.skipped)
     named = (named + prepared.skipped_rows)[:MAX_RECORDED_SKIPS]
     if not examples:
         raise ValueError(
             f"{label}: no row of {task_obj.name} can be scored; skipped by reason: {dict(skipped)}"
         )
-
-    gen = greedy_generate(
-        model,
-        tokenizer,
-        prompts,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size,
-        show_progress=config.progress,
-        extra_stop_ids=[SideEncoder(tokenizer).end_id],
-        desc=f"generate {label}",
-    )
     records = [
         PredictionRecord(
             id=ex.id,

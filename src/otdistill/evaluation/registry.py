@@ -2,12 +2,14 @@
 
 A scheduled run re-scores "the current champion": the alias is resolved to a model version once, at the
 start, and that exact version is downloaded and recorded, so the run is reproducible even if the alias
-moves while it runs. Students are logged with ``mlflow.transformers.log_model``, whose artifact layout keeps
-the weights (``config.json``, safetensors) in ``model/`` (the ``model_binary`` of the MLmodel's
-``transformers`` flavour) and the tokenizer in ``components/tokenizer/``; we merge the two into one
-directory, which is what `otdistill.models.load_model` / `load_tokenizer` expect. A version logged with
-``save_pretrained=False`` holds only a reference to a hub model; it is resolved through
-`otdistill.models.resolve_model` with the pinned hub revision recorded in the MLmodel.
+moves while it runs. Students are logged by `otdistill.tracking.log_student_model` as MLflow pyfunc models
+(`otdistill.tracking.serving.StudentModel`) whose Hugging Face directory (config, safetensors, tokenizer) is
+the pyfunc artifact `HF_ARTIFACT`; `hf_dir_of` finds it through the MLmodel, and it is what
+`otdistill.models.load_model` / `load_tokenizer` expect. Versions logged before that, with
+``mlflow.transformers.log_model``, keep the weights in ``model/`` (the ``model_binary`` of the
+``transformers`` flavour) and the tokenizer in ``components/tokenizer/``; `assemble_hf_dir` merges the two.
+Such a version logged with ``save_pretrained=False`` holds only a reference to a hub model; it is resolved
+through `otdistill.models.resolve_model` with the pinned hub revision recorded in the MLmodel.
 
 Downloads are cached per (registry URI, model name, version): a registered version never changes.
 """
@@ -66,14 +68,28 @@ def parse_registry_uri(uri: str) -> RegistryRef:
     return RegistryRef(match["name"], match["alias"], match["version"])
 
 
-def _hf_dir_of(root: Path, source: str) -> Path:
-    """The directory holding config.json and safetensors: the MLmodel's model_binary, else a search."""
+#: The pyfunc artifact of a logged student that holds its Hugging Face directory.
+HF_ARTIFACT = "hf"
+
+
+def _flavors(root: Path) -> dict[str, Any]:
     mlmodel = root / "MLmodel"
-    if mlmodel.is_file():
-        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("transformers", {})
-        binary = flavor.get("model_binary")
-        if binary and (root / binary / "config.json").is_file():
-            return root / str(binary)
+    if not mlmodel.is_file():
+        return {}
+    return dict((yaml.safe_load(mlmodel.read_text()) or {}).get("flavors") or {})
+
+
+def hf_dir_of(root: Path, source: str) -> Path:
+    """The directory of a downloaded MLflow model (`root`) that holds config.json and the safetensors: the
+    student's `HF_ARTIFACT`, else a transformers flavour's ``model_binary``, else a search."""
+    flavors = _flavors(root)
+    artifacts = (flavors.get("python_function") or {}).get("artifacts") or {}
+    hf = (artifacts.get(HF_ARTIFACT) or {}).get("path")
+    if hf and (root / str(hf) / "config.json").is_file():
+        return root / str(hf)
+    binary = (flavors.get("transformers") or {}).get("model_binary")
+    if binary and (root / str(binary) / "config.json").is_file():
+        return root / str(binary)
     candidates = sorted(p.parent for p in root.rglob("config.json") if any(p.parent.glob("*.safetensors")))
     if not candidates:
         raise ModelSourceError(f"{source}: no directory with config.json and *.safetensors in its artifacts")
@@ -81,21 +97,17 @@ def _hf_dir_of(root: Path, source: str) -> Path:
 
 
 def _hub_reference(root: Path) -> tuple[str, str | None] | None:
-    mlmodel = root / "MLmodel"
-    if not mlmodel.is_file():
-        return None
-    flavor: dict[str, Any] = (
-        (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("transformers", {})
-    )
+    flavor: dict[str, Any] = _flavors(root).get("transformers") or {}
     if flavor.get("model_binary") and (root / str(flavor["model_binary"])).exists():
         return None
     name = flavor.get("source_model_name")
     return (str(name), flavor.get("source_model_revision")) if name else None
 
 
-def _assemble(download: Path, target: Path, source: str) -> None:
-    """Move the weights directory and the tokenizer files of an MLflow transformers model into `target`."""
-    hf = _hf_dir_of(download, source)
+def assemble_hf_dir(download: Path, target: Path, source: str) -> None:
+    """Move the Hugging Face directory of a downloaded logged student (`hf_dir_of`) to `target`, with the
+    tokenizer files of a transformers-flavour version merged in, and a copy of the MLmodel."""
+    hf = hf_dir_of(download, source)
     shutil.move(str(hf), str(target))
     tokenizer_dir = download / "components" / "tokenizer"
     if tokenizer_dir.is_dir():
@@ -148,7 +160,7 @@ def resolve_registered_model(
         if hub is not None:  # weights not saved with the version: keep only its MLmodel as the reference
             shutil.copy2(download / "MLmodel", tmp / "MLmodel")
         else:
-            _assemble(download, tmp / "hf", uri)
+            assemble_hf_dir(download, tmp / "hf", uri)
         shutil.rmtree(download)
 
     logger.info("resolving %s -> %s (version %s)", uri, pinned, version)

@@ -45,13 +45,13 @@ from otdistill.tracking import (
     PipelineRun,
     TrackingConfig,
     configure_client,
-    finish_pipeline_run,
     log_lineage,
     log_student_model,
 )
 from otdistill.tracking import register_and_promote as tracking_register
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
 from otdistill.tracking.runs import STEP_TAG, step_run
+from otdistill.tracking.serving import data_input_example
 
 log = logging.getLogger(__name__)
 
@@ -273,10 +273,18 @@ def register_and_promote(
     log.info("gate: %s", gate.reason)
     info = read_model_info(student_dir)
     lineage = _lineage(cfg, scores, data_hash)
+    task, example = data_input_example(snapshot_data_config(cfg, validation_dir, cfg.validation.split))
     with step_run(parent, STEP, tags=step_tags(cfg)) as run:
         log_lineage(run, lineage)
         log_lineage(parent, lineage)
-        model_info = log_student_model(run, student_dir, metadata={k: str(v) for k, v in info.items()})
+        model_info = log_student_model(
+            run,
+            student_dir,
+            task=task,
+            input_example=example,
+            eval_config=cfg.eval,
+            metadata={k: str(v) for k, v in info.items()},
+        )
         if gate.beats_baseline and champion_mv is not None and champion is not None:
             # Hand the tracking gate the champion's score on *this* data (see the module doc).
             key = METRIC_TAG_PREFIX + metric
@@ -326,14 +334,14 @@ def _finish(
     parent: PipelineRun, result: RegisterResult, scores: dict[str, Any], decision_path: str | Path
 ) -> None:
     """Record the outcome and the scores on the parent run (even when `evaluate` was a cache hit: this
-    step always runs), finish the parent run, and write the decision artifact."""
+    step always runs) and write the decision artifact. The parent run stays open: the pipeline's exit
+    handler (`close_run`) ends it, whatever happened."""
     parent.set_tags(
         {"otdistill.model_uri": result.model_uri, STATUS_TAG: result.status, REASON_TAG: result.reason}
     )
     parent.log_metrics(
         {f"{label}.{k}": float(v) for label, m in scores["models"].items() for k, v in m.items()}
     )
-    finish_pipeline_run(parent, "FINISHED")
     _write_decision(decision_path, result)
 
 

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-import yaml
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -268,10 +267,13 @@ def register_and_promote(
 def resolve_alias(name: str, alias: str, config: TrackingConfig, dst_dir: str | Path | None = None) -> Path:
     """Download ``models:/name@alias`` and return a local Hugging Face directory (config, weights, tokenizer).
 
-    MLflow's transformers flavor stores the weights under ``model/`` and the tokenizer under
-    ``components/tokenizer/``; both are merged into ``<dst_dir>/hf`` so `from_pretrained` loads it whole.
-    `registered_model.json` beside it records which version was resolved.
+    The student's Hugging Face directory is found in the download as evaluation finds it
+    (`otdistill.evaluation.registry.assemble_hf_dir`) and moved to ``<dst_dir>/hf``, so `from_pretrained`
+    loads it whole. `registered_model.json` beside it records which version was resolved.
     """
+    from otdistill.evaluation.registry import assemble_hf_dir
+    from otdistill.models import ModelSourceError
+
     client = _client(config)
     try:
         mv = client.get_model_version_by_alias(name, alias)
@@ -280,24 +282,17 @@ def resolve_alias(name: str, alias: str, config: TrackingConfig, dst_dir: str | 
     root = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="otdistill-model-"))
     download = root / "mlflow"
     hf_dir = root / "hf"
-    if download.exists():
-        shutil.rmtree(download)
-    if hf_dir.exists():
-        shutil.rmtree(hf_dir)
+    for old in (download, hf_dir):
+        if old.exists():
+            shutil.rmtree(old)
     download.mkdir(parents=True)
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(download)))
-    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-    flavor = (mlmodel.get("flavors") or {}).get("transformers")
-    if not flavor:
-        raise TrackingError(f"{name} v{mv.version} is not an MLflow transformers model (no such flavor)")
-    hf_dir.mkdir()
-    sources = [local / str(flavor.get("model_binary", "model"))]
-    sources += [local / "components" / str(c) for c in flavor.get("components") or []]
-    for src in sources:
-        if not src.is_dir():
-            raise TrackingError(f"{name} v{mv.version} lacks {src.relative_to(local)} in its artifacts")
-        for item in src.iterdir():
-            (shutil.copytree if item.is_dir() else shutil.copy2)(item, hf_dir / item.name)
+    pinned = f"models:/{name}/{mv.version}"
+    local = Path(mlflow.artifacts.download_artifacts(pinned, dst_path=str(download)))
+    try:
+        assemble_hf_dir(local, hf_dir, pinned)
+    except ModelSourceError as exc:
+        raise TrackingError(f"{name} v{mv.version} holds no Hugging Face model: {exc}") from exc
+    shutil.rmtree(download)
     if not (hf_dir / "config.json").is_file() or not any(hf_dir.glob("*.safetensors")):
         raise TrackingError(f"{name} v{mv.version} has no config.json / safetensors weights")
     (root / "registered_model.json").write_text(
