@@ -229,3 +229,21 @@ def test_kfp_local_run_shows_step_lines_cache_hits_and_the_failing_step(tmp_path
     assert lines[1] == "  [1/2] count-up              cached"
     assert lines[2] == "  [2/2] explode               started"
     assert failure.step == "explode"
+
+
+def test_otdistill_run_exits_1_naming_the_failed_step_its_error_and_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import otdistill.pipelines.local as local_run
+    from otdistill import cli
+
+    log_path = tmp_path / "logs" / "local-1.log"
+
+    def failing_run(*args: object, **kwargs: object) -> None:
+        raise StepFailedError("train-teacher", ["ValueError: bad rows"], "ValueError: bad rows", log_path)
+
+    monkeypatch.setattr(local_run, "run_local", failing_run)
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    assert cli.main(["run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "step train-teacher failed: ValueError: bad rows" in err and str(log_path) in err
