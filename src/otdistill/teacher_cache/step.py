@@ -159,7 +159,7 @@ def cache_teacher_step(
             temperatures=(loss.temperature, loss.sinkhorn_temperature),
             batch_size=loss.per_device_batch_size,
             endpoint_url=loss.s3_endpoint_url,
-            progress=False,
+            progress=loss.progress_bar,  # the distillation's switch: the cache is built for it
         )
         examples = result.manifest.count
         run.log_params({"examples": examples})
