@@ -4,12 +4,15 @@ Run 1 registers v1 and, with no champion yet, promotes it (the SFT baseline is s
 tiny models all score 0, so "beats the SFT baseline" could never hold; that case is tested in
 tests/steps). Run 2, same config: every work step is a cache hit, only the run-scoped steps execute, v2 is
 registered for the new pipeline run and, scoring exactly like the re-scored champion, is not promoted.
-Then the champion is loaded as models:/name@champion and generates.
+Then the champion is loaded as models:/name@champion and generates. Both runs' terminal output is one line
+per step event (started / finished / cached), the executor output is in the run's log file.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +22,12 @@ from otdistill.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_STEPS = {"prepare_data", "train_teacher", "cache_teacher", "distill_student", "evaluate"}
+# The DAG's steps as the terminal names them (their display names).
+DISPLAYED = {
+    s.replace("_", "-") for s in WORK_STEPS | {"open_run", "reference_model", "register_and_promote"}
+}
+RUN_SCOPED = {"open-run", "register-and-promote"}  # never cached: they take the run id / write the registry
+STEP_LINE = re.compile(r"  \[(\d+)/(\d+)\] (\S+) +(started|finished in \d+ s|cached)")
 
 
 @pytest.mark.e2e
@@ -38,12 +47,23 @@ def test_whole_pipeline_locally_with_tiny_models(
             "student.source": str(student),
             "data.source": str(ROOT.parent / "shared" / "data" / "dialogsum"),
             "steps.skip_sft_baseline": True,
+            "distill.progress_bar": True,
+            "eval.progress": True,
         },
     )
     monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
     started = time.monotonic()
-    first = run_local(cfg, tmp_path / "run")
-    print(first.summary())
+    terminal = io.StringIO()
+    first = run_local(cfg, tmp_path / "run", terminal=terminal)
+    print(terminal.getvalue() + first.summary())
+    events = _step_lines(terminal.getvalue(), first.log_path)
+    ran = [s for s, what in events if what == "started"]
+    assert sorted(ran) == sorted(s for s, what in events if what == "finished") and set(ran) >= DISPLAYED
+    assert len(ran) == len(set(ran)) == len(events) // 2  # each step once, started then finished
+    assert first.log_path == tmp_path / "run" / "logs" / f"{first.pipeline_run_id}.log"
+    logged = first.log_path.read_text(encoding="utf-8")
+    assert "Got executor_input" in logged and '"parameterValues"' in logged  # kfp.local's output, all of it
+    assert "distill: 100%" in logged and "generate distilled: 100%" in logged  # progress bars: final states
     name = cfg.tracking.registered_model_name
     client = MlflowClient(tracking_uri=first.tracking_uri, registry_uri=first.tracking_uri)
 
@@ -67,8 +87,14 @@ def test_whole_pipeline_locally_with_tiny_models(
     assert "otdistill.eval.distilled.rougeLsum" in v1.tags
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
-    second = run_local(cfg, tmp_path / "run")
-    print(second.summary())
+    terminal = io.StringIO()
+    second = run_local(cfg, tmp_path / "run", terminal=terminal)
+    print(terminal.getvalue() + second.summary())
+    events = _step_lines(terminal.getvalue(), second.log_path)
+    assert {s for s, what in events if what == "cached"} == DISPLAYED - RUN_SCOPED
+    finished = {s for s, what in events if what == "finished"}
+    assert finished >= RUN_SCOPED and not finished & (DISPLAYED - RUN_SCOPED)
+    assert second.log_path != first.log_path and second.log_path.exists()
     assert second.mlflow_run_id != first.mlflow_run_id
     assert second.scores == first.scores  # the cached evaluation's scores, on the new parent run
     assert _steps(client, second.experiment_id, second.mlflow_run_id) == {"register_and_promote"}
@@ -93,6 +119,21 @@ def test_whole_pipeline_locally_with_tiny_models(
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert isinstance(tok.decode(out[0]), str)
     os.environ.pop("OTDISTILL_PIPELINE_RUN_ID", None)
+
+
+def _step_lines(shown: str, log_path: Path | None) -> list[tuple[str, str]]:
+    """(step, started|finished|cached) for each line a run showed; every line but the header must be one."""
+    header, *lines = shown.splitlines()
+    assert header.endswith(f": step logs in {log_path}")
+    assert "executor_input" not in shown and "{" not in shown
+    events, totals = [], set()
+    for line in lines:
+        match = STEP_LINE.fullmatch(line)
+        assert match, f"not a step line: {line!r}"
+        totals.add(int(match[2]))
+        events.append((match[3], match[4].split()[0]))
+    assert totals == {len({s for s, _ in events})}  # "[i/N]": N is the number of steps shown
+    return events
 
 
 def _steps(client: object, experiment_id: str, parent_run_id: str) -> set[str]:
