@@ -182,6 +182,7 @@ STEP_NAMES: tuple[str, ...] = (
     "distill_student",
     "evaluate",
     "register_and_promote",
+    "close_run",  # the exit handler: runs after the others, also when one failed
 )
 GPU_STEPS: tuple[str, ...] = (
     "train_teacher",
@@ -454,6 +455,8 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "distill_student": ("teacher", "student", "distill", "data", "tracking"),
     "evaluate": ("teacher", "student", "data", "validation", "eval", "tracking"),
     "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
+    # compiled in (an exit handler takes no upstream outputs); the run's tracking parameters apply on top
+    "close_run": ("name", "tracking"),
 }
 
 

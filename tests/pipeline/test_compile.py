@@ -120,3 +120,19 @@ def test_optional_steps_are_compile_time_switches(tmp_path: Path) -> None:
     assert "train-sft" not in tasks and {"reference-model", "reference-model-2"} <= set(tasks)
     # the reference steps are CPU steps: no accelerator is requested for a skipped step
     assert not tasks["reference-model"].HasField("retry_policy")
+
+
+def test_every_step_runs_inside_the_exit_handler(tmp_path: Path) -> None:
+    """`close_run` is the exit task: it runs when the group of all other steps is done, whatever its state."""
+    spec, executors = _parse(compile_pipeline(RunConfig(), tmp_path / "p.yaml"))
+    root = dict(spec.root.dag.tasks)
+    assert set(root) == {"close-run", "exit-handler-1"}
+    close = root["close-run"]
+    strategy = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy
+    assert close.trigger_policy.strategy == strategy.ALL_UPSTREAM_TASKS_COMPLETED
+    assert close.inputs.parameters["status"].task_final_status.producer_task == "exit-handler-1"
+    assert not close.caching_options.enable_cache
+    body = spec.components[root["exit-handler-1"].component_ref.name].dag.tasks
+    assert {"open-run", "prepare-data", "cache-teacher", "evaluate", "register-and-promote"} <= set(body)
+    k8s = executors[_executor(spec, close)]
+    assert [f.name for f in k8s.field_path_as_env] == ["OTDISTILL_PIPELINE_RUN_ID"]

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,19 @@ from otdistill import images
 from otdistill.config import RunConfig, from_dict, to_dict
 from otdistill.data import DataConfig
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
+
+# The environment names and log setup, kept importable without the ML stack, are also importable from here.
+from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV, setup_logging  # noqa: F401
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, open_pipeline_run
 
 # The image components are built with (the CPU image of docker/); `cluster.image` / `cluster.gpu_image`
 # override it per task at compile time.
 COMPONENT_IMAGE = images.CPU
-# Where models are resolved / converted (a PVC on clusters); read by otdistill.models.
-CACHE_ENV = "OTDISTILL_CACHE"
-# The KFP run id, from the pod label on clusters and from `otdistill run` locally (see pipelines/cluster.py).
-RUN_ID_ENV = "OTDISTILL_PIPELINE_RUN_ID"
-IMAGE_ENV = "OTDISTILL_CONTAINER_IMAGE"
 MODEL_INFO = "otdistill_model.json"
 MODEL_REF = "model_ref.json"
 
 log = logging.getLogger("otdistill.steps")
-
-
-def setup_logging() -> None:
-    """INFO logs to stdout for a step process (KFP shows a pod's stdout as the step's log)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def load_step_config(config_json: str) -> RunConfig:

@@ -20,10 +20,13 @@ from otdistill.tracking.model_logging import (
 )
 from otdistill.tracking.registry import PromotionDecision, register_and_promote, resolve_alias
 from otdistill.tracking.runs import (
+    ClosedPipelineRun,
     PipelineRun,
     StepRun,
+    StepTerminated,
     TrackedRun,
     attach_pipeline_run,
+    close_pipeline_run,
     finish_pipeline_run,
     flatten_params,
     open_pipeline_run,
@@ -33,15 +36,18 @@ from otdistill.tracking.runs import (
 
 __all__ = [
     "STUDENT_ARTIFACT_NAME",
+    "ClosedPipelineRun",
     "Lineage",
     "PipelineRun",
     "PromotionDecision",
     "StepRun",
+    "StepTerminated",
     "TrackedRun",
     "TrackingConfig",
     "TrackingError",
     "TrackingServerUnavailableError",
     "attach_pipeline_run",
+    "close_pipeline_run",
     "code_version",
     "configure_client",
     "container_image",

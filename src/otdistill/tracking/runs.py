@@ -2,11 +2,16 @@
 
 Kubeflow runs each step in its own pod, so the parent run cannot live in one Python context: the first step
 opens it (`open_pipeline_run`, idempotent per Kubeflow run id so a retried step finds the same run), passes
-its run id on, later steps `attach_pipeline_run` and wrap their work in `step_run`, and the last step calls
-`finish_pipeline_run`. `start_pipeline_run` does all of it in one process (local runs, tests).
+its run id on, later steps `attach_pipeline_run` and wrap their work in `step_run`, and the pipeline's exit
+handler calls `close_pipeline_run` whatever happened. `start_pipeline_run` does all of it in one process
+(local runs, tests).
 
 A step run is also MLflow's active run inside its ``with`` block, so code that logs with the fluent API
-(``mlflow.log_metric``, the transformers MLflow callback) lands in the step's run.
+(``mlflow.log_metric``, the transformers MLflow callback) lands in the step's run. Every run ends: a step
+run ends FINISHED, FAILED (the error in the tag `otdistill.error`) or KILLED (SIGTERM: pod eviction,
+deadline, cancellation; Ctrl-C); a step process killed outright (SIGKILL, out of memory) leaves its run
+RUNNING, and `close_pipeline_run` ends it KILLED and ends the parent FINISHED, FAILED (with the failing
+step and its error as tags) or KILLED.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import mlflow
@@ -33,6 +41,16 @@ log = logging.getLogger(__name__)
 PIPELINE_RUN_ID_TAG = "otdistill.pipeline_run_id"
 ROLE_TAG = "otdistill.role"
 STEP_TAG = "otdistill.step"
+# Why a run did not finish: on a step run, its own error; on the parent, the failing step's.
+ERROR_TAG = "otdistill.error"
+FAILED_STEP_TAG = "otdistill.failed_step"
+# The pipeline's final state as the exit handler got it from KFP (SUCCEEDED, FAILED, CANCELLED).
+KFP_STATE_TAG = "otdistill.kfp_state"
+MAX_ERROR_CHARS = 4000  # MLflow allows 8000 characters in a tag value
+ORPHANED_ERROR = (
+    "the step's process ended without closing its run (killed: out of memory, node lost, or SIGKILL "
+    "after the termination grace period); closed by the pipeline's exit handler"
+)
 # MLflow caps a param value at 6000 characters and a log_batch call at 100 params / 1000 metrics.
 MAX_PARAM_CHARS = 6000
 MAX_BATCH_PARAMS = 100
@@ -156,15 +174,8 @@ def open_pipeline_run(
     client = _client(config)
     experiment_id = _experiment_id(client, config.experiment, config.artifact_location)
     if pipeline_run_id:
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=(
-                f"tags.`{PIPELINE_RUN_ID_TAG}` = '{pipeline_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'"
-            ),
-            max_results=1,
-        )
-        if found:
-            run = found[0]
+        run = _find_pipeline_run(client, experiment_id, pipeline_run_id)
+        if run is not None:
             log.info("reusing parent run %s for pipeline run %s", run.info.run_id, pipeline_run_id)
             return PipelineRun(run.info.run_id, experiment_id, config)
     all_tags = {ROLE_TAG: "pipeline", **(dict(tags) if tags else {})}
@@ -176,6 +187,17 @@ def open_pipeline_run(
         parent.log_params(params)
     log.info("opened parent run %s in experiment %s", parent.run_id, config.experiment)
     return parent
+
+
+def _find_pipeline_run(client: MlflowClient, experiment_id: str, pipeline_run_id: str) -> Any | None:
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{PIPELINE_RUN_ID_TAG}` = '{pipeline_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'"
+        ),
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def attach_pipeline_run(config: TrackingConfig, run_id: str) -> PipelineRun:
@@ -214,6 +236,63 @@ def start_pipeline_run(
     finish_pipeline_run(parent, "FINISHED")
 
 
+class StepTerminated(SystemExit):
+    """SIGTERM arrived in a step's main thread (pod evicted or deleted, deadline exceeded, run cancelled).
+
+    A SystemExit with the shell's code for SIGTERM (143), so the step process exits as terminated after
+    `step_run` has ended its run KILLED. On Kubernetes the main container's PID 1 (Argo's emissary) forwards
+    SIGTERM to the step's whole process group, so the Python process gets it directly.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+    def __str__(self) -> str:
+        return "terminated by SIGTERM (pod evicted or deleted, deadline exceeded, or run cancelled)"
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: message` of an exception, cut to what an MLflow tag holds."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Inside the block, SIGTERM raises `StepTerminated` in the main thread (elsewhere: unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise StepTerminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _end_step(step: StepRun, status: str, error: str) -> None:
+    """End the active step run with `status` and its error tag; a tracking outage cannot mask the error."""
+
+    def tag() -> None:
+        try:
+            step.set_tags({ERROR_TAG: error})
+        except Exception:
+            log.exception("could not record the error on step run %s", step.run_id)
+
+    if status != "KILLED":  # after SIGTERM the pod may be gone soon: the status first, then the error
+        tag()
+    try:
+        mlflow.end_run(status=status)
+    except Exception:
+        log.exception("could not end step run %s as %s", step.run_id, status)
+    if status == "KILLED":
+        tag()
+
+
 @contextmanager
 def step_run(
     parent: PipelineRun,
@@ -224,7 +303,9 @@ def step_run(
 ) -> Iterator[StepRun]:
     """A nested run for one step under `parent`, MLflow's active run inside the block.
 
-    Checks the server first (bounded, see `preflight`); ends FINISHED, or FAILED if the block raises.
+    Checks the server first (bounded, see `preflight`); ends FINISHED, FAILED if the block raises (the
+    error in the tag `otdistill.error`), or KILLED on SIGTERM (raised as `StepTerminated`, a SystemExit
+    with code 143, while the block runs in the main thread) or Ctrl-C.
     """
     _client(parent.config)
     all_tags = {STEP_TAG: name, ROLE_TAG: "step", **(dict(tags) if tags else {})}
@@ -238,11 +319,103 @@ def step_run(
     step = StepRun(
         active.info.run_id, parent.experiment_id, parent.config, name=name, parent_run_id=parent.run_id
     )
-    try:
-        if params:
-            step.log_params(params)
-        yield step
-    except BaseException:
-        mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
-        raise
-    mlflow.end_run(status=RunStatus.to_string(RunStatus.FINISHED))
+    with _sigterm_raises():
+        try:
+            if params:
+                step.log_params(params)
+            yield step
+        except (StepTerminated, KeyboardInterrupt) as exc:
+            _end_step(step, RunStatus.to_string(RunStatus.KILLED), error_text(exc))
+            raise
+        except BaseException as exc:
+            _end_step(step, RunStatus.to_string(RunStatus.FAILED), error_text(exc))
+            raise
+        mlflow.end_run(status=RunStatus.to_string(RunStatus.FINISHED))
+
+
+@dataclass(frozen=True)
+class ClosedPipelineRun:
+    """What `close_pipeline_run` did: the parent's final status, why, and the step runs it ended."""
+
+    run_id: str
+    status: str
+    failed_step: str = ""
+    error: str = ""
+    killed_steps: tuple[str, ...] = ()
+
+
+def _final_status(kfp_state: str) -> str:
+    state = kfp_state.strip().upper()
+    if state == "SUCCEEDED":
+        return "FINISHED"
+    if state in ("CANCELLED", "CANCELED", "CANCELING"):
+        return "KILLED"
+    return "FAILED"
+
+
+def close_pipeline_run(
+    config: TrackingConfig,
+    pipeline_run_id: str,
+    kfp_state: str,
+    *,
+    kfp_task: str = "",
+    kfp_error: str = "",
+) -> ClosedPipelineRun | None:
+    """End the parent run of `pipeline_run_id` and every step run of it still open (the exit handler).
+
+    kfp_state: the pipeline's final state from KFP (`dsl.PipelineTaskFinalStatus.state`): SUCCEEDED ends
+    the parent FINISHED, CANCELLED ends it KILLED, anything else FAILED. A step run still RUNNING lost its
+    process without ending it (SIGKILL, out of memory) and ends KILLED. When the parent does not finish,
+    the tags `otdistill.failed_step` and `otdistill.error` name the step run that failed first (by end time)
+    and its error; when no step run failed (the step broke before opening one), they hold KFP's task name
+    and error message (`kfp_task`, `kfp_error`). Returns None when there is no parent run (the run failed
+    before `open_run` opened it): nothing is left running then.
+    """
+    client = _client(config)
+    experiment = client.get_experiment_by_name(config.experiment)
+    parent = (
+        _find_pipeline_run(client, experiment.experiment_id, pipeline_run_id)
+        if experiment is not None
+        else None
+    )
+    if parent is None:
+        log.warning(
+            "no MLflow parent run for pipeline run %s in experiment %r: nothing to close",
+            pipeline_run_id,
+            config.experiment,
+        )
+        return None
+    parent_id = parent.info.run_id
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    killed = []
+    for run in children:
+        if run.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_tag(run.info.run_id, ERROR_TAG, ORPHANED_ERROR)
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.data.tags.get(STEP_TAG, run.info.run_id))
+            log.warning("step run %s (%s) was still open: ended KILLED", run.info.run_id, killed[-1])
+    status = _final_status(kfp_state)
+    failed_step = error = ""
+    if status != "FINISHED":
+        ended = [r for r in children if r.info.status in ("FAILED", "KILLED")]
+        first = min(ended, key=lambda r: r.info.end_time or 0) if ended else None
+        if first is not None:
+            failed_step = first.data.tags.get(STEP_TAG, first.info.run_id)
+            error = first.data.tags.get(ERROR_TAG, "")
+        elif killed:
+            failed_step, error = killed[0], ORPHANED_ERROR
+        else:
+            failed_step = kfp_task or "unknown"
+            error = kfp_error or "the pipeline failed outside any step run (see the KFP task logs)"
+        error = error or "(the step recorded no error)"
+    tags = {KFP_STATE_TAG: kfp_state}
+    if status != "FINISHED":
+        tags.update({FAILED_STEP_TAG: failed_step, ERROR_TAG: error[:MAX_ERROR_CHARS]})
+    client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(parent_id, status=status)
+    log.info(
+        "parent run %s ended %s%s", parent_id, status, f" ({failed_step}: {error})" if failed_step else ""
+    )
+    return ClosedPipelineRun(parent_id, status, failed_step, error, tuple(killed))
