@@ -70,10 +70,17 @@ class LocalRunResult:
             *([f"  step logs:         {self.log_path}"] if self.log_path else []),
             "",
             "  see it in the MLflow UI:",
-            f"    mlflow ui --backend-store-uri {self.tracking_uri}"
+            f"    {self.tracking_uri}/#/experiments/{self.experiment_id}"
+            if _is_server(self.tracking_uri)
+            else f"    mlflow ui --backend-store-uri {self.tracking_uri}"
             f" --default-artifact-root {self.artifact_root}",
         ]
         return "\n".join(lines)
+
+
+def _is_server(tracking_uri: str) -> bool:
+    """A tracking server (http[s]://) keeps its own artifact store; a local store gets the run dir's."""
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def _absolute_local_source(source: str) -> str:
@@ -99,13 +106,16 @@ def local_config(cfg: RunConfig, run_dir: Path) -> RunConfig:
 
 
 def _ensure_experiment(tracking: TrackingConfig, artifact_root: Path) -> str:
-    """Create the experiment with its artifacts under the run directory (MLflow's default is ./mlruns)."""
+    """Create the experiment: on a local store with its artifacts under the run directory (MLflow's default
+    is ./mlruns), on a tracking server in the server's own artifact store (S3 behind `--serve-artifacts`)."""
     import mlflow
 
     configure_client(tracking)
     exp = mlflow.get_experiment_by_name(tracking.experiment)
     if exp is not None:
         return str(exp.experiment_id)
+    if _is_server(tracking.tracking_uri):
+        return str(mlflow.create_experiment(tracking.experiment))
     artifact_root.mkdir(parents=True, exist_ok=True)
     return str(mlflow.create_experiment(tracking.experiment, artifact_location=artifact_root.as_uri()))
 
