@@ -12,7 +12,8 @@ goes to one log file per run (``<run dir>/logs/<pipeline run id>.log``). The ter
 On a terminal the line of the running step is redrawn in place (elapsed time, the step's current progress
 bar) and becomes its "finished in N s" line. Elsewhere (a file, CI) each step that runs prints a "started"
 and a "finished" line and bars are not shown. A failed step prints the end of its error (the exception
-line of its traceback) and the log path, and `run_console` raises `StepFailedError` with the same facts.
+line of its traceback) and the log path; the steps kfp.local then skips are listed as skipped, an exit
+handler still runs, and `run_console` raises `StepFailedError` with the failed step's facts.
 
 How the output is caught: kfp.local re-prints each step's output from this process with Python's `print`
 (the SubprocessRunner reads the child's stdout pipe, the DockerRunner the container's log stream), and logs
@@ -59,6 +60,8 @@ KFP_INDENT = "    "  # kfp.local indents a step's streamed output by four spaces
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _RULER = re.compile(r"^\s*-{20,}\s*$")  # kfp.local's separator between tasks
 _KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")  # kfp.local's own log lines (not the step's)
+# kfp.local's enhanced orchestrator (exit handlers, conditions) logs the steps it skips after a failure.
+_SKIPPED = re.compile(r"Skipping task (\S+): upstream task\(s\) \[(.*)\] failed")
 
 log = logging.getLogger("otdistill.run_console")
 
@@ -156,6 +159,7 @@ class RunConsole:
         encoding = (getattr(terminal, "encoding", None) or "").lower().replace("-", "")
         self.ascii_only = encoding != "utf8"
         self.total: int | None = None
+        self.names: dict[str, str] = {}  # kfp task name -> the step's display name
         self.failed: tuple[str, list[str], str] | None = None  # step, error lines, headline
         self._log: TextIO | None = None
         self._lock = threading.RLock()
@@ -187,7 +191,7 @@ class RunConsole:
         inside an exit handler's sub-DAG included)."""
         try:
             spec = pipeline.pipeline_spec
-            self.total = _count_tasks(spec.root.dag, spec.components)
+            self.total = _count_tasks(spec.root.dag, spec.components, self.names)
         except AttributeError:
             self.total = None
 
@@ -208,6 +212,11 @@ class RunConsole:
             self._progress(event)
             return
         self._write_log(line)
+        skipped = _SKIPPED.search(line)
+        if skipped:
+            upstream = [self.names.get(n, n) for n in re.findall(r"'([^']+)'", skipped[2])]
+            self.step_skipped(self.names.get(skipped[1], skipped[1]), upstream)
+            return
         if self._step is not None and not _KFP_LOG.match(line):
             self._tail.append(line.removeprefix(KFP_INDENT))
 
@@ -314,6 +323,15 @@ class RunConsole:
             else:
                 self._say(f"{self._label(step)} started")
 
+    def step_skipped(self, name: str, upstream: list[str]) -> None:
+        """kfp.local skips `name`: a step it needs (`upstream`) failed."""
+        with self._lock:
+            self._count += 1
+            step = _Step(self._count, name, time.monotonic())
+            because = f" ({', '.join(upstream)} failed)" if upstream else ""
+            self.note(f"step {name} skipped{because}")
+            self._say(f"{self._label(step)} skipped{because}")
+
     def step_end(self, ok: bool, *, interrupted: bool = False) -> None:
         with self._lock:
             step, self._step = self._step, None
@@ -342,12 +360,14 @@ class RunConsole:
                 self._say(f"{pad}(everything it printed: {_display_path(self.log_path)})")
 
 
-def _count_tasks(dag: Any, components: Any) -> int:
-    """The container tasks of a compiled DAG, counting through sub-DAGs (exit handlers, conditions)."""
+def _count_tasks(dag: Any, components: Any, names: dict[str, str]) -> int:
+    """The container tasks of a compiled DAG, counting through sub-DAGs (exit handlers, conditions); records
+    each task's display name in `names`."""
     total = 0
-    for task in dag.tasks.values():
+    for key, task in dag.tasks.items():
+        names[key] = task.task_info.name or key
         component = components[task.component_ref.name]
-        total += _count_tasks(component.dag, components) if component.HasField("dag") else 1
+        total += _count_tasks(component.dag, components, names) if component.HasField("dag") else 1
     return total
 
 

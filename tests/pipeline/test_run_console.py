@@ -153,25 +153,24 @@ def explode(n: int) -> int:
 
 
 @dsl.pipeline(name="console-check")
-def two_steps(n: int = 1) -> None:
-    first = count_up(n=n).set_display_name("count-up")
-    explode(n=first.output).set_display_name("explode")
+def failing_dag(n: int = 1) -> None:
+    """Like the otdistill DAG: every step inside an exit handler (kfp.local's enhanced orchestrator)."""
+    closing = count_up(n=0).set_display_name("close").set_caching_options(False)
+    with dsl.ExitHandler(closing):
+        first = count_up(n=n).set_display_name("count-up")
+        failed = explode(n=first.output).set_display_name("explode")
+        count_up(n=failed.output).set_display_name("after")
 
 
 def test_steps_are_counted_through_an_exit_handler(tmp_path: Path) -> None:
-    @dsl.pipeline(name="with-exit-handler")
-    def handled(n: int = 1) -> None:
-        last = count_up(n=n)
-        with dsl.ExitHandler(last):
-            explode(n=count_up(n=n).output)
-
     console = RunConsole(io.StringIO(), tmp_path / "x.log")
-    console.expect_steps(handled)
-    assert console.total == 3
+    console.expect_steps(failing_dag)
+    assert console.total == 4
+    assert set(console.names.values()) == {"close", "count-up", "explode", "after", "exit-handler-1"}
 
 
 def _run(tmp_path: Path, run_id: str) -> tuple[list[str], Path, StepFailedError]:
-    """Run `two_steps` through the console; its terminal lines, its log and the failure it raised."""
+    """Run `failing_dag` through the console; its terminal lines, its log and the failure it raised."""
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(tmp_path / "kfp"),
@@ -181,7 +180,7 @@ def _run(tmp_path: Path, run_id: str) -> tuple[list[str], Path, StepFailedError]
     )
     terminal = io.StringIO()
     log_path = tmp_path / "logs" / f"{run_id}.log"
-    before = (
+    state = (
         sys.stdout,
         sys.stderr,
         logging.getLogger().handlers[:],
@@ -191,15 +190,15 @@ def _run(tmp_path: Path, run_id: str) -> tuple[list[str], Path, StepFailedError]
         pytest.raises(StepFailedError) as failed,
         run_console(log_path, run_id, terminal=terminal) as console,
     ):
-        console.expect_steps(two_steps)
-        two_steps()
+        console.expect_steps(failing_dag)
+        failing_dag()
     after = (
         sys.stdout,
         sys.stderr,
         logging.getLogger().handlers[:],
         {k: os.environ.get(k) for k in STEP_ENV},
     )
-    assert after == before  # streams, logging and environment are as they were
+    assert after == state  # streams, logging and environment are as they were
     return terminal.getvalue().splitlines(), log_path, failed.value
 
 
@@ -207,13 +206,16 @@ def test_kfp_local_run_shows_step_lines_cache_hits_and_the_failing_step(tmp_path
     lines, log_path, failure = _run(tmp_path, "run-1")
     shown = "\n".join(lines)
     assert lines[0] == f"otdistill run run-1: step logs in {log_path}"
-    assert lines[1] == "  [1/2] count-up              started"
-    assert re.fullmatch(r"  \[1/2\] count-up              finished in \d+ s", lines[2])
-    assert lines[3] == "  [2/2] explode               started"
-    assert re.fullmatch(r"  \[2/2\] explode               FAILED after \d+ s", lines[4])
+    assert lines[1] == "  [1/4] count-up              started"
+    assert re.fullmatch(r"  \[1/4\] count-up              finished in \d+ s", lines[2])
+    assert lines[3] == "  [2/4] explode               started"
+    assert re.fullmatch(r"  \[2/4\] explode               FAILED after \d+ s", lines[4])
     assert lines[5].strip() == "ValueError: n=2 is not allowed here"
     assert lines[6].strip() == f"(everything it printed: {log_path})"
-    assert len(lines) == 7  # no executor JSON, no traceback frames, no kfp.local banners
+    assert lines[7] == "  [3/4] after                 skipped (explode failed)"
+    assert lines[8] == "  [4/4] close                 started"  # the exit handler runs all the same
+    assert re.fullmatch(r"  \[4/4\] close                 finished in \d+ s", lines[9])
+    assert len(lines) == 10  # no executor JSON, no traceback frames, no kfp.local banners
     assert "executor_input" not in shown and "{" not in shown
     assert failure.step == "explode" and failure.log_path == log_path
     assert (
@@ -225,9 +227,10 @@ def test_kfp_local_run_shows_step_lines_cache_hits_and_the_failing_step(tmp_path
     assert "about to fail" in logged and "Traceback (most recent call last)" in logged
     assert "otdistill: step explode FAILED" in logged
 
-    lines, _, failure = _run(tmp_path, "run-2")  # the first step is a cache hit now
-    assert lines[1] == "  [1/2] count-up              cached"
-    assert lines[2] == "  [2/2] explode               started"
+    lines, _, failure = _run(tmp_path, "run-2")  # count-up is a cache hit now
+    assert lines[1] == "  [1/4] count-up              cached"
+    assert lines[2] == "  [2/4] explode               started"
+    assert lines[6] == "  [3/4] after                 skipped (explode failed)"
     assert failure.step == "explode"
 
 
