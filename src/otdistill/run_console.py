@@ -63,8 +63,6 @@ _KFP_LOG = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} - [A-Z]+ - ")  # kfp.local's own 
 # kfp.local's enhanced orchestrator (exit handlers, conditions) logs the steps it skips after a failure.
 _SKIPPED = re.compile(r"Skipping task (\S+): upstream task\(s\) \[(.*)\] failed")
 
-log = logging.getLogger("otdistill.run_console")
-
 
 class StepFailedError(RuntimeError):
     """A pipeline step failed; the message names it, gives its error and the log with the whole output."""
