@@ -73,3 +73,17 @@ def test_cache_step_builds_what_training_batches_need(tiny_pair: tuple[Path, Pat
 def test_length_sorted_batches_rejects_bad_size() -> None:
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         length_sorted_batches([], PairedCollator(0, 0), 0)
+
+
+def test_device_and_dtype_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA when there is one; "auto" is bfloat16 only on a CUDA device that supports it."""
+    from otdistill.teacher_cache.step import run_device_and_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_device_and_dtype() == ("cpu", "float32")
+    assert run_device_and_dtype("cpu", "bfloat16") == ("cpu", "bfloat16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert run_device_and_dtype() == ("cuda", "float32")  # e.g. a V100 or T4
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert run_device_and_dtype("cuda:1") == ("cuda:1", "bfloat16")
