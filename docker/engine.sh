@@ -19,7 +19,7 @@ engine_up() {
     return 0
   fi
   if [ ! -x /usr/sbin/dockerd ] && ! command -v dockerd >/dev/null 2>&1; then
-    echo "error: no Docker engine: run scripts/install-container-engine.sh (Debian docker.io)" >&2
+    echo "error: no Docker engine: run scripts/install-test-servers.sh (Debian docker.io)" >&2
     return 1
   fi
   dockerd >"$ENGINE_LOG" 2>&1 &

@@ -13,13 +13,12 @@ import atexit
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from otdistill import images
-from tests.servers.processes import ManagedProcess, MlflowServer, PostgresServer, S3Server
+from tests.servers.processes import ManagedProcess, ServerStack, running_stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,7 +50,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         return
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
     if not Path(dockerd).exists():
-        pytest.fail("no Docker engine: run scripts/install-container-engine.sh (or `make test`)")
+        pytest.fail("no Docker engine: run scripts/install-test-servers.sh (or `make test`)")
     engine = ManagedProcess(
         name="dockerd",
         argv=[dockerd],
@@ -78,35 +77,12 @@ def built_images(docker_engine: None) -> dict[str, str]:
     return built
 
 
-@dataclass
-class ContainerStack:
-    postgres: PostgresServer
-    s3: S3Server
-    mlflow: MlflowServer
-
-    def stop(self) -> None:
-        for server in (self.mlflow, self.s3, self.postgres):
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"warning: stopping {type(server).__name__} failed: {exc}")
-
-
 @pytest.fixture(scope="session")
 def container_stack(
     built_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ContainerStack]:
+) -> Iterator[ServerStack]:
     """PostgreSQL and S3 on 127.0.0.1, `mlflow server` from the MLflow image on the host network."""
-    workdir = tmp_path_factory.mktemp("container-stack")
-    postgres = PostgresServer(workdir)
-    s3 = S3Server(workdir)
-    stack = ContainerStack(postgres, s3, MlflowServer(workdir, postgres, s3, image=built_images["mlflow"]))
-    atexit.register(stack.stop)
-    try:
-        postgres.start()
-        s3.start()
-        stack.mlflow.start()
+    with running_stack(
+        tmp_path_factory.mktemp("container-stack"), mlflow_image=built_images["mlflow"]
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
-        atexit.unregister(stack.stop)

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from otdistill.config import RunConfig, load_config
-from tests.containers.conftest import ContainerStack, docker
+from tests.containers.conftest import docker
 from tests.pipeline.test_e2e import WORK_STEPS, _steps
-from tests.servers.processes import free_port, http_ok
+from tests.servers.processes import ServerStack, free_port, http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
@@ -37,7 +37,7 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(
-    container_stack: ContainerStack,
+    container_stack: ServerStack,
     tiny_pair: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Runs]:
@@ -70,7 +70,7 @@ def runs(
 
 
 def test_first_run_registers_a_champion_with_its_artifacts_in_s3(
-    runs: Runs, container_stack: ContainerStack
+    runs: Runs, container_stack: ServerStack
 ) -> None:
     import boto3
     from mlflow.tracking import MlflowClient
@@ -119,7 +119,7 @@ def test_second_run_with_nothing_changed_is_all_cache_hits(runs: Runs) -> None:
 
 
 def test_champion_served_from_the_image_answers_a_raw_dialogue(
-    runs: Runs, container_stack: ContainerStack, built_images: dict[str, str]
+    runs: Runs, container_stack: ServerStack, built_images: dict[str, str]
 ) -> None:
     """`mlflow models serve -m models:/<name>@champion` in the CPU image; a REST request whose body is a raw
     validation dialogue gets back only the generated summary, not the prompt."""

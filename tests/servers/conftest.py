@@ -7,33 +7,15 @@ finalisers, by an atexit hook. Every test that uses it is marked `servers` autom
 
 from __future__ import annotations
 
-import atexit
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from otdistill.tracking import TrackingConfig
-from tests.servers.processes import MlflowServer, PostgresServer, S3Server
+from tests.servers.processes import MlflowServer, ServerStack, running_stack
 from tests.tracking.mlflow_state import restore_mlflow_state
-
-
-@dataclass
-class ServerStack:
-    postgres: PostgresServer
-    s3: S3Server
-    mlflow: MlflowServer
-    workdir: Path
-
-    def stop(self) -> None:
-        # Reverse order of start; each stop is idempotent and never raises for a dead process.
-        for server in (self.mlflow, self.s3, self.postgres):
-            try:
-                server.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"warning: stopping {type(server).__name__} failed: {exc}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,20 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerStack]:
-    workdir = tmp_path_factory.mktemp("servers")
-    postgres = PostgresServer(workdir)
-    s3 = S3Server(workdir)
-    mlflow_server = MlflowServer(workdir, postgres, s3)
-    stack = ServerStack(postgres, s3, mlflow_server, workdir)
-    atexit.register(stack.stop)
-    try:
-        postgres.start()
-        s3.start()
-        mlflow_server.start()
+    with running_stack(tmp_path_factory.mktemp("servers")) as stack:
         yield stack
-    finally:
-        stack.stop()
-        atexit.unregister(stack.stop)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ one is on PATH and moto's server mode otherwise (what installs here from PyPI).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -22,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -397,3 +398,38 @@ class MlflowServer:
         """Kill the server abruptly and start it again on the same port and stores."""
         self.kill()
         self.start()
+
+
+@dataclass
+class ServerStack:
+    """PostgreSQL + S3 + `mlflow server` (from this venv, or from `mlflow_image` on the host network)."""
+
+    postgres: PostgresServer
+    s3: S3Server
+    mlflow: MlflowServer
+    workdir: Path
+
+    def stop(self) -> None:
+        # Reverse order of start; each stop is idempotent and never raises for a dead process.
+        for server in (self.mlflow, self.s3, self.postgres):
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                print(f"warning: stopping {type(server).__name__} failed: {exc}")
+
+
+@contextlib.contextmanager
+def running_stack(workdir: Path, mlflow_image: str | None = None) -> Iterator[ServerStack]:
+    """Start the stack, yield it, always stop it (an atexit hook covers an interpreter that skips this)."""
+    postgres = PostgresServer(workdir)
+    s3 = S3Server(workdir)
+    stack = ServerStack(postgres, s3, MlflowServer(workdir, postgres, s3, image=mlflow_image), workdir)
+    atexit.register(stack.stop)
+    try:
+        postgres.start()
+        s3.start()
+        stack.mlflow.start()
+        yield stack
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)

@@ -21,8 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from otdistill.tracking import TrackingConfig, start_pipeline_run, step_run
 from tests.infra.manifest_tools import MANIFESTS, by_kind, documents, kustomize_build
-from tests.servers.conftest import ServerStack
-from tests.servers.processes import LOCALHOST, VENV_BIN, ManagedProcess, free_port, http_ok
+from tests.servers.processes import LOCALHOST, VENV_BIN, ManagedProcess, ServerStack, free_port, http_ok
 
 VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 

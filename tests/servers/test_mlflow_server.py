@@ -33,8 +33,7 @@ from otdistill.tracking import (
     step_run,
 )
 from otdistill.tracking.registry import STATUS_TAG
-from tests.servers.conftest import ServerStack
-from tests.servers.processes import MlflowServer
+from tests.servers.processes import MlflowServer, ServerStack
 
 LINEAGE = Lineage(
     data_hash="sha256:" + "ab" * 32,
