@@ -92,9 +92,11 @@ def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFi
     assert seen["run_name"] == "nightly" and seen["experiment_name"] == "otdistill"
     assert seen["enable_caching"] is True
     assert seen["doc"]["pipelineInfo"]["name"] == "tiny"
-    # the switch is compile-time: the submitted package has no SFT-baseline training task
-    assert "train-sft-2" not in seen["doc"]["root"]["dag"]["tasks"]
-    assert "reference-model" in seen["doc"]["root"]["dag"]["tasks"]
+    # the switch is compile-time: the submitted package has no SFT-baseline training task (the work steps
+    # sit in the exit handler's sub-DAG)
+    tasks = seen["doc"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert "train-sft-2" not in tasks
+    assert "reference-model" in tasks
     out = capsys.readouterr()
     assert "run-123" in out.out and "s3cr3t" not in out.out + out.err
 
