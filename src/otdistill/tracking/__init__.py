@@ -1,7 +1,8 @@
 """MLflow tracking and model registry for distillation runs.
 
 One parent run per pipeline run with a nested run per step, lineage tags on both, the student logged as an
-MLflow transformers model, and registry promotion to a champion alias only when the student is better.
+MLflow pyfunc that answers its task's raw inputs (`otdistill.tracking.serving`), and registry promotion to a
+champion alias only when the student is better.
 """
 
 from otdistill.tracking.config import TrackingConfig
