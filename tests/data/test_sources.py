@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from otdistill.data import DataConfig, DataSourceError, load_examples
+from otdistill.data import DataConfig, DataSourceError, config_rows, load_examples
 from otdistill.data.sources import iter_rows, select_split_files, source_kind
 from tests.data.rows import write_jsonl
 
@@ -68,6 +68,24 @@ def test_hub_offline_failure_message_is_clear(monkeypatch: pytest.MonkeyPatch, t
     message = str(err.value)
     assert "'knkarthick/dialogsum'" in message and "revision 'main'" in message
     assert "HF_HUB_OFFLINE" in message and "local path or s3://" in message
+
+
+def test_config_rows_reads_every_setting_of_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation, the training-data snapshot and the serving example read a DataConfig's rows through
+    `config_rows`; a hub source gets its revision and subset (the snapshot once dropped the subset). The
+    hub itself cannot be reached here, so its reader is replaced by a recorder."""
+    import otdistill.data.sources as sources
+
+    seen: list[tuple[object, ...]] = []
+
+    def read_hub(source: str, revision: str | None, split: str, subset: str | None = None) -> object:
+        seen.append((source, revision, split, subset))
+        return iter([(0, {"dialogue": "d", "summary": "s"})])
+
+    monkeypatch.setattr(sources, "read_hub", read_hub)
+    cfg = DataConfig(task="dialogsum", source="org/data", revision="abc123", split="train", subset="sub")
+    assert list(config_rows(cfg)) == [(0, {"dialogue": "d", "summary": "s"})]
+    assert seen == [("org/data", "abc123", "train", "sub")]
 
 
 @pytest.mark.servers

@@ -25,6 +25,7 @@ from otdistill.data.hashing import content_hash
 from otdistill.data.loading import (
     LoadedSplit,
     PairedSplit,
+    config_rows,
     load_examples,
     load_paired,
     resolve_task,
@@ -83,6 +84,7 @@ __all__ = [
     "end_of_response_id",
     "get_task",
     "list_tasks",
+    "config_rows",
     "load_examples",
     "load_paired",
     "pad_id_of",

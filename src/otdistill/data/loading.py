@@ -11,6 +11,7 @@ examples kept.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from otdistill.data.errors import DataValidationError, RowIssue, RowValidationEr
 from otdistill.data.examples import Example
 from otdistill.data.hashing import content_hash
 from otdistill.data.report import MAX_RECORDED_ISSUES, DataReport
-from otdistill.data.sources import iter_rows
+from otdistill.data.sources import Row, iter_rows
 from otdistill.data.tasks import FieldTask, Task, get_task, list_tasks, register_task
 from otdistill.data.tokenization import PairedFeature, PairEncoder
 from otdistill.progress import progress_bar as tqdm
@@ -88,17 +89,24 @@ def _handle(issue: RowIssue, config: DataConfig, report: DataReport) -> None:
         log.warning("more bad rows are skipped; they are counted by reason in the data report")
 
 
-def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
-    """Read, validate and convert the split `config` names; see the module doc for the policy."""
-    task = resolve_task(config)
-    report = DataReport(task=task.name, source=config.source, split=config.split, revision=config.revision)
-    rows = iter_rows(
+def config_rows(config: DataConfig) -> Iterator[tuple[int, Row | RowIssue]]:
+    """`(index, row or RowIssue)` of the split `config` names: its source, split, revision, subset and S3
+    endpoint. The one way to read a DataConfig's rows, so that validation, the training-data snapshot and
+    the serving example all see the same rows by the same indices."""
+    return iter_rows(
         config.source,
         split=config.split,
         revision=config.revision,
         s3_endpoint_url=config.s3_endpoint_url,
         subset=config.subset,
     )
+
+
+def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
+    """Read, validate and convert the split `config` names; see the module doc for the policy."""
+    task = resolve_task(config)
+    report = DataReport(task=task.name, source=config.source, split=config.split, revision=config.revision)
+    rows = config_rows(config)
     examples: list[Example] = []
     indices: list[int] = []
     seen: dict[str, int] = {}

@@ -13,8 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from otdistill.data import DataConfig, DataReport, load_examples, tokenize_pair_split
-from otdistill.data.sources import iter_rows
+from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.common import load_step_config, pipeline_run, setup_logging, step_tags
 from otdistill.tracking.runs import step_run
@@ -37,9 +36,7 @@ def _snapshot(config: DataConfig, keep: list[int], out_dir: Path) -> Path:
     wanted = set(keep)
     last = max(keep) if keep else -1
     written = 0
-    rows = iter_rows(
-        config.source, split=config.split, revision=config.revision, s3_endpoint_url=config.s3_endpoint_url
-    )
+    rows = config_rows(config)
     with path.open("w", encoding="utf-8") as fh:
         for index, row in rows:
             if index > last:

@@ -196,17 +196,10 @@ def first_input(task: Task, rows: Iterable[Any]) -> dict[str, str]:
 def data_input_example(data: DataConfig) -> tuple[Task, dict[str, str]]:
     """The task `data` names and an input example from its rows (`first_input`): what `log_student_model`
     takes, for a student trained and evaluated on that data."""
-    from otdistill.data import resolve_task
-    from otdistill.data.sources import iter_rows
+    from otdistill.data import config_rows, resolve_task
 
     task = resolve_task(data)
-    rows = iter_rows(
-        data.source,
-        split=data.split,
-        revision=data.revision,
-        s3_endpoint_url=data.s3_endpoint_url,
-        subset=data.subset,
-    )
+    rows = config_rows(data)
     return task, first_input(task, (row for _, row in rows))
 
 
