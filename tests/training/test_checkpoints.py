@@ -11,8 +11,17 @@ import pytest
 from safetensors.torch import load_file
 
 from otdistill.data import Example
+from otdistill.fingerprint import differences as fp_differences
+from otdistill.fingerprint import fingerprint
+from otdistill.fingerprint import short as fp_short
 from otdistill.training import distill_student, latest_complete_checkpoint, resolve_resume, verify_checkpoint
-from otdistill.training.checkpoints import MANIFEST, STAGING, S3CheckpointStore, finalize_checkpoint
+from otdistill.training.checkpoints import (
+    MANIFEST,
+    STAGING,
+    S3CheckpointStore,
+    finalize_checkpoint,
+    manifest_fingerprint,
+)
 from otdistill.training.trainer import DistillationTrainer
 from tests.training.conftest import MAX_LENGTH, tiny_config
 
@@ -114,3 +123,97 @@ def test_s3_mirror_and_resume_from_s3(
     assert store.complete_steps() == [6, 4, 2]
     local = load_file(str(fresh / "checkpoint-4" / "model.safetensors"))
     assert set(local) == set(load_file(str(tmp_path / "a" / "checkpoint-4" / "model.safetensors")))
+
+
+def _safetensors_sha(checkpoint: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((checkpoint / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_a_foreign_checkpoint_is_refused_and_kept_a_matching_one_is_resumed(
+    tiny_pair: tuple[Path, Path], examples: list[Example], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Checkpoints of another fingerprint (here: other data) in the same directory are never resumed: a
+    warning names both fingerprints, they move to refused-<hex>/ untouched, training starts at step 0 and
+    its own saves do not overwrite them. A checkpoint with this step's fingerprint is resumed."""
+    teacher, student = tiny_pair
+    section = json.dumps({"distill": {"max_steps": 4}})
+    ours = fingerprint(section, "a" * 64, {"base": "student@sha256:1"})
+    theirs = fingerprint(section, "b" * 64, {"base": "student@sha256:1"})
+    assert ours != theirs and fp_differences(ours, theirs) == ["data"]
+    out = tmp_path / "run"
+    distill_student(
+        tiny_config(out, max_steps=4, checkpoint_fingerprint=theirs),
+        student,
+        teacher,
+        examples,
+        max_length=MAX_LENGTH,
+    )
+    assert manifest_fingerprint(out / "checkpoint-4") == theirs
+    foreign_weights = _safetensors_sha(out / "checkpoint-4")
+
+    with caplog.at_level(logging.WARNING, logger="otdistill.training.checkpoints"):
+        fresh = distill_student(
+            tiny_config(out, max_steps=2, resume=True, checkpoint_fingerprint=ours),
+            student,
+            teacher,
+            examples,
+            max_length=MAX_LENGTH,
+        )
+    assert fresh.resumed_from is None
+    assert [row["step"] for row in fresh.history] == [1, 2]  # from step 0
+    refusals = [r.getMessage() for r in caplog.records if "refusing to resume" in r.getMessage()]
+    assert len(refusals) == 2, caplog.text  # checkpoint-4 and checkpoint-2
+    assert all(theirs in m and ours in m and "differ in: data" in m for m in refusals)
+    kept = out / f"refused-{fp_short(theirs)}"
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert verify_checkpoint(kept / "checkpoint-4") is None
+    assert _safetensors_sha(kept / "checkpoint-4") == foreign_weights
+    assert manifest_fingerprint(out / "checkpoint-2") == ours  # this run's own save, beside them
+
+    resumed = distill_student(
+        tiny_config(out, max_steps=4, resume=True, checkpoint_fingerprint=ours),
+        student,
+        teacher,
+        examples,
+        max_length=MAX_LENGTH,
+    )
+    assert resumed.resumed_from == str(out / "checkpoint-2")
+    assert [row["step"] for row in resumed.history] == [1, 2, 3, 4]
+    assert manifest_fingerprint(out / "checkpoint-4") == ours
+    assert _safetensors_sha(kept / "checkpoint-4") == foreign_weights  # rotation never reached it
+
+
+def test_a_checkpoint_without_a_fingerprint_is_refused_when_one_is_expected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    legacy = _fake_checkpoint(tmp_path, 6)  # written without a fingerprint (older otdistill, or by hand)
+    ours = fingerprint("{}", "c" * 64, {})
+    with caplog.at_level(logging.WARNING):
+        assert resolve_resume(tmp_path, None, ours) is None
+    assert "records fingerprint none" in caplog.text and ours in caplog.text
+    assert not legacy.exists() and (tmp_path / "refused-none" / "checkpoint-6").is_dir()
+    # without a fingerprint to match (plain library use) nothing is checked
+    matching = _fake_checkpoint(tmp_path, 2)
+    assert resolve_resume(tmp_path, None) == matching
+
+
+@pytest.mark.servers
+def test_foreign_s3_checkpoints_are_refused_and_moved_aside_in_s3(s3_env: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    s3.create_bucket(Bucket="ckpt-fp")
+    store = S3CheckpointStore("s3://ckpt-fp/runs/r9/distill_student")
+    theirs = fingerprint("{}", "d" * 64, {})
+    ours = fingerprint("{}", "e" * 64, {})
+    staging = tmp_path / "src" / STAGING / "checkpoint-3"
+    staging.mkdir(parents=True)
+    (staging / "model.safetensors").write_bytes(b"w" * 64)
+    store.upload(finalize_checkpoint(staging, tmp_path / "src" / "checkpoint-3", 3, theirs))
+    assert store.complete_steps() == [3] and store.fingerprint(3) == theirs
+
+    assert resolve_resume(tmp_path / "local", store, ours) is None
+    assert store.complete_steps() == []
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="ckpt-fp")["Contents"]}
+    aside = f"runs/r9/distill_student/refused-{fp_short(theirs)}/checkpoint-3"
+    assert keys == {f"{aside}/model.safetensors", f"{aside}/{MANIFEST}"}

@@ -10,6 +10,14 @@ truncated by a full disk, a partial S3 download) is never resumed from: it is sk
 S3 mirror: files are uploaded first and the manifest last, so an S3 prefix with a manifest is complete;
 resume downloads the newest complete S3 checkpoint when it is newer than the local ones, and verifies
 every file against the manifest before using it.
+
+Fingerprints (`otdistill.fingerprint`): a checkpoint's manifest records the fingerprint of what wrote it
+(`TrainConfig.checkpoint_fingerprint`). With a fingerprint to match, resume takes only checkpoints that
+record the same one. Any other complete checkpoint (another config, data or base model; or none recorded)
+is refused with a warning naming both fingerprints and moved aside, locally and in S3, to
+`refused-<12 hex of its fingerprint>/checkpoint-N` next to the checkpoints: kept for inspection, never
+resumed, never overwritten by this run's saves nor removed by checkpoint rotation; training starts from
+step 0 (or from an older checkpoint that matches).
 """
 
 from __future__ import annotations
@@ -26,10 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otdistill import fingerprint as fp
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "otdistill_complete.json"
 STAGING = ".staging"
+REFUSED = "refused-"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -58,13 +69,13 @@ def checkpoint_step(path: Path | str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def write_manifest(directory: Path, step: int) -> dict[str, Any]:
+def write_manifest(directory: Path, step: int, fingerprint: str | None = None) -> dict[str, Any]:
     """fsync every file of `directory`, then write its manifest atomically (the last file to appear)."""
     files = {}
     for path in _files(directory):
         _fsync_path(path)
         files[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-    manifest = {"step": step, "files": files, "written_at": time.time()}
+    manifest = {"step": step, "files": files, "written_at": time.time(), "fingerprint": fingerprint}
     tmp = directory / f".{MANIFEST}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1, sort_keys=True)
@@ -73,6 +84,36 @@ def write_manifest(directory: Path, step: int) -> dict[str, Any]:
     os.replace(tmp, directory / MANIFEST)
     _fsync_path(directory)
     return manifest
+
+
+def manifest_fingerprint(directory: Path) -> str | None:
+    """The fingerprint a checkpoint's manifest records (None: none recorded, or no readable manifest)."""
+    try:
+        value = json.loads((directory / MANIFEST).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def refusal(what: str, theirs: str | None, ours: str, kept_in: str) -> str:
+    """The warning for a refused checkpoint: both fingerprints, the parts that differ, where it is kept."""
+    differ = ", ".join(fp.differences(ours, theirs))
+    return (
+        f"refusing to resume from {what}: it records fingerprint {theirs or 'none'}, this step's is {ours} "
+        f"(they differ in: {differ}); it is kept in {kept_in}, and this step starts from step 0"
+    )
+
+
+def set_aside(path: Path, theirs: str | None, ours: str) -> Path:
+    """Refuse the checkpoint (or state directory) `path`: warn naming both fingerprints, and move it to
+    `<its parent>/refused-<12 hex of theirs>/<its name>`, where nothing of this run writes or deletes."""
+    target = path.parent / f"{REFUSED}{fp.short(theirs)}" / path.name
+    if target.exists():
+        target = target.with_name(f"{path.name}-{int(time.time())}")
+    log.warning("%s", refusal(str(path), theirs, ours, str(target)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(path, target)
+    return target
 
 
 def verify_checkpoint(directory: Path, check_hashes: bool = True) -> str | None:
@@ -100,9 +141,9 @@ def verify_checkpoint(directory: Path, check_hashes: bool = True) -> str | None:
     return None
 
 
-def finalize_checkpoint(staging: Path, final: Path, step: int) -> Path:
+def finalize_checkpoint(staging: Path, final: Path, step: int, fingerprint: str | None = None) -> Path:
     """Manifest + fsync `staging`, then rename it to `final` (replacing an older `final`, e.g. on re-save)."""
-    write_manifest(staging, step)
+    write_manifest(staging, step, fingerprint)
     final.parent.mkdir(parents=True, exist_ok=True)
     trash = None
     if final.exists():
@@ -136,6 +177,16 @@ def local_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
         return []
     found = [(checkpoint_step(p), p) for p in output_dir.iterdir() if p.is_dir()]
     return sorted(((s, p) for s, p in found if s is not None), reverse=True)
+
+
+def set_aside_foreign(output_dir: Path, fingerprint: str) -> None:
+    """Refuse and move aside every complete local checkpoint that records another fingerprint."""
+    for _, path in local_checkpoints(output_dir):
+        if verify_checkpoint(path, check_hashes=False) is not None:
+            continue  # incomplete: skipped (with its own warning) by latest_complete_checkpoint
+        theirs = manifest_fingerprint(path)
+        if theirs != fingerprint:
+            set_aside(path, theirs, fingerprint)
 
 
 def latest_complete_checkpoint(output_dir: Path, check_hashes: bool = True) -> Path | None:
@@ -205,6 +256,59 @@ class S3CheckpointStore:
                     steps.add(step)
         return sorted(steps, reverse=True)
 
+    def _keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        return [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
+
+    def fingerprint(self, step: int) -> str | None:
+        """The fingerprint checkpoint `step`'s manifest in S3 records (None when it records none)."""
+        key = self.location.key(f"checkpoint-{step}", MANIFEST)
+        body = self.client.get_object(Bucket=self.location.bucket, Key=key)["Body"].read()
+        value = json.loads(body).get("fingerprint")
+        return str(value) if value else None
+
+    def set_aside(self, step: int, theirs: str | None, ours: str) -> str:
+        """Refuse S3 checkpoint `step` (warning naming both fingerprints): copy it to
+        `refused-<12 hex>/checkpoint-N/`, then delete the original, its manifest first."""
+        name = f"checkpoint-{step}"
+        source = self.location.key(name) + "/"
+        target = self.location.key(f"{REFUSED}{fp.short(theirs)}", name)
+        log.warning(
+            "%s", refusal(f"{self.uri}/{name}", theirs, ours, f"s3://{self.location.bucket}/{target}")
+        )
+        keys = self._keys(source)
+        for key in keys:
+            self.client.copy(
+                {"Bucket": self.location.bucket, "Key": key},
+                self.location.bucket,
+                f"{target}/{key[len(source) :]}",
+            )
+        manifest = source + MANIFEST
+        for key in sorted(keys, key=lambda k: k != manifest):  # no longer complete before anything goes
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+        return f"s3://{self.location.bucket}/{target}"
+
+    def set_aside_foreign(self, fingerprint: str) -> None:
+        """Refuse and move aside every complete S3 checkpoint that records another fingerprint."""
+        for step in self.complete_steps():
+            theirs = self.fingerprint(step)
+            if theirs != fingerprint:
+                self.set_aside(step, theirs, fingerprint)
+
+    def remove_checkpoints(self) -> None:
+        """Delete this prefix's `checkpoint-N/` objects (a finished step's); refused ones stay."""
+        for step in self.complete_steps():
+            manifest = self.location.key(f"checkpoint-{step}", MANIFEST)
+            self.client.delete_object(Bucket=self.location.bucket, Key=manifest)
+        prefix = self.location.key("") + "/" if self.location.prefix else ""
+        for key in self._keys(prefix):
+            if checkpoint_step(key[len(prefix) :].partition("/")[0]) is not None:
+                self.client.delete_object(Bucket=self.location.bucket, Key=key)
+
     def download(self, step: int, output_dir: Path) -> Path:
         """Download checkpoint `step` into `output_dir` (staged, verified against its manifest, renamed)."""
         name = f"checkpoint-{step}"
@@ -230,9 +334,18 @@ class S3CheckpointStore:
         return final
 
 
-def resolve_resume(output_dir: Path, store: S3CheckpointStore | None) -> Path | None:
-    """The checkpoint to resume from: the newest complete one, local or (downloaded) from S3; or None."""
+def resolve_resume(
+    output_dir: Path, store: S3CheckpointStore | None, fingerprint: str | None = None
+) -> Path | None:
+    """The checkpoint to resume from: the newest complete one, local or (downloaded) from S3; or None.
+
+    With `fingerprint`, checkpoints that record another one are refused and moved aside first (module doc).
+    """
     clean_staging(output_dir)
+    if fingerprint is not None:
+        set_aside_foreign(output_dir, fingerprint)
+        if store is not None:
+            store.set_aside_foreign(fingerprint)
     local = latest_complete_checkpoint(output_dir)
     local_step = checkpoint_step(local) if local is not None else -1
     if store is not None:

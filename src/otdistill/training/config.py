@@ -42,7 +42,10 @@ class TrainConfig:
 
     Checkpoints: every `save_steps` steps into `output_dir`/checkpoint-N (atomically; see checkpoints.py),
     mirrored to `checkpoint_uri` (s3://bucket/prefix) when set; `resume` continues from the newest complete
-    checkpoint found locally or in S3. `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32.
+    checkpoint found locally or in S3. `checkpoint_fingerprint` (set by the pipeline steps, see
+    `otdistill.fingerprint`; leave it unset in configs) is recorded in every checkpoint, and resume then
+    takes only checkpoints that record the same one: others are refused and moved aside (checkpoints.py).
+    `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32.
     `deterministic` turns on torch's deterministic algorithms (and the cuBLAS workspace setting on GPUs).
     """
 
@@ -95,6 +98,7 @@ class TrainConfig:
     output_dir: str = "outputs/train"
     checkpoint_uri: str | None = None
     s3_endpoint_url: str | None = None
+    checkpoint_fingerprint: str | None = None
     resume: bool = True
     seed: int = 42
     deterministic: bool = False

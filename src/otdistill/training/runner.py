@@ -33,7 +33,13 @@ from otdistill.data.loading import LoadedSplit
 from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
 from otdistill.training.callbacks import ProgressAndMetricsCallback, numeric
-from otdistill.training.checkpoints import STAGING, S3CheckpointStore, remove_if_empty, resolve_resume
+from otdistill.training.checkpoints import (
+    STAGING,
+    S3CheckpointStore,
+    checkpoint_step,
+    remove_if_empty,
+    resolve_resume,
+)
 from otdistill.training.config import TrainConfig
 from otdistill.training.determinism import determinism_record, seed_everything
 from otdistill.training.inputs import TrainCollator, encode_side_examples
@@ -241,9 +247,9 @@ def _run(
     if config.resume:
         with args.main_process_first(local=True, desc="finding the checkpoint to resume from"):
             store = trainer.checkpoint_store if args.should_save else None
-            resume_from = resolve_resume(output_dir, store)
+            resume_from = resolve_resume(output_dir, store, config.checkpoint_fingerprint)
         if resume_from is not None:
-            log.info("%s: resuming from %s", stage, resume_from)
+            log.info("%s: resuming from %s (step %s)", stage, resume_from, checkpoint_step(resume_from))
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     model_dir = output_dir / MODEL_DIR

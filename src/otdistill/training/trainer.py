@@ -223,7 +223,12 @@ class DistillationTrainer(Trainer):
             self._staging = False
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state into the staging dir
         if self.args.should_save:
-            final = finalize_checkpoint(run_dir / STAGING / name, run_dir / name, self.state.global_step)
+            final = finalize_checkpoint(
+                run_dir / STAGING / name,
+                run_dir / name,
+                self.state.global_step,
+                self.objective.config.checkpoint_fingerprint,  # resume takes only matching checkpoints
+            )
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit)
             if self.checkpoint_store is not None:
                 uri = self.checkpoint_store.upload(final)
