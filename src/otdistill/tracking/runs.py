@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.connection import TrackingError, configure_client, preflight
+from otdistill.tracking.metric_buffer import FLUSH_TIMEOUT_S, close_run_buffer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ ORPHANED_ERROR = (
 MAX_PARAM_CHARS = 6000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_METRICS = 1000
+# How long a failing step waits for its buffered metrics (they show what led to the failure); after SIGTERM
+# only a moment of the pod's grace period is spent on them.
+FAILED_FLUSH_TIMEOUT_S = 30.0
+KILLED_FLUSH_TIMEOUT_S = 5.0
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -226,12 +231,16 @@ def start_pipeline_run(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
 ) -> Iterator[PipelineRun]:
-    """Open the parent run for the block; it ends FINISHED, or FAILED if the block raises."""
+    """Open the parent run for the block; it ends FINISHED, or FAILED if the block raises (the block's
+    error propagates even when ending the run fails too, e.g. because the server is down)."""
     parent = open_pipeline_run(config, run_name, pipeline_run_id=pipeline_run_id, params=params, tags=tags)
     try:
         yield parent
     except BaseException:
-        finish_pipeline_run(parent, "FAILED")
+        try:
+            finish_pipeline_run(parent, "FAILED")
+        except Exception:
+            log.warning("could not end parent run %s as FAILED", parent.run_id, exc_info=True)
         raise
     finish_pipeline_run(parent, "FINISHED")
 
@@ -275,22 +284,34 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _end_step(step: StepRun, status: str, error: str) -> None:
-    """End the active step run with `status` and its error tag; a tracking outage cannot mask the error."""
+    """End the active step run with `status` and its error tag; a tracking outage cannot mask the error.
+
+    Every call to the server here is guarded: what fails is logged as a warning, and the step's own error
+    is what propagates. The metrics buffered before the failure get a short, bounded flush.
+    """
 
     def tag() -> None:
         try:
             step.set_tags({ERROR_TAG: error})
         except Exception:
-            log.exception("could not record the error on step run %s", step.run_id)
+            log.warning("could not record the error on step run %s", step.run_id, exc_info=True)
 
-    if status != "KILLED":  # after SIGTERM the pod may be gone soon: the status first, then the error
+    def flush(timeout_s: float) -> None:
+        try:
+            close_run_buffer(step.run_id, timeout_s, strict=False)
+        except Exception:
+            log.warning("could not send the buffered metrics of step run %s", step.run_id, exc_info=True)
+
+    if status != "KILLED":  # after SIGTERM the pod may be gone soon: the status first, then the rest
+        flush(FAILED_FLUSH_TIMEOUT_S)
         tag()
     try:
         mlflow.end_run(status=status)
     except Exception:
-        log.exception("could not end step run %s as %s", step.run_id, status)
+        log.warning("could not end step run %s as %s", step.run_id, status, exc_info=True)
     if status == "KILLED":
         tag()
+        flush(KILLED_FLUSH_TIMEOUT_S)
 
 
 @contextmanager
@@ -324,6 +345,9 @@ def step_run(
             if params:
                 step.log_params(params)
             yield step
+            # The training metrics still buffered go first; if the server never takes them, the step
+            # fails (UnsentMetricsError) instead of ending FINISHED with a gap in its curves.
+            close_run_buffer(step.run_id, FLUSH_TIMEOUT_S)
         except (StepTerminated, KeyboardInterrupt) as exc:
             _end_step(step, RunStatus.to_string(RunStatus.KILLED), error_text(exc))
             raise

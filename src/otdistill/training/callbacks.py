@@ -4,6 +4,10 @@ The trainer puts every loss part (CE, HAD, SL, SD / ULD / KL), the learning rate
 tokens per second and memory into each training log; this callback shows them on one progress bar and,
 when an MLflow run is active in this process (the tracking part opens one per pipeline step), logs them as
 metrics at the optimizer step. Only the main process reports.
+
+The metrics go through the run's `RunLogBuffer` (`otdistill.tracking.metric_buffer`): a step only queues
+them, a background thread sends them, so a slow, hung or restarting tracking server never holds up
+training. The runner flushes the buffer when training ends, and the step run flushes it before it ends.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from otdistill.progress import progress_bar as tqdm
+from otdistill.tracking.metric_buffer import run_buffer
 
 # Keys of a training log that are worth a metric (the Trainer's end-of-run summary has others).
 BAR_KEYS: tuple[str, ...] = (
@@ -86,8 +91,9 @@ class ProgressAndMetricsCallback(TrainerCallback):
             self.bar.set_postfix(shown, refresh=False)
         import mlflow
 
-        if mlflow.active_run() is not None:
-            mlflow.log_metrics(
+        active = mlflow.active_run()
+        if active is not None:
+            run_buffer(active.info.run_id).log_metrics(
                 {f"{self.mlflow_prefix}{k}": v for k, v in values.items()}, step=state.global_step
             )
 

@@ -279,10 +279,18 @@ def _run(
 
 
 def log_record_to_mlflow(stage: str, record: dict[str, Any]) -> None:
-    """Precision, seeds and deterministic settings as params of the active MLflow run (when there is one)."""
+    """Precision, seeds and deterministic settings as params of the active MLflow run (when there is one).
+
+    They go through the run's metric buffer, which is then flushed (bounded): the training metrics and these
+    params are in MLflow when this returns, unless the server is down; then they stay buffered, and the
+    step run's close waits for them again (`otdistill.tracking.metric_buffer`).
+    """
     import mlflow
 
-    if mlflow.active_run() is None:
+    from otdistill.tracking.metric_buffer import run_buffer
+
+    active = mlflow.active_run()
+    if active is None:
         return
     from otdistill.config import flatten
 
@@ -290,7 +298,10 @@ def log_record_to_mlflow(stage: str, record: dict[str, Any]) -> None:
         k: v for k, v in record.items() if k.startswith("precision.") or k in ("determinism", "distributed")
     }
     keep["world_size"] = record.get("world_size")
-    mlflow.log_params({f"{stage}.{k}": str(v) for k, v in flatten(keep).items()})
+    buffer = run_buffer(active.info.run_id)
+    buffer.log_params({f"{stage}.{k}": str(v) for k, v in flatten(keep).items()})
+    if buffer.flush():
+        log.warning("%s: MLflow has not taken %s yet; still retrying", stage, buffer.describe_unsent())
 
 
 def training_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
