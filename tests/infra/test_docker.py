@@ -228,7 +228,7 @@ def test_dockerignore_is_a_whitelist_that_admits_the_copy_sources() -> None:
         for value in instructions(path, "COPY"):
             if value.startswith("--from"):
                 continue
-            sources.update(s.rstrip("/") for s in value.split()[:-1])
+            sources.update(s.rstrip("/") for s in value.split()[:-1] if not s.startswith("--"))
     python_files = [
         str(p.relative_to(REPO))
         for folder in ("src/otdistill", "components", "pipelines")

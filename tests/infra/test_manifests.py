@@ -6,9 +6,12 @@ breaks a copy of the manifests on purpose to prove the check fails on a typo.
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from tests.infra.manifest_tools import (
     kustomize_build,
     pod_specs,
 )
+from tests.infra.test_docker import instructions
+from tests.servers.processes import free_port
 
 PIPELINE_NS = "otdistill-pipelines"
 
@@ -78,7 +83,7 @@ def test_no_secret_values_in_the_build(built: tuple[str, Path]) -> None:
     referenced = {
         ref["secretKeyRef"]["name"]
         for spec in pod_specs(docs).values()
-        for container in spec["containers"]
+        for container in [*spec.get("initContainers", []), *spec["containers"]]
         for ref in (e.get("valueFrom", {}) for e in container.get("env", []))
         if "secretKeyRef" in ref
     }
@@ -99,6 +104,13 @@ def test_workloads_are_pinned_non_root_probed_and_bounded(built: tuple[str, Path
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
             assert "readinessProbe" in container and "livenessProbe" in container, name
+        # Init containers run to completion (no probes), but are pinned and bounded like the rest.
+        for container in spec.get("initContainers", []):
+            image = container["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
 
 
 def test_mlflow_server_deployment(built: tuple[str, Path]) -> None:
@@ -119,6 +131,109 @@ def test_mlflow_server_deployment(built: tuple[str, Path]) -> None:
     assert service["metadata"]["namespace"] == "otdistill-mlflow"
     tracking = by_kind(docs, "ConfigMap")["otdistill-tracking"]["data"]
     assert tracking["MLFLOW_TRACKING_URI"] == "http://mlflow.otdistill-mlflow.svc.cluster.local:5000"
+
+
+# The init container of Deployment mlflow that brings the schema to the server's MLflow version
+# (docker/mlflow_db_upgrade.py, installed in the MLflow image under this name).
+UPGRADE_COMMAND = ["mlflow-db-upgrade"]
+UPGRADE_SCRIPT = REPO / "docker" / "mlflow_db_upgrade.py"
+
+
+def schema_upgrade_problems(deployment: dict[str, Any]) -> list[str]:
+    """Why pods of the MLflow Deployment could start the server before the schema upgrade, or upgrade
+    another database than the server's (empty: they cannot)."""
+    spec = deployment["spec"]["template"]["spec"]
+    (server,) = spec["containers"]
+    upgrades = [c for c in spec.get("initContainers", []) if c.get("command") == UPGRADE_COMMAND]
+    if not upgrades:
+        return [
+            f"Deployment mlflow has no init container running {UPGRADE_COMMAND}: the server would start on "
+            "an empty database (replicas racing to create the tables) or refuse an out-of-date schema"
+        ]
+    problems = []
+    for init in upgrades:
+        name = init["name"]
+        if init.get("restartPolicy") == "Always":
+            problems.append(
+                f"init container {name} is a sidecar (restartPolicy: Always): the server does not wait"
+            )
+        if init["image"] != server["image"]:
+            problems.append(
+                f"init container {name} runs {init['image']}, the server {server['image']}: the schema "
+                "must be the server's MLflow version"
+            )
+        for field in ("envFrom", "env"):
+            if init.get(field) != server.get(field):
+                problems.append(
+                    f"init container {name}: {field} differs from the server's, so it may upgrade another "
+                    "database than the one the server uses (MLFLOW_BACKEND_STORE_URI)"
+                )
+    return problems
+
+
+def test_the_server_starts_only_after_the_schema_upgrade(built: tuple[str, Path]) -> None:
+    deployment = by_kind(documents(built[1].read_text()), "Deployment")["mlflow"]
+    assert schema_upgrade_problems(deployment) == []
+    # The command is what the MLflow image installs, from the script that is tested.
+    copies = [c.split() for c in instructions(REPO / "docker" / "Dockerfile.mlflow", "COPY")]
+    assert ["--chmod=0755", "docker/mlflow_db_upgrade.py", "/usr/local/bin/mlflow-db-upgrade"] in copies
+
+
+def _drop_init(spec: dict[str, Any]) -> None:
+    del spec["initContainers"]
+
+
+def _sidecar(spec: dict[str, Any]) -> None:
+    spec["initContainers"][0]["restartPolicy"] = "Always"
+
+
+def _other_database(spec: dict[str, Any]) -> None:
+    env = spec["initContainers"][0]["env"]
+    uri = next(e for e in env if e["name"] == "MLFLOW_BACKEND_STORE_URI")
+    uri["value"] = uri["value"].replace("$(MLFLOW_DB_NAME)", "mlflow_staging")
+
+
+def _other_image(spec: dict[str, Any]) -> None:
+    spec["initContainers"][0]["image"] = "ghcr.io/otdistill/otdistill-mlflow:0.0.9"
+
+
+SCHEMA_MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "no init container": _drop_init,
+    "sidecar": _sidecar,
+    "another database": _other_database,
+    "another image": _other_image,
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(SCHEMA_MUTATIONS))
+def test_a_pod_that_could_serve_before_the_upgrade_fails_the_check(mutation: str) -> None:
+    docs = documents(kustomize_build(MANIFESTS / "overlays" / "prod"))
+    deployment = copy.deepcopy(by_kind(docs, "Deployment")["mlflow"])
+    SCHEMA_MUTATIONS[mutation](deployment["spec"]["template"]["spec"])
+    assert schema_upgrade_problems(deployment), f"{mutation} went unnoticed"
+
+
+def _upgrade(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The init container's script, run from its source with this venv's Python (no database needed)."""
+    return subprocess.run(
+        [sys.executable, str(UPGRADE_SCRIPT), *args],
+        env={k: v for k, v in {**os.environ, **env}.items() if v},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_upgrade_script_names_a_bad_database_uri() -> None:
+    missing = _upgrade({"MLFLOW_BACKEND_STORE_URI": ""})
+    assert missing.returncode == 2 and "MLFLOW_BACKEND_STORE_URI is not set" in missing.stderr
+    sqlite = _upgrade({"MLFLOW_BACKEND_STORE_URI": "sqlite:///mlflow.db"})
+    assert sqlite.returncode == 2 and "'sqlite' URI; the advisory lock needs PostgreSQL" in sqlite.stderr
+    closed = f"postgresql://mlflow:s3cr3t-pw@127.0.0.1:{free_port()}/mlflow"
+    down = _upgrade({"MLFLOW_BACKEND_STORE_URI": closed}, "--connect-timeout-s", "0")
+    assert down.returncode == 1 and "unreachable" in down.stderr, down.stderr
+    assert "s3cr3t-pw" not in down.stderr + down.stdout, "the password was logged"
 
 
 def _ingress_sources(policy: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""The tracking server exactly as the dev overlay's Deployment runs it: its command, args and env (ConfigMap,
-Secrets, kubelet `$(VAR)` expansion), started locally against the test PostgreSQL (password auth) and S3.
+"""The tracking server exactly as the dev overlay's Deployment runs it: its init container's schema upgrade,
+then its command, args and env (ConfigMap, Secrets, kubelet `$(VAR)` expansion), started locally against
+the test PostgreSQL (password auth) and S3 (tests/servers/manifest_pod.py).
 
 Only what is cluster networking is replaced: the database and S3 hosts point at 127.0.0.1, and the server
 binds 127.0.0.1 on a free port instead of 0.0.0.0:5000. Everything else (the backend-store URI template,
@@ -8,11 +9,9 @@ the artifact proxy, the allowed Host headers, the uvicorn options) is the manife
 
 from __future__ import annotations
 
-import re
-import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -20,37 +19,14 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from otdistill.tracking import TrackingConfig, start_pipeline_run, step_run
-from tests.infra.manifest_tools import MANIFESTS, by_kind, documents, kustomize_build
-from tests.servers.processes import LOCALHOST, VENV_BIN, ManagedProcess, ServerStack, free_port, http_ok
-
-VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-
-
-def kubelet_expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes' `$(VAR)` expansion: defined names are replaced, `$$` escapes, unknown refs stay as-is."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        return env.get(match.group(1), match.group(0))
-
-    return VAR_REF.sub(one, value)
-
-
-def container_env(
-    container: dict[str, Any], configmaps: dict[str, dict[str, str]], secret_values: dict[str, dict[str, str]]
-) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: envFrom first, then `env` in order."""
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        env.update(configmaps[source["configMapRef"]["name"]])
-    for item in container.get("env", []):
-        if "value" in item:
-            env[item["name"]] = kubelet_expand(item["value"], env)
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = secret_values[ref["name"]][ref["key"]]
-    return env
+from tests.servers.manifest_pod import (
+    head_revision,
+    kubelet_expand,
+    localise_server_args,
+    mlflow_pod,
+    schema_revision,
+)
+from tests.servers.processes import LOCALHOST, ManagedProcess, ServerStack, free_port, http_ok
 
 
 def test_kubelet_expansion_semantics() -> None:
@@ -61,57 +37,32 @@ def test_kubelet_expansion_semantics() -> None:
 @pytest.fixture()
 def manifest_server(server_stack: ServerStack, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(server URI, artifact prefix) of the manifest-defined server, stopped after the test."""
-    docs = documents(kustomize_build(MANIFESTS / "overlays" / "dev"))
-    deployment = by_kind(docs, "Deployment")["mlflow"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    configmap = dict(by_kind(docs, "ConfigMap")["mlflow-server"]["data"])
-
-    pg, s3 = server_stack.postgres, server_stack.s3
-    password = secrets.token_hex(12)  # URL-safe, as manifests/secrets/README.md asks
-    database = f"mlflow_{secrets.token_hex(4)}"
-    pg.sql(f"CREATE ROLE {configmap['MLFLOW_DB_USER']} LOGIN PASSWORD '{password}'")
-    pg.sql(f"CREATE DATABASE {database} OWNER {configmap['MLFLOW_DB_USER']}")
+    pg = server_stack.postgres
     prefix = "manifest-artifacts"
+    pod = mlflow_pod("dev", pg, server_stack.s3, prefix)
+    # The init containers run to completion first, as the kubelet runs them (the schema upgrade).
+    for init in pod.init_containers:
+        env = {**pod.env(init), "HOME": str(tmp_path)}
+        done = subprocess.run(pod.local_argv(init, env), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"init container {init['name']} failed:\n{done.stderr[-3000:]}"
+    assert schema_revision(pg, pod.database) == head_revision()
+
     port = free_port()
-    # Cluster DNS names -> the local servers; nothing else changes.
-    configmap.update(
-        MLFLOW_DB_HOST=LOCALHOST,
-        MLFLOW_DB_PORT=str(pg.port),
-        MLFLOW_DB_NAME=database,
-        MLFLOW_S3_ENDPOINT_URL=s3.endpoint,
-        MLFLOW_ARTIFACTS_DESTINATION=f"s3://{s3.bucket}/{prefix}",
-    )
-    env = container_env(
-        container,
-        {"mlflow-server": configmap},
-        {
-            "mlflow-db": {"password": password},
-            "mlflow-artifact-store": {
-                "AWS_ACCESS_KEY_ID": s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-            },
-        },
-    )
-    args = [kubelet_expand(a, env) for a in container["args"]]
-    assert "--host=0.0.0.0" in args and "--port=5000" in args
-    args = [
-        "--host=127.0.0.1" if a == "--host=0.0.0.0" else f"--port={port}" if a == "--port=5000" else a
-        for a in args
-    ]
-    command = [str(VENV_BIN / container["command"][0]), *container["command"][1:]]
+    env = pod.env(pod.server)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == (
+        f"postgresql://mlflow:{pod.secret_values['mlflow-db']['password']}@{LOCALHOST}:{pg.port}/{pod.database}"
+    ), "the URI template did not expand"
+    program, *args = pod.local_argv(pod.server, env)
     uri = f"http://{LOCALHOST}:{port}"
     env["HOME"] = str(tmp_path)  # the pod mounts an emptyDir at /tmp for HOME; here a temp dir
     process = ManagedProcess(
         name="mlflow server (dev manifest)",
-        argv=[*command, *args],
+        argv=[program, *localise_server_args(args, port)],
         log_path=tmp_path / "manifest-mlflow.log",
         env=env,
         ready=lambda: http_ok(f"{uri}/health"),
         start_timeout_s=180.0,
     )
-    assert env["MLFLOW_BACKEND_STORE_URI"] == (
-        f"postgresql://mlflow:{password}@{LOCALHOST}:{pg.port}/{database}"
-    ), "the URI template did not expand"
     process.start()
     try:
         yield uri, prefix
