@@ -20,6 +20,7 @@ from otdistill.steps.common import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
 RUN_ID_LABEL = "metadata.labels['pipeline/runid']"
 # The key of `cluster.tracking_config_map` a step reads (otdistill.tracking.TrackingConfig falls back to it).
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SHM_VOLUME = "dshm"
 
 
 def _resources(task: Any, res: Resources) -> None:
@@ -60,6 +61,9 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
                 backoff_factor=cluster.retry.backoff_factor,
                 backoff_max_duration=cluster.retry.backoff_max_duration,
             )
+        if cluster.gpus > 1:
+            # NCCL between the step's GPU processes goes through /dev/shm; a pod's default is 64 MiB.
+            kubernetes.empty_dir_mount(task, volume_name=SHM_VOLUME, mount_path="/dev/shm", medium="Memory")
     else:
         _resources(task, cluster.cpu_resources)
     timeout = cluster.timeouts.get(step, cluster.default_timeout)

@@ -437,8 +437,9 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "open_run": tuple(f.name for f in dataclasses.fields(RunConfig)),
     "prepare_data": ("name", "teacher", "student", "data", "validation", "tracking"),
     "reference_model": ("teacher", "student", "tracking"),
-    "train_teacher": ("teacher", "teacher_sft", "data", "tracking"),
-    "train_sft_baseline": ("student", "sft_baseline", "data", "tracking"),
+    # `cluster.gpus`: the training steps run one process per GPU, so it sets the global batch
+    "train_teacher": ("teacher", "teacher_sft", "data", "tracking", "cluster.gpus"),
+    "train_sft_baseline": ("student", "sft_baseline", "data", "tracking", "cluster.gpus"),
     # the cache depends on the loss settings it stores (and the batch it runs), not on the optimiser's
     "cache_teacher": (
         "teacher",
@@ -452,7 +453,7 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
         "distill.s3_endpoint_url",
         "tracking",
     ),
-    "distill_student": ("teacher", "student", "distill", "data", "tracking"),
+    "distill_student": ("teacher", "student", "distill", "data", "tracking", "cluster.gpus"),
     "evaluate": ("teacher", "student", "data", "validation", "eval", "tracking"),
     "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
     # compiled in (an exit handler takes no upstream outputs); the run's tracking parameters apply on top

@@ -136,3 +136,33 @@ def test_every_step_runs_inside_the_exit_handler(tmp_path: Path) -> None:
     assert {"open-run", "prepare-data", "cache-teacher", "evaluate", "register-and-promote"} <= set(body)
     k8s = executors[_executor(spec, close)]
     assert [f.name for f in k8s.field_path_as_env] == ["OTDISTILL_PIPELINE_RUN_ID"]
+
+
+def test_several_gpus_run_the_training_steps_on_that_many_processes(tmp_path: Path) -> None:
+    """`cluster.gpus: 2`: each training task asks for 2 GPUs and a memory /dev/shm (NCCL), and the config
+    section it is handed (what `open_run` cuts from the compiled config) makes its step launch 2 processes."""
+    from otdistill.training.launch import training_processes
+
+    cfg = RunConfig()
+    cfg.cluster.gpus = 2
+    spec, executors = _parse(compile_pipeline(cfg, tmp_path / "p.yaml"))
+    tasks = _tasks(spec)
+    compiled = tasks["open-run"].inputs.parameters["base_config"].runtime_value.constant.string_value
+    base = RunConfig.from_json(compiled)
+    for name, step in [
+        ("train-sft", "train_teacher"),
+        ("train-sft-2", "train_sft_baseline"),
+        ("distill-student", "distill_student"),
+    ]:
+        task = tasks[name]
+        res = spec.deployment_spec.fields["executors"].struct_value.fields[_executor(spec, task)]
+        container = res.struct_value.fields["container"].struct_value.fields
+        acc = container["resources"].struct_value.fields["accelerator"].struct_value.fields
+        assert acc["resourceCount"].string_value == "2", name
+        shm = executors[_executor(spec, task)].empty_dir_mounts
+        assert [(m.mount_path, m.medium) for m in shm] == [("/dev/shm", "Memory")], name
+        section = RunConfig.from_json(base.section_json(step))
+        assert training_processes(section.cluster.gpus) == 2, name
+    # one GPU: no extra shared memory, one process
+    assert not executors[_executor(spec, tasks["prepare-data"])].empty_dir_mounts
+    assert training_processes(RunConfig().cluster.gpus) == 1

@@ -20,7 +20,7 @@ from otdistill.steps.common import (
 )
 from otdistill.steps.train_sft import TrainStepResult
 from otdistill.tracking.runs import step_run
-from otdistill.training import distill_student as train_distill
+from otdistill.training.launch import TrainingJob, run_training, training_processes
 
 log = logging.getLogger(__name__)
 CACHED_LOSSES = ("multilevel_ot", "uld")
@@ -61,7 +61,9 @@ def distill_student(
                 train_cfg.max_steps,
             )
             data = snapshot_data_config(cfg, train_dir, cfg.data.split)
-            result = train_distill(train_cfg, student, teacher, data)
+            job = TrainingJob("distill", train_cfg, data, student=student, teacher=teacher)
+            # cluster.gpus > 1: that many processes through torchrun, rank 0 writing the model
+            result = run_training(job, training_processes(cfg.cluster.gpus))
             copy_model(result.model_dir, model_dir)
         metadata = {
             "role": "student",

@@ -20,7 +20,7 @@ from otdistill.steps.common import (
     write_model_info,
 )
 from otdistill.tracking.runs import step_run
-from otdistill.training import TrainResult, distill_student, train_teacher_sft
+from otdistill.training.launch import TrainingJob, run_training, training_processes
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,12 @@ def train_sft(
         ):
             resolved = resolve_model(spec)
             log.info("%s: fine-tuning %s for %s steps", stage, resolved.source, train_cfg.max_steps)
-            result: TrainResult
             if role == "teacher":
-                result = train_teacher_sft(train_cfg, resolved, data)
+                job = TrainingJob("teacher_sft", train_cfg, data, teacher=resolved)
             else:
-                result = distill_student(train_cfg, resolved, None, data)
+                job = TrainingJob("distill", train_cfg, data, student=resolved)
+            # cluster.gpus > 1: that many processes through torchrun, rank 0 writing the model
+            result = run_training(job, training_processes(cfg.cluster.gpus))
             copy_model(result.model_dir, model_dir)
         metadata = {
             "role": role,

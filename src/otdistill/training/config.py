@@ -33,7 +33,8 @@ class TrainConfig:
     Under torchrun, `teacher_sharding="fsdp"` shards a live teacher over the ranks (FSDP2); "replicate"
     keeps a full copy per process.
 
-    Data parallel (`distributed`, under torchrun): "ddp" replicates the trained model; "fsdp" shards it
+    Data parallel (`distributed`, under torchrun: the pipeline's training steps launch `cluster.gpus`
+    processes, `otdistill.training.launch`): "ddp" replicates the trained model; "fsdp" shards it
     with accelerate's FSDP2 (GPUs only: on CPU the run refuses it).
 
     Optimisation: `max_steps` optimizer steps (or `num_epochs` when `max_steps` <= 0), AdamW with
@@ -45,7 +46,8 @@ class TrainConfig:
     checkpoint found locally or in S3. `checkpoint_fingerprint` (set by the pipeline steps, see
     `otdistill.fingerprint`; leave it unset in configs) is recorded in every checkpoint, and resume then
     takes only checkpoints that record the same one: others are refused and moved aside (checkpoints.py).
-    `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32.
+    `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32; under bf16 the base of a LoRA or
+    FSDP run is loaded in bf16 (`PrecisionChoice.trained_dtype`).
     `deterministic` turns on torch's deterministic algorithms (and the cuBLAS workspace setting on GPUs).
     """
 

@@ -28,6 +28,19 @@ class PrecisionChoice:
         """A frozen teacher has no master weights to keep: it runs in bf16 outright under bf16."""
         return torch.bfloat16 if self.bf16 else torch.float32
 
+    def trained_dtype(self, *, lora: bool, distributed: str = "ddp") -> torch.dtype:
+        """The dtype the trained model's base weights are loaded in (a 7B base is never loaded in fp32).
+
+        Under bf16, bf16 when the base gets no fp32 master weights of its own to need: with LoRA it is
+        frozen (peft keeps the adapters, the only trained weights, in fp32), and under FSDP accelerate
+        upcasts the trained parameters to fp32 master weights itself. Full fine-tuning without FSDP keeps
+        fp32 weights and runs bf16 autocast: AdamW updates of ~1e-5 relative size vanish in bf16 weights.
+        fp32 whenever the precision is fp32.
+        """
+        if self.bf16 and (lora or distributed == "fsdp"):
+            return torch.bfloat16
+        return torch.float32
+
     def record(self) -> dict[str, str]:
         return {f"precision.{k}": str(v) for k, v in asdict(self).items()}
 

@@ -366,7 +366,7 @@ def train_teacher_sft(
     length = max_length or (data_cfg.max_length if data_cfg else 1024)
     prompt_cap = max_prompt_tokens or (data_cfg.max_prompt_tokens if data_cfg else None)
     features = encode_side_examples(examples, tokenizer, max_length=length, max_prompt_tokens=prompt_cap)
-    model = load_model(resolved, dtype="float32")
+    model = load_model(resolved, dtype=precision.trained_dtype(lora=sft.lora, distributed=sft.distributed))
     record = {"stage": "teacher_sft", "model": resolved.record(), "train_examples": len(features)}
     return _run(
         "teacher_sft",
@@ -448,7 +448,9 @@ def distill_student(
             teacher_source = CachedTeacher(cache)
             record["teacher_cache"] = {"uri": cache.uri, "k": cache.k, "top_uld": cache.top_uld}
     record["train_examples"] = len(dataset)
-    model = load_model(s_resolved, dtype="float32")
+    model = load_model(
+        s_resolved, dtype=precision.trained_dtype(lora=config.lora, distributed=config.distributed)
+    )
     return _run("distill", config, model, s_tok, dataset, collator, teacher_source, precision, args, record)
 
 
