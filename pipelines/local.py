@@ -161,6 +161,7 @@ def run_local(
     fresh: bool = False,
     runner: str = "subprocess",
     terminal: TextIO | None = None,
+    resume: str | None = None,
 ) -> LocalRunResult:
     """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced.
 
@@ -168,6 +169,9 @@ def run_local(
       "docker" runs each step in the project's CPU image (`containers.py`, built by docker/build-images.sh).
     terminal: where the step lines go (default: stdout); everything kfp.local and the steps print goes to
       `logs/<pipeline run id>.log` under the run directory (`otdistill.run_console`).
+    resume: the pipeline run id of an earlier run in this run directory to run again, as KFP retries a
+      run: same run id, so the steps resume from that run's checkpoints (`otdistill.steps.resume`) and
+      log into its MLflow parent run; its finished steps are step-cache hits (unless `fresh`).
     """
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
@@ -180,7 +184,11 @@ def run_local(
     cfg = local_config(cfg, root)
     (root / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     artifact_root = root / "mlartifacts"
-    pipeline_run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    pipeline_run_id = resume or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    if resume and not (root / "logs" / f"{resume}.log").is_file():
+        raise ValueError(
+            f"cannot resume run {resume!r}: no run with that id in {root} (no logs/{resume}.log)"
+        )
     log_path = root / "logs" / f"{pipeline_run_id}.log"
     with run_console(log_path, pipeline_run_id, terminal=terminal) as console:
         experiment_id = _ensure_experiment(cfg.tracking, artifact_root)

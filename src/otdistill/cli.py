@@ -60,7 +60,9 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from otdistill.pipelines.local import run_local
 
-    result = run_local(_config(args), run_dir=args.run_dir, fresh=args.fresh, runner=args.runner)
+    result = run_local(
+        _config(args), run_dir=args.run_dir, fresh=args.fresh, runner=args.runner, resume=args.resume
+    )
     print(result.summary())
     return 0
 
@@ -168,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where outputs and the MLflow store go (default: local.run_root/<name>)",
     )
     p.add_argument("--fresh", action="store_true", help="ignore the step cache of earlier local runs")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_ID",
+        help="run an earlier run of this run directory again under its id (as KFP's Retry does): its"
+        " training steps and teacher cache resume from their checkpoints",
+    )
     p.add_argument(
         "--runner",
         choices=["subprocess", "docker"],

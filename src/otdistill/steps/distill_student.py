@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from pathlib import Path
 
 from otdistill.models import resolve_model
@@ -18,6 +17,7 @@ from otdistill.steps.common import (
     step_tags,
     write_model_info,
 )
+from otdistill.steps.resume import step_checkpoints
 from otdistill.steps.train_sft import TrainStepResult
 from otdistill.tracking.runs import step_run
 from otdistill.training.launch import TrainingJob, run_training, training_processes
@@ -45,14 +45,15 @@ def distill_student(
     cfg = load_step_config(config_json)
     teacher = resolve_model_artifact(teacher_dir)
     parent = pipeline_run(cfg.tracking, cfg.name)
-    with tempfile.TemporaryDirectory(prefix="otdistill-distill-") as scratch:
-        train_cfg = dataclasses.replace(cfg.distill, output_dir=str(Path(scratch) / "out"))
+    with step_checkpoints("distill_student", cfg.section_json("distill_student"), train_dir) as checkpoints:
+        train_cfg = cfg.distill
         if train_cfg.loss in CACHED_LOSSES:
             train_cfg = dataclasses.replace(
                 train_cfg, teacher_source="cache", teacher_cache_uri=str(cache_dir)
             )
         with step_run(parent, "distill_student", params=train_cfg.to_dict(), tags=step_tags(cfg)):
             student = resolve_model(cfg.student)
+            train_cfg = checkpoints.for_training(train_cfg, {"base": student, "teacher": teacher})
             log.info(
                 "distilling %s from %s with %s (%s steps)",
                 student.source,

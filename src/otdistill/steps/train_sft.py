@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from otdistill.steps.common import (
     step_tags,
     write_model_info,
 )
+from otdistill.steps.resume import step_checkpoints
 from otdistill.tracking.runs import step_run
 from otdistill.training.launch import TrainingJob, run_training, training_processes
 
@@ -37,8 +37,8 @@ def train_sft(
     """Fine-tune the `role` model on the snapshot's training split and write it to `model_dir`.
 
     The teacher uses `teacher_sft`, the student `sft_baseline` (always loss "none": the baseline the
-    distilled student must beat). Checkpoints go to a scratch directory (or `checkpoint_uri` in S3, which
-    survives a retried pod); only the final model lands in the artifact.
+    distilled student must beat). Checkpoints go to the run-scoped, fingerprinted location a retry of the
+    run resumes from (`otdistill.steps.resume`); only the final model lands in the artifact.
     """
     setup_logging()
     cfg = load_step_config(config_json)
@@ -47,12 +47,13 @@ def train_sft(
     train_cfg = cfg.teacher_sft if role == "teacher" else cfg.sft_baseline
     data = snapshot_data_config(cfg, train_dir, cfg.data.split)
     parent = pipeline_run(cfg.tracking, cfg.name)
-    with tempfile.TemporaryDirectory(prefix=f"otdistill-{stage}-") as scratch:
-        train_cfg = dataclasses.replace(train_cfg, loss="none", output_dir=str(Path(scratch) / "out"))
+    with step_checkpoints(stage, cfg.section_json(stage), train_dir) as checkpoints:
+        train_cfg = dataclasses.replace(train_cfg, loss="none")
         with step_run(
             parent, stage, params=train_cfg.to_dict(), tags={**step_tags(cfg), "otdistill.role": role}
         ):
             resolved = resolve_model(spec)
+            train_cfg = checkpoints.for_training(train_cfg, {"base": resolved})
             log.info("%s: fine-tuning %s for %s steps", stage, resolved.source, train_cfg.max_steps)
             if role == "teacher":
                 job = TrainingJob("teacher_sft", train_cfg, data, teacher=resolved)

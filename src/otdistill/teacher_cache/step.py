@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from otdistill.data import DataConfig, PairedBatch, PairedCollator, PairedFeature, load_paired
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
+from otdistill.teacher_cache.format import MANIFEST
 from otdistill.teacher_cache.identity import CacheIdentity
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,22 @@ def cache_teacher_for_run(
     )
 
 
+def move_cache(built: Path, artifact: Path) -> None:
+    """Move a complete cache's files (`built`, on the model cache) into the step's output `artifact`.
+
+    The manifest goes last, so an interrupted move never leaves an artifact that looks complete; the
+    resume marker of `StepCheckpoints.claim` stays behind.
+    """
+    from otdistill.steps.resume import FINGERPRINT_FILE
+
+    artifact.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in built.rglob("*") if p.is_file() and p.name != FINGERPRINT_FILE)
+    for path in sorted(files, key=lambda p: p.name == MANIFEST):
+        target = artifact / path.relative_to(built)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+
+
 def cache_teacher_step(
     config_json: str, teacher_dir: str | Path, train_dir: str | Path, cache_dir: str | Path
 ) -> dict[str, str]:
@@ -133,14 +151,22 @@ def cache_teacher_step(
         snapshot_data_config,
         step_tags,
     )
+    from otdistill.steps.resume import step_checkpoints
     from otdistill.tracking.runs import step_run
 
     setup_logging()
     cfg = load_step_config(config_json)
     loss = cfg.distill
     parent = pipeline_run(cfg.tracking, cfg.name)
-    with step_run(parent, "cache_teacher", tags=step_tags(cfg)) as run:
+    with (
+        step_checkpoints("cache_teacher", cfg.section_json("cache_teacher"), train_dir) as checkpoints,
+        step_run(parent, "cache_teacher", tags=step_tags(cfg)) as run,
+    ):
         teacher = resolve_model_artifact(teacher_dir)
+        student = resolve_model(cfg.student)
+        # Built on the model cache (the PVC), where a retry of this run finds and resumes it
+        # (`build_teacher_cache` reuses every finished shard); moved into the artifact when complete.
+        work = checkpoints.claim("cache", {"teacher": teacher, "student": student})
         run.log_params(
             {
                 "k": loss.top_k,
@@ -152,9 +178,9 @@ def cache_teacher_step(
         )
         result = cache_teacher_for_run(
             teacher,
-            cfg.student,
+            student,
             snapshot_data_config(cfg, train_dir, cfg.data.split),
-            Path(cache_dir),
+            work,
             k=loss.top_k,
             temperatures=(loss.temperature, loss.sinkhorn_temperature),
             batch_size=loss.per_device_batch_size,
@@ -162,12 +188,13 @@ def cache_teacher_step(
             progress=loss.progress_bar,  # the distillation's switch: the cache is built for it
         )
         examples = result.manifest.count
+        move_cache(work, Path(cache_dir))
         run.log_params({"examples": examples})
         run.log_metrics(
             {"cache.shards_written": float(result.shards_written), "cache.examples": float(examples)}
         )
     return {
-        "uri": str(result.uri),
+        "uri": str(cache_dir),
         "k": str(loss.top_k),
         "teacher_revision": result.manifest.settings.teacher.get("revision", ""),
         "examples": str(examples),

@@ -1,0 +1,142 @@
+"""Where a step keeps what a retry of the same pipeline run resumes from, and how it claims it.
+
+A pod's own disk dies with the pod, so the resumable state of the long steps (teacher SFT, the SFT
+baseline, distillation, the teacher-cache build) lives under the model cache, which clusters mount from
+the model-cache PVC (`OTDISTILL_CACHE`, see pipelines/cluster.py), scoped to the pipeline run:
+
+    <OTDISTILL_CACHE>/checkpoints/<KFP run id>/<step>/
+
+and, for the training steps, mirrored to `<checkpoint_uri>/<KFP run id>/<step>/` in S3 when the step's
+train section sets `checkpoint_uri`. A retried task (`cluster.retry`, a preempted pod) and a retried run
+(KFP's Retry: `POST /apis/v2beta1/runs/{run_id}:retry`, the UI's Retry button) keep the run id, so they
+find it; a cloned or newly submitted run has a new id and starts from step 0 (its finished steps are KFP
+cache hits). Locally `otdistill run --resume <run id>` re-runs a run id.
+
+Every checkpoint records the step's fingerprint (`otdistill.fingerprint`: config section, data hash, base
+model source and revision); only a matching one is resumed, others are refused with a warning naming both
+fingerprints and moved to `refused-<12 hex>/` beside it. When the step has written its output artifact,
+its checkpoints are removed (the refused ones stay); a run that failed and is never retried leaves its
+`checkpoints/<run id>/` on the PVC until it is deleted by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from otdistill.fingerprint import fingerprint, model_identity, snapshot_data_hash
+from otdistill.models import ResolvedModel
+from otdistill.models.cache import default_cache_dir
+from otdistill.steps.runtime import RUN_ID_ENV
+from otdistill.training.checkpoints import REFUSED, S3CheckpointStore, remove_if_empty, set_aside
+from otdistill.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = "checkpoints"
+FINGERPRINT_FILE = "otdistill_fingerprint.json"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _component(value: str, what: str) -> str:
+    if not _SAFE.match(value):
+        raise ValueError(f"{what} {value!r} cannot name a checkpoint directory (letters, digits, . _ - only)")
+    return value
+
+
+class StepCheckpoints:
+    """One step's resumable state in one pipeline run: its directory, and the fingerprint it must match
+    (known once the step has resolved its models: `for_training` / `claim`)."""
+
+    def __init__(self, step: str, section_json: str, data_dir: str | Path) -> None:
+        run_id = os.environ.get(RUN_ID_ENV, "").strip()
+        if not run_id:
+            raise RuntimeError(
+                f"{RUN_ID_ENV} is not set: a step's checkpoints are scoped to the pipeline run id "
+                "(set by `otdistill run` locally and from the pod label `pipeline/runid` on a cluster)"
+            )
+        self.step = _component(step, "step name")
+        self.run_id = _component(run_id, "pipeline run id")
+        self.directory = default_cache_dir() / CHECKPOINTS_DIR / self.run_id / self.step
+        self.section_json = section_json
+        self.data_sha256 = snapshot_data_hash(data_dir)
+        self.fingerprint: str | None = None
+        self._train: TrainConfig | None = None
+
+    def fingerprint_with(self, models: Mapping[str, ResolvedModel]) -> str:
+        """This step's fingerprint with `models` (role -> the resolved model) as its models part."""
+        identities = {role: model_identity(m.source, m.revision) for role, m in models.items()}
+        self.fingerprint = fingerprint(self.section_json, self.data_sha256, identities)
+        log.info("%s: checkpoints in %s, fingerprint %s", self.step, self.directory, self.fingerprint)
+        return self.fingerprint
+
+    def s3_uri(self, checkpoint_uri: str | None) -> str | None:
+        """The run-scoped S3 prefix under `checkpoint_uri` (None when there is no S3 mirror)."""
+        if not checkpoint_uri:
+            return None
+        return f"{checkpoint_uri.rstrip('/')}/{self.run_id}/{self.step}"
+
+    def for_training(self, train: TrainConfig, models: Mapping[str, ResolvedModel]) -> TrainConfig:
+        """`train` writing its checkpoints here (and to the run-scoped S3 prefix), fingerprinted."""
+        self._train = dataclasses.replace(
+            train,
+            output_dir=str(self.directory),
+            checkpoint_uri=self.s3_uri(train.checkpoint_uri),
+            checkpoint_fingerprint=self.fingerprint_with(models),
+        )
+        return self._train
+
+    def claim(self, name: str, models: Mapping[str, ResolvedModel]) -> Path:
+        """`<directory>/<name>` for resumable state that is not a Trainer checkpoint (a teacher cache being
+        built): kept when it records this fingerprint, refused and moved aside otherwise; returned empty or
+        with the matching state of an interrupted attempt."""
+        ours = self.fingerprint_with(models)
+        work = self.directory / name
+        marker = work / FINGERPRINT_FILE
+        if work.exists():
+            theirs = None
+            if marker.is_file():
+                theirs = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+            if theirs != ours:
+                set_aside(work, theirs, ours)
+            else:
+                log.info("%s: resuming the state of an interrupted attempt in %s", self.step, work)
+        work.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"fingerprint": ours}), encoding="utf-8")
+        return work
+
+    def finished(self) -> None:
+        """The step's output artifact is written: remove its checkpoints (local, and the S3 mirror), keeping
+        refused ones; then the run's directory if nothing is left in it."""
+        train = self._train
+        if train is not None and train.checkpoint_uri:
+            S3CheckpointStore(train.checkpoint_uri, train.s3_endpoint_url).remove_checkpoints()
+        if self.directory.is_dir():
+            for item in self.directory.iterdir():
+                if not item.name.startswith(REFUSED):
+                    _remove(item)
+        remove_if_empty(self.directory)
+        remove_if_empty(self.directory.parent)
+
+
+@contextmanager
+def step_checkpoints(step: str, section_json: str, data_dir: str | Path) -> Iterator[StepCheckpoints]:
+    """`StepCheckpoints` of `step` in this pipeline run; removed when the block ends without an error (the
+    block writes the step's output artifact), kept for a retry when it raises."""
+    checkpoints = StepCheckpoints(step, section_json, data_dir)
+    yield checkpoints
+    checkpoints.finished()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
