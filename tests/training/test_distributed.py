@@ -27,14 +27,14 @@ from otdistill.steps.common import RUN_ID_ENV
 from otdistill.steps.train_sft import train_sft
 from otdistill.tracking import TrackingConfig, open_pipeline_run
 from otdistill.training import TrainConfig, TrainResult, distill_student
-from otdistill.training.launch import DistributedTrainingError, TrainingJob, launch_torchrun
+from otdistill.training.launch import DistributedTrainingError, Stage, TrainingJob, launch_torchrun
 from tests.training.conftest import DIALOGSUM, MAX_LENGTH, data_config, tiny_config
 
 
-def _launch(stage: str, train: TrainConfig, student: Path, teacher: Path) -> TrainResult:
+def _launch(stage: Stage, train: TrainConfig, student: Path, teacher: Path) -> TrainResult:
     """Two ranks through the launcher, on the same 16 examples as the `examples` fixture."""
     job = TrainingJob(
-        stage,  # type: ignore[arg-type]
+        stage,
         train,
         data_config(),
         student=ModelSpec(source=str(student)),
@@ -187,3 +187,57 @@ def test_job_files_carry_resolved_models_unchanged(tiny_pair: tuple[Path, Path])
     back = TrainingJob.from_dict(json.loads(json.dumps(job.to_dict())))
     assert back.student == resolved and back.teacher is None
     assert back.train == job.train and back.data == job.data
+
+
+STEP_SCRIPT = """
+import signal, sys, yaml
+from otdistill.training.launch import TrainingJob, launch_torchrun
+
+def terminated(signum, frame):  # what `step_run` does with SIGTERM in a step's main thread
+    raise SystemExit(143)
+
+signal.signal(signal.SIGTERM, terminated)
+with open(sys.argv[1], encoding="utf-8") as fh:
+    launch_torchrun(TrainingJob.from_dict(yaml.safe_load(fh)), processes=2)
+"""
+
+
+def test_sigterm_to_the_step_stops_its_ranks(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """A pod eviction's SIGTERM reaches the step while torchrun runs: the step stops torchrun and its ranks
+    (no rank is left holding a GPU) and exits as terminated."""
+    import contextlib
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    import yaml
+
+    teacher, student = tiny_pair
+    job = TrainingJob(
+        "distill",
+        tiny_config(tmp_path / "out", loss="none", max_steps=100_000, save_steps=100_000),
+        data_config(),
+        student=ModelSpec(source=str(student)),
+    )
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job.to_dict()), encoding="utf-8")
+    (tmp_path / "step.py").write_text(STEP_SCRIPT, encoding="utf-8")
+    step = subprocess.Popen([sys.executable, str(tmp_path / "step.py"), str(tmp_path / "job.yaml")])
+    proc = psutil.Process(step.pid)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 300
+        while len(children) < 3 and time.monotonic() < deadline:  # torchrun and its two ranks
+            assert step.poll() is None, "the step ended before it was signalled"
+            children = proc.children(recursive=True)
+            time.sleep(0.5)
+        assert len(children) >= 3, children
+        step.send_signal(15)
+        assert step.wait(timeout=120) == 143
+        # the step waited for torchrun, which waited for its ranks: none outlives the step
+        _, alive = psutil.wait_procs(children, timeout=2)
+        assert not alive, alive
+    finally:
+        for leftover in [*children, proc]:  # after a failure only: leave no rank running
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
