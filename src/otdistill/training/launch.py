@@ -205,11 +205,20 @@ def child_env(processes: int) -> dict[str, str]:
         env[STEP_RUN_ENV] = active.info.run_id
         env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    if package_root not in _site_dirs():  # a source tree: the child imports this otdistill, not another
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     if "OMP_NUM_THREADS" not in env:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cpus // processes))
     return env
+
+
+def _site_dirs() -> set[str]:
+    """Installed-package directories (put ahead of the standard library, they could shadow it)."""
+    import site
+
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
+    return {str(Path(d).resolve()) for d in dirs}
 
 
 def launch_torchrun(job: TrainingJob, processes: int) -> TrainResult:
