@@ -348,13 +348,18 @@ def _stage_prepare(cfg_json: str, task_dir: str) -> dict[str, Any]:
     from otdistill.steps.prepare_data import prepare_data
 
     d = Path(task_dir) / "data"
-    res, secs, rss = _timed(lambda: prepare_data(cfg_json, d / "train", d / "validation", d / "report"))
+    (train, val), secs, rss = _timed(
+        lambda: (
+            prepare_data(cfg_json, "train", d / "train", d / "report"),
+            prepare_data(cfg_json, "validation", d / "validation", d / "report-validation"),
+        )
+    )
     return {
         "seconds": secs,
         "peak_rss_mb": rss,
-        "data_hash": res.data_hash,
-        "train_rows": int(res.train_metadata["rows"]),
-        "validation_rows": int(res.validation_metadata["rows"]),
+        "data_hash": train.data_hash,
+        "train_rows": int(train.metadata["rows"]),
+        "validation_rows": int(val.metadata["rows"]),
     }
 
 
@@ -362,9 +367,7 @@ def _stage_teacher(cfg_json: str, task_dir: str) -> dict[str, Any]:
     from otdistill.steps.train_sft import train_sft
 
     d = Path(task_dir)
-    res, secs, rss = _timed(
-        lambda: train_sft(cfg_json, "teacher", d / "data" / "train", d / "data" / "validation", d / "teacher")
-    )
+    res, secs, rss = _timed(lambda: train_sft(cfg_json, "teacher", d / "data" / "train", d / "teacher"))
     return {"seconds": secs, "peak_rss_mb": rss, **res.metrics}
 
 
@@ -473,10 +476,10 @@ def _stage_student(
     train, val = d / "data" / "train", d / "data" / "validation"
     rss_start = _peak_rss_mb()
     if row == "sft":
-        res, secs, rss = _timed(lambda: train_sft(cfg_json, "student", train, val, model_dir))
+        res, secs, rss = _timed(lambda: train_sft(cfg_json, "student", train, model_dir))
     else:
         res, secs, rss = _timed(
-            lambda: distill_student(cfg_json, d / "teacher", d / "cache", train, val, model_dir)
+            lambda: distill_student(cfg_json, d / "teacher", d / "cache", train, model_dir)
         )
     result: dict[str, Any] = {
         "train_gpu_peak_mb": _gpu_peak_mb(),
@@ -575,7 +578,7 @@ def _sha(*parts: str) -> str:
 def stage_shas(base: Any) -> dict[str, str]:
     """Config hash per shared stage, chained: the teacher depends on the data, the cache on the teacher.
     Only the sections a step reads count (STEP_SECTIONS), so a new distillation learning rate reuses them."""
-    prepare = _sha(base.section_json("prepare_data"))
+    prepare = _sha(base.section_json("prepare_data"), base.section_json("prepare_validation_data"))
     teacher = _sha(prepare, base.section_json("train_teacher"))
     cache = _sha(teacher, base.section_json("cache_teacher"))
     return {"prepare": prepare, "teacher": teacher, "cache": cache}

@@ -17,6 +17,7 @@ from kfp import dsl
 
 from otdistill.config import RunConfig
 from otdistill.steps.common import RUN_ID_ENV
+from otdistill.tracking.runs import open_pipeline_run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dialogsum"
 
@@ -66,6 +67,8 @@ def env(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
     )
     old = os.environ.get(RUN_ID_ENV)
     os.environ[RUN_ID_ENV] = "components-session"
+    # What `open_run` does first in a pipeline: the steps find this parent by the run id.
+    open_pipeline_run(cfg.tracking, "components", pipeline_run_id="components-session")
     yield Env(cfg, root)
     if old is None:
         os.environ.pop(RUN_ID_ENV, None)
@@ -95,10 +98,17 @@ def upstream(env: Env) -> Upstream:
     train, val = env.artifact(dsl.Dataset, "up-train"), env.artifact(dsl.Dataset, "up-val")
     data_hash = prepare_data.python_func(
         config=env.section("prepare_data"),
-        train_data=train,
-        validation_data=val,
+        split="train",
+        data=train,
         data_report=env.artifact(dsl.Artifact, "up-report"),
         metrics=env.artifact(dsl.Metrics, "up-metrics"),
+    )
+    prepare_data.python_func(
+        config=env.section("prepare_validation_data"),
+        split="validation",
+        data=val,
+        data_report=env.artifact(dsl.Artifact, "up-val-report"),
+        metrics=env.artifact(dsl.Metrics, "up-val-metrics"),
     )
     teacher, student = env.artifact(dsl.Model, "up-teacher"), env.artifact(dsl.Model, "up-student")
     reference_model.python_func(config=env.section("reference_model"), role="teacher", model=teacher)
@@ -113,7 +123,6 @@ def upstream(env: Env) -> Upstream:
         teacher_model=teacher,
         teacher_cache=cache,
         train_data=train,
-        validation_data=val,
         student_model=distilled,
         metrics=env.artifact(dsl.Metrics, "up-distill-metrics"),
     )

@@ -1,12 +1,12 @@
 """Apply a RunConfig's `cluster` section to one pipeline task with kfp / kfp-kubernetes.
 
 GPU steps get accelerators, node selector, tolerations, retries with backoff; every step gets its
-resources, a timeout (active_deadline_seconds), the credential secrets as environment, the deployed MLflow
-server's URI from the tracking ConfigMap, the model-cache PVC and the pipeline run id as an environment
-variable (from the pod's `pipeline/runid` label: steps find their MLflow parent run by it without taking it
-as an input, which would defeat step caching). Every object named here must exist in the namespace the run
-uses: tests/infra/test_cluster_contract.py checks the shipped configs against manifests/.
-"""
+resources, a timeout (active_deadline_seconds), the credential secrets as environment, the MLflow server's
+URI (the config's `tracking.tracking_uri`, else the tracking ConfigMap's), the model-cache PVC and the
+pipeline run id as an environment variable (from the pod's `pipeline/runid` label: steps find their MLflow
+parent run by it without taking it as an input, which would defeat step caching). Every object named here
+must exist in the namespace the run uses: tests/infra/test_cluster_contract.py checks the shipped configs
+against manifests/."""
 
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ def _resources(task: Any, res: Resources) -> None:
         task.set_memory_limit(res.memory_limit)
 
 
-def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
-    """Configure `task` (the pipeline's `step`) for the cluster described by `cluster`; returns it."""
+def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig, tracking_uri: str = "") -> Any:
+    """Configure `task` (the pipeline's `step`) for the cluster described by `cluster`; returns it.
+
+    tracking_uri: the config's `tracking.tracking_uri`; set, it is the step's `MLFLOW_TRACKING_URI`
+    (instead of the ConfigMap's). Environment, not an input: the server does not enter cache keys.
+    """
     gpu = step in cluster.gpu_steps and cluster.gpus > 0
     image = cluster.gpu_image if gpu else cluster.image
     task.set_container_image(image)
@@ -73,7 +77,9 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig) -> Any:
         kubernetes.use_secret_as_env(
             task, secret_name=secret.name, secret_key_to_env=dict(secret.keys), optional=secret.optional
         )
-    if cluster.tracking_config_map:
+    if tracking_uri:
+        task.set_env_variable(TRACKING_URI_ENV, tracking_uri)
+    elif cluster.tracking_config_map:
         kubernetes.use_config_map_as_env(
             task,
             config_map_name=cluster.tracking_config_map,

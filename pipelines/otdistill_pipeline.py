@@ -18,6 +18,7 @@ from otdistill.components.open_run.component import open_run
 from otdistill.components.prepare_data.component import prepare_data
 from otdistill.components.reference_model.component import reference_model
 from otdistill.components.register_and_promote.component import register_and_promote
+from otdistill.components.score_champion.component import score_champion
 from otdistill.components.train_sft.component import train_sft
 from otdistill.config import RunConfig, pipeline_parameter_defaults
 from otdistill.pipelines.cluster import apply_cluster_settings
@@ -35,7 +36,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
     def configure(task: Any, step: str, *, cache: bool = True) -> Any:
         task.set_caching_options(enable_caching=caching and cache)
         task.set_display_name(step.replace("_", "-"))
-        return apply_cluster_settings(task, step, cluster)
+        return apply_cluster_settings(task, step, cluster, cfg.tracking.tracking_uri)
 
     @dsl.pipeline(
         name=cfg.name or PIPELINE_NAME,
@@ -61,7 +62,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
         teacher_sft_learning_rate: float = d["teacher_sft_learning_rate"],
         sft_baseline_steps: int = d["sft_baseline_steps"],
         sft_baseline_learning_rate: float = d["sft_baseline_learning_rate"],
-        tracking_uri: str = d["tracking_uri"],
         experiment: str = d["experiment"],
         registered_model_name: str = d["registered_model_name"],
         promotion_metric: str = d["promotion_metric"],
@@ -72,7 +72,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
         closing = close_run(
             config=cfg.section_json("close_run"),
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            tracking_uri=tracking_uri,
             experiment=experiment,
         )
         configure(closing, "close_run", cache=False)
@@ -100,7 +99,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
                 teacher_sft_learning_rate=teacher_sft_learning_rate,
                 sft_baseline_steps=sft_baseline_steps,
                 sft_baseline_learning_rate=sft_baseline_learning_rate,
-                tracking_uri=tracking_uri,
                 experiment=experiment,
                 registered_model_name=registered_model_name,
                 promotion_metric=promotion_metric,
@@ -109,9 +107,16 @@ def build_pipeline(cfg: RunConfig) -> Any:
             # Opens this run's parent MLflow run: never cached (its inputs include the run id).
             configure(opened, "open_run", cache=False)
 
-            data = configure(prepare_data(config=opened.outputs["prepare_data"]), "prepare_data")
-            train_data = data.outputs["train_data"]
-            validation_data = data.outputs["validation_data"]
+            # One task per split: the validation rows have their own cache key and never touch train_data.
+            data = configure(
+                prepare_data(config=opened.outputs["prepare_data"], split="train"), "prepare_data"
+            )
+            validation = configure(
+                prepare_data(config=opened.outputs["prepare_validation_data"], split="validation"),
+                "prepare_validation_data",
+            )
+            train_data = data.outputs["data"]
+            validation_data = validation.outputs["data"]
 
             # Optional steps are compile-time switches: a skipped step is not in the DAG (no GPU pod for it);
             # kfp.local cannot run dsl.OneOf, so If/Else branches would not run locally either.
@@ -126,7 +131,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
                         config=opened.outputs["train_teacher"],
                         role="teacher",
                         train_data=train_data,
-                        validation_data=validation_data,
                     ),
                     "train_teacher",
                 )
@@ -142,7 +146,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
                         config=opened.outputs["train_sft_baseline"],
                         role="student",
                         train_data=train_data,
-                        validation_data=validation_data,
                     ),
                     "train_sft_baseline",
                 )
@@ -160,7 +163,6 @@ def build_pipeline(cfg: RunConfig) -> Any:
                     teacher_model=teacher,
                     teacher_cache=cached.outputs["teacher_cache"],
                     train_data=train_data,
-                    validation_data=validation_data,
                 ),
                 "distill_student",
             )
@@ -175,6 +177,15 @@ def build_pipeline(cfg: RunConfig) -> Any:
                 ),
                 "evaluate",
             )
+            # The champion `open_run` found, on this run's rows (or its recorded score): cached per champion.
+            champion = configure(
+                score_champion(
+                    config=opened.outputs["score_champion"],
+                    validation_data=validation_data,
+                    champion=opened.outputs["champion"],
+                ),
+                "score_champion",
+            )
             # The gate compares against the registry as it is now: never cached. Idempotent per run itself.
             configure(
                 register_and_promote(
@@ -184,6 +195,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                     validation_data=validation_data,
                     student_model=distilled.outputs["student_model"],
                     scores=scored.outputs["scores"],
+                    champion_scores=champion.outputs["champion_scores"],
                 ),
                 "register_and_promote",
                 cache=False,

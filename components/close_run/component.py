@@ -9,7 +9,6 @@ from otdistill.steps.common import COMPONENT_IMAGE
 def close_run(
     config: str,
     pipeline_run_id: str,
-    tracking_uri: str,
     experiment: str,
     status: dsl.PipelineTaskFinalStatus,
 ) -> str:
@@ -22,7 +21,6 @@ def close_run(
 
     closed = run_step(
         config_json=config,
-        tracking_uri=tracking_uri,
         experiment=experiment,
         pipeline_run_id=pipeline_run_id,
         state=status.state,

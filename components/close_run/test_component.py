@@ -25,7 +25,6 @@ def _close(env: Env, state: str, message: str | None = None) -> str:
     result: str = close_run.python_func(
         config=env.section("close_run"),
         pipeline_run_id="placeholder-id",
-        tracking_uri=tracking.tracking_uri,
         experiment=tracking.experiment,
         status=_status(state, message),
     )

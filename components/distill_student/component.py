@@ -11,7 +11,6 @@ def distill_student(
     teacher_model: dsl.Input[dsl.Model],
     teacher_cache: dsl.Input[dsl.Dataset],
     train_data: dsl.Input[dsl.Dataset],
-    validation_data: dsl.Input[dsl.Dataset],
     student_model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
@@ -23,7 +22,6 @@ def distill_student(
         teacher_dir=teacher_model.path,
         cache_dir=teacher_cache.path,
         train_dir=train_data.path,
-        validation_dir=validation_data.path,
         model_dir=student_model.path,
     )
     student_model.metadata.update(result.metadata)

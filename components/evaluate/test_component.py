@@ -27,6 +27,7 @@ def test_evaluate_scores_teacher_baseline_and_distilled(env: Env, upstream: Upst
     data = json.loads(Path(scores.path).read_text())
     assert set(data["models"]) == {"teacher", "base_student", "distilled"}
     assert data["metric"] == "rougeLsum" and data["rows"] == 2
+    assert data["score_key"].startswith("otdistill.scores." + data["data_sha256"][:16])
     assert all(0.0 <= m["rougeLsum"] <= 1.0 for m in data["models"].values())
     assert "<html" in Path(report.path).read_text().lower()
     assert "distilled.rougeLsum" in metrics.metadata

@@ -31,7 +31,6 @@ def open_run(
     teacher_sft_learning_rate: float,
     sft_baseline_steps: int,
     sft_baseline_learning_rate: float,
-    tracking_uri: str,
     experiment: str,
     registered_model_name: str,
     promotion_metric: str,
@@ -41,20 +40,24 @@ def open_run(
     "StepConfigs",
     [
         ("prepare_data", str),
+        ("prepare_validation_data", str),
         ("reference_model", str),
         ("train_teacher", str),
         ("train_sft_baseline", str),
         ("cache_teacher", str),
         ("distill_student", str),
         ("evaluate", str),
+        ("score_champion", str),
         ("register_and_promote", str),
         ("parent_run_id", str),
+        ("champion", str),
     ],
 ):
     """Apply the pipeline parameters to `base_config`, validate it, open the parent MLflow run.
 
     Returns one config JSON per step holding only what that step reads, so each step's cache key moves
-    only when its own inputs move, plus the parent MLflow run id.
+    only when its own inputs move, plus the parent MLflow run id and the champion model version's URI
+    ("" when there is none) that `score_champion` scores.
     """
     from otdistill.steps.open_run import open_run as run_step
 
@@ -72,12 +75,15 @@ def open_run(
     steps = result.step_configs
     return (  # KFP reads a NamedTuple return by position, in the order declared above
         steps["prepare_data"],
+        steps["prepare_validation_data"],
         steps["reference_model"],
         steps["train_teacher"],
         steps["train_sft_baseline"],
         steps["cache_teacher"],
         steps["distill_student"],
         steps["evaluate"],
+        steps["score_champion"],
         steps["register_and_promote"],
         result.parent_run_id,
+        result.champion,
     )

@@ -15,12 +15,13 @@ def register_and_promote(
     validation_data: dsl.Input[dsl.Dataset],
     student_model: dsl.Input[dsl.Model],
     scores: dsl.Input[dsl.Artifact],
+    champion_scores: dsl.Input[dsl.Artifact],
     decision: dsl.Output[dsl.Artifact],
 ) -> NamedTuple(  # type: ignore[valid-type]  # KFP needs the inline form
     "Registration", [("model_uri", str), ("version", str), ("promoted", bool)]
 ):
     """Register the student (alias challenger); it becomes champion only if it beats the SFT baseline of
-    this run and the current champion re-scored on the same rows, both by the configured margin."""
+    this run and the current champion scored on the same rows (`score_champion`), both by the margin."""
     from otdistill.steps.register_and_promote import register_and_promote as run_step
 
     result = run_step(
@@ -31,6 +32,7 @@ def register_and_promote(
         student_dir=student_model.path,
         scores_path=scores.path,
         decision_path=decision.path,
+        champion_scores_path=champion_scores.path,
     )
     decision.metadata.update(result.tags)
     return (result.model_uri, result.version, result.promoted)  # by position, as declared

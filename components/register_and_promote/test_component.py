@@ -15,6 +15,9 @@ def test_register_first_student_becomes_champion(env: Env, upstream: Upstream) -
     parent = open_pipeline_run(env.cfg.tracking, "register-test", pipeline_run_id="register-test")
     scores = env.artifact(dsl.Artifact, "reg-scores")
     Path(scores.path).write_text(json.dumps({"models": {"distilled": {"rougeLsum": 0.2}}}))
+    champion_scores = env.artifact(dsl.Artifact, "reg-champion")  # score_champion's, with no champion yet
+    Path(champion_scores.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(champion_scores.path).write_text(json.dumps({"version": "", "source": "none", "metrics": {}}))
     decision = env.artifact(dsl.Artifact, "reg-decision")
     model_uri, version, promoted = register_and_promote.python_func(
         config=env.section("register_and_promote"),
@@ -23,6 +26,7 @@ def test_register_first_student_becomes_champion(env: Env, upstream: Upstream) -
         validation_data=upstream.validation,
         student_model=upstream.distilled,
         scores=scores,
+        champion_scores=champion_scores,
         decision=decision,
     )
     assert (model_uri, version, promoted) == ("models:/comp/1", "1", True)

@@ -10,7 +10,6 @@ def train_sft(
     config: str,
     role: str,
     train_data: dsl.Input[dsl.Dataset],
-    validation_data: dsl.Input[dsl.Dataset],
     model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
@@ -21,7 +20,6 @@ def train_sft(
         config_json=config,
         role=role,
         train_dir=train_data.path,
-        validation_dir=validation_data.path,
         model_dir=model.path,
     )
     model.metadata.update(result.metadata)

@@ -18,7 +18,6 @@ def test_train_sft_writes_a_trained_model(env: Env, upstream: Upstream, role: st
         config=env.section(step),
         role=role,
         train_data=upstream.train,
-        validation_data=upstream.validation,
         model=model,
         metrics=metrics,
     )

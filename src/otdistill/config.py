@@ -174,13 +174,15 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 STEP_NAMES: tuple[str, ...] = (
     "open_run",
-    "prepare_data",
+    "prepare_data",  # the training split
+    "prepare_validation_data",  # the validation split: its own step, so its rows do not touch training
     "reference_model",
     "train_teacher",
     "train_sft_baseline",
     "cache_teacher",
     "distill_student",
     "evaluate",
+    "score_champion",  # the current champion on this run's validation rows (or its recorded score)
     "register_and_promote",
     "close_run",  # the exit handler: runs after the others, also when one failed
 )
@@ -190,6 +192,7 @@ GPU_STEPS: tuple[str, ...] = (
     "cache_teacher",
     "distill_student",
     "evaluate",
+    "score_champion",
 )
 
 
@@ -432,14 +435,18 @@ class RunConfig:
 
 
 # What each step reads: whole sections, or single fields as "section.field" (the rest keep defaults).
-# `tracking` is everywhere: every step logs its own nested MLflow run.
+# The section is the step's input, so it is its cache key: only what changes the step's output belongs here.
+# `tracking` (server, experiment, registry, gate) is read only by the uncached steps; a cached step finds
+# its parent MLflow run by the pipeline run id and takes the tracking settings recorded on it
+# (`otdistill.steps.common.pipeline_run`), so a new promotion margin or experiment re-runs no GPU step.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "open_run": tuple(f.name for f in dataclasses.fields(RunConfig)),
-    "prepare_data": ("name", "teacher", "student", "data", "validation", "tracking"),
-    "reference_model": ("teacher", "student", "tracking"),
+    "prepare_data": ("name", "teacher", "student", "data"),
+    "prepare_validation_data": ("name", "teacher", "student", "data", "validation"),
+    "reference_model": ("teacher", "student"),
     # `cluster.gpus`: the training steps run one process per GPU, so it sets the global batch
-    "train_teacher": ("teacher", "teacher_sft", "data", "tracking", "cluster.gpus"),
-    "train_sft_baseline": ("student", "sft_baseline", "data", "tracking", "cluster.gpus"),
+    "train_teacher": ("teacher", "teacher_sft", "data", "cluster.gpus"),
+    "train_sft_baseline": ("student", "sft_baseline", "data", "cluster.gpus"),
     # the cache depends on the loss settings it stores (and the batch it runs), not on the optimiser's
     "cache_teacher": (
         "teacher",
@@ -451,10 +458,11 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
         "distill.sinkhorn_temperature",
         "distill.per_device_batch_size",
         "distill.s3_endpoint_url",
-        "tracking",
     ),
-    "distill_student": ("teacher", "student", "distill", "data", "tracking", "cluster.gpus"),
-    "evaluate": ("teacher", "student", "data", "validation", "eval", "tracking"),
+    "distill_student": ("teacher", "student", "distill", "data", "cluster.gpus"),
+    "evaluate": ("teacher", "student", "data", "validation", "eval"),
+    "score_champion": ("data", "validation", "eval"),
+    # uncached: the gate compares against the registry as it is now
     "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
     # compiled in (an exit handler takes no upstream outputs); the run's tracking parameters apply on top
     "close_run": ("name", "tracking"),
@@ -472,6 +480,8 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 # The optional-step switches (`steps.*`) are compile-time: a skipped step is not in the DAG at all (no GPU
 # pod is requested for it); `otdistill submit/schedule --set steps.skip_teacher_sft=true` recompiles.
 # KFP parameters cannot be null, so "" stands for "none" (revisions) and 0 for "all rows" (row limits).
+# The tracking server is not a run parameter: the cached steps reach it through their environment (the
+# compiled `tracking.tracking_uri`, else the cluster's tracking ConfigMap), which a run parameter cannot set.
 
 PIPELINE_PARAMETERS: dict[str, str] = {
     "teacher_source": "teacher.source",
@@ -493,7 +503,6 @@ PIPELINE_PARAMETERS: dict[str, str] = {
     "teacher_sft_learning_rate": "teacher_sft.learning_rate",
     "sft_baseline_steps": "sft_baseline.max_steps",
     "sft_baseline_learning_rate": "sft_baseline.learning_rate",
-    "tracking_uri": "tracking.tracking_uri",
     "experiment": "tracking.experiment",
     "registered_model_name": "tracking.registered_model_name",
     "promotion_metric": "tracking.promotion_metric",

@@ -621,22 +621,25 @@ def check_run(
                 "(cmd/driver/main.go getCurrentWorkflowMetadata), which the runner Role does not grant"
             )
 
-    # The MLflow server: the config's URI (a pipeline parameter's default) and the ConfigMap fallback.
-    uri = run.parameter_default("tracking_uri") or ""
+    # The MLflow server: the config's URI (set as every step's environment) or the ConfigMap's.
+    tracking_env = [
+        [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "MLFLOW_TRACKING_URI"]
+        for pod in pods.values()
+    ]
     env_sources = [
         e["valueFrom"]["configMapKeyRef"]
-        for pod in pods.values()
-        for e in pod["spec"]["containers"][0]["env"]
-        if e["name"] == "MLFLOW_TRACKING_URI" and "configMapKeyRef" in e.get("valueFrom", {})
+        for env in tracking_env
+        for e in env
+        if "configMapKeyRef" in e.get("valueFrom", {})
     ]
-    if uri:
+    for uri in sorted({e["value"] for env in tracking_env for e in env if e.get("value")}):
         problems += [
             f"{run.label}: {p}" for p in check_tracking_uri(uri, "tracking.tracking_uri", namespace, docs)
         ]
-    if len(env_sources) != len(pods) and not uri:
+    if not all(tracking_env):
         problems.append(
-            f"{run.label}: tracking.tracking_uri is empty and not every step gets "
-            "MLFLOW_TRACKING_URI from a ConfigMap: steps would log to pod-local stores"
+            f"{run.label}: not every step gets MLFLOW_TRACKING_URI (tracking.tracking_uri or the tracking "
+            "ConfigMap): steps would log to pod-local stores"
         )
     for source in {(s["name"], s["key"]) for s in env_sources}:
         cm = find(docs, "ConfigMap", source[0], namespace)

@@ -2,10 +2,14 @@
 
 Run 1 registers v1 and, with no champion yet, promotes it (the SFT baseline is switched off here: random
 tiny models all score 0, so "beats the SFT baseline" could never hold; that case is tested in
-tests/steps). Run 2, same config: every work step is a cache hit, only the run-scoped steps execute, v2 is
-registered for the new pipeline run and, scoring exactly like the re-scored champion, is not promoted.
-Then the champion is loaded as models:/name@champion and generates. Both runs' terminal output is one line
-per step event (started / finished / cached), the executor output is in the run's log file.
+tests/steps). Run 2, same config: every work step is a cache hit, only the run-scoped steps execute and
+`score_champion` (the champion is new: v1, whose score on these rows v1's own registration recorded, so
+nothing is generated); v2 is registered for the new pipeline run and, scoring exactly like the champion,
+is not promoted. Run 3 changes only the promotion margin and the validation rows: the training split's
+preparation, training, the teacher cache and distillation are all cache hits (cache keys hold only what
+changes a step's output). Then the champion is loaded as models:/name@champion and generates. Each run's
+terminal output is one line per step event (started / finished / cached), the executor output is in the
+run's log file.
 """
 
 from __future__ import annotations
@@ -21,12 +25,22 @@ import pytest
 from otdistill.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-WORK_STEPS = {"prepare_data", "train_teacher", "cache_teacher", "distill_student", "evaluate"}
+WORK_STEPS = {
+    "prepare_data",
+    "prepare_validation_data",
+    "train_teacher",
+    "cache_teacher",
+    "distill_student",
+    "evaluate",
+}
 # The DAG's steps as the terminal names them (their display names).
 DISPLAYED = {
-    s.replace("_", "-") for s in WORK_STEPS | {"open_run", "reference_model", "register_and_promote"}
+    s.replace("_", "-")
+    for s in WORK_STEPS | {"open_run", "reference_model", "score_champion", "register_and_promote"}
 }
 RUN_SCOPED = {"open-run", "register-and-promote"}  # never cached: they take the run id / write the registry
+# Steps whose output a new promotion margin and other validation rows cannot change.
+TRAINING_SIDE = {"prepare-data", "reference-model", "train-teacher", "cache-teacher", "distill-student"}
 STEP_LINE = re.compile(r"  \[(\d+)/(\d+)\] (\S+) +(started|finished in \d+ s|cached)")
 
 
@@ -91,21 +105,45 @@ def test_whole_pipeline_locally_with_tiny_models(
     second = run_local(cfg, tmp_path / "run", terminal=terminal)
     print(terminal.getvalue() + second.summary())
     events = _step_lines(terminal.getvalue(), second.log_path)
-    assert {s for s, what in events if what == "cached"} == DISPLAYED - RUN_SCOPED
+    # the champion is new (v1): score_champion runs, and reuses v1's score recorded on these rows
+    assert {s for s, what in events if what == "cached"} == DISPLAYED - RUN_SCOPED - {"score-champion"}
     finished = {s for s, what in events if what == "finished"}
-    assert finished >= RUN_SCOPED and not finished & (DISPLAYED - RUN_SCOPED)
+    assert finished == RUN_SCOPED | {"score-champion", "close-run"}
     assert second.log_path != first.log_path and second.log_path.exists()
     assert second.mlflow_run_id != first.mlflow_run_id
     assert second.scores == first.scores  # the cached evaluation's scores, on the new parent run
-    assert _steps(client, second.experiment_id, second.mlflow_run_id) == {"register_and_promote"}
+    assert _steps(client, second.experiment_id, second.mlflow_run_id) == {
+        "score_champion",
+        "register_and_promote",
+    }
+    (scoring,) = [
+        r
+        for r in client.search_runs(
+            [second.experiment_id], f"tags.`mlflow.parentRunId` = '{second.mlflow_run_id}'"
+        )
+        if r.data.tags["otdistill.step"] == "score_champion"
+    ]
+    assert scoring.data.tags["otdistill.champion.source"] == "recorded"
+    assert scoring.data.tags["otdistill.champion.version"] == "1"
     assert second.model_uri == f"models:/{name}/2" and second.status == "rejected"
     v2 = client.get_model_version(name, "2")
     assert v2.tags["otdistill.gate.champion_version"] == "1"
     assert v2.tags["otdistill.gate.beats_champion"] == "False"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+
+    # run 3: only gate and validation settings change; nothing on the training side runs again
+    third_cfg = cfg.with_overrides({"tracking.promotion_margin": 0.5, "validation.limit": 3})
+    terminal = io.StringIO()
+    third = run_local(third_cfg, tmp_path / "run", terminal=terminal)
+    print(terminal.getvalue() + third.summary())
+    events = _step_lines(terminal.getvalue(), third.log_path)
+    cached = {s for s, what in events if what == "cached"}
+    assert cached == TRAINING_SIDE, cached
+    assert {s for s, what in events if what == "finished"} == DISPLAYED - TRAINING_SIDE | {"close-run"}
+    assert third.model_uri == f"models:/{name}/3"
     elapsed = time.monotonic() - started
-    print(f"two local runs: {elapsed:.0f} s")
+    print(f"three local runs: {elapsed:.0f} s")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

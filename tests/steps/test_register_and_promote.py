@@ -1,22 +1,28 @@
 """The promotion gate, on its cases, against a real MLflow registry (SQLite) with the tiny student.
 
 The evaluation scores of the candidate and the SFT baseline are inputs of the step (it reads the evaluate
-step's scores.json), so the tests write them; the current champion is really re-scored on the validation
-rows (the tiny random student scores 0.0 there), which is what makes "better" / "worse" deterministic.
+step's scores.json), so the tests set them; the current champion is really scored on the validation
+rows by the `score_champion` step, as in the pipeline (the tiny random student scores 0.0 there, which
+makes "better" / "worse" deterministic), or its score recorded by an earlier run on the same rows reused.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from otdistill.config import RunConfig
+from otdistill.steps.common import RUN_ID_ENV
 from otdistill.steps.register_and_promote import check_gate, register_and_promote
+from otdistill.steps.score_champion import score_champion
 from otdistill.tracking import open_pipeline_run
+from otdistill.tracking.scores import champion_version, version_uri
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "dialogsum"
 
@@ -86,15 +92,38 @@ def registry(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> dict[str, object]:
     }
 
 
-def _register(reg: dict[str, object], name: str, distilled: float, baseline: float | None):  # type: ignore[no-untyped-def]
-    cfg: RunConfig = reg["cfg"]  # type: ignore[assignment]
+def _register(  # type: ignore[no-untyped-def]
+    reg: dict[str, object],
+    name: str,
+    distilled: float,
+    baseline: float | None,
+    after_scoring: Callable[[], object] | None = None,
+    cfg: RunConfig | None = None,
+):
+    """One run's score_champion + register_and_promote: the champion of the moment is scored (or its
+    recorded score reused); the candidate's and the baseline's scores (evaluate's) are the given numbers."""
+    cfg = cfg or reg["cfg"]  # type: ignore[assignment]
+    assert cfg is not None
     tmp: Path = reg["tmp"]  # type: ignore[assignment]
+    client: MlflowClient = reg["client"]  # type: ignore[assignment]
     parent = open_pipeline_run(cfg.tracking, name, pipeline_run_id=name)
+    version = champion_version(client, "tiny-gate", "champion")  # what open_run hands on
+    champion_scores = tmp / f"{name}-champion.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(RUN_ID_ENV, name)
+        champion = score_champion(
+            cfg.section_json("score_champion"),
+            reg["val"],  # type: ignore[arg-type]
+            version_uri("tiny-gate", version) if version else "",
+            champion_scores,
+        )
     models = {"distilled": {"rougeLsum": distilled}}
     if baseline is not None:
         models["sft_baseline"] = {"rougeLsum": baseline}
     scores = tmp / f"{name}-scores.json"
-    scores.write_text(json.dumps({"models": models, "metric": "rougeLsum"}))
+    scores.write_text(json.dumps({"models": models, "metric": "rougeLsum", "score_key": champion.score_key}))
+    if after_scoring is not None:
+        after_scoring()
     return register_and_promote(
         cfg.section_json("register_and_promote"),
         parent.run_id,
@@ -103,7 +132,15 @@ def _register(reg: dict[str, object], name: str, distilled: float, baseline: flo
         reg["student"],  # type: ignore[arg-type]
         scores,
         tmp / f"{name}-decision.json",
+        champion_scores,
     )
+
+
+def _scores(reg: dict[str, object], name: str) -> dict[str, Any]:
+    """The run's scores as the gate saw them: evaluate's `score_key`, score_champion's champion."""
+    tmp: Path = reg["tmp"]  # type: ignore[assignment]
+    scores = dict(json.loads((tmp / f"{name}-scores.json").read_text()))
+    return {**scores, "champion": json.loads((tmp / f"{name}-champion.json").read_text())}
 
 
 def _champion(reg: dict[str, object]) -> str:
@@ -127,16 +164,41 @@ def test_gate_cases_against_the_registry(registry: dict[str, object]) -> None:
     # re-running the step for the same pipeline run registers nothing new
     again = _register(registry, "run-b", 0.30, 0.20)
     assert again.version == "2" and len(client.search_model_versions("name='tiny-gate'")) == 2
-    # the champion (recorded 0.30) is re-scored on this run's rows: the tiny model scores 0.0 there, so
-    # a candidate within the margin of 0.0 loses ...
+    # every registered version keeps its scores on the run's rows under the run's score key
+    key = _scores(registry, "run-b")["score_key"]
+    assert json.loads(v2.tags[key]) == {"rougeLsum": 0.3}
+    # the next run on the same rows and scoring settings reuses the champion's recorded score:
+    # score_champion does not generate with it again; a candidate below it loses
     within = _register(registry, "run-c", 0.0, None)
+    assert _scores(registry, "run-c")["champion"]["source"] == "recorded"
     assert not within.promoted and _champion(registry) == "2"
     v3 = client.get_model_version("tiny-gate", "3")
-    assert v3.tags["otdistill.gate.champion"] == "0.0" and v3.tags["otdistill.gate.champion_version"] == "2"
-    assert client.get_model_version("tiny-gate", "2").tags["otdistill.metric.rougeLsum.previous"] == "0.3"
-    # ... and one that beats the re-scored champion (though not its recorded 0.30) wins
-    better = _register(registry, "run-d", 0.05, 0.01)
+    assert v3.tags["otdistill.gate.champion"] == "0.3" and v3.tags["otdistill.gate.champion_version"] == "2"
+    # other scoring settings (a shorter generation budget): the recorded score is not comparable, so
+    # score_champion scores the champion on the GPU side; the tiny model scores 0.0 there, and one that beats
+    # that score (though not the recorded 0.30) wins
+    shorter = registry["cfg"].with_overrides({"eval.max_new_tokens": 3})  # type: ignore[attr-defined]
+    better = _register(registry, "run-d", 0.05, 0.01, cfg=shorter)
+    scored = _scores(registry, "run-d")
+    assert scored["champion"]["source"] == "scored" and scored["score_key"] != key
+    assert scored["champion"]["metrics"]["rougeLsum"] == 0.0
     assert better.promoted and _champion(registry) == "4"
+    v2 = client.get_model_version("tiny-gate", "2")
+    assert json.loads(v2.tags[scored["score_key"]])["rougeLsum"] == 0.0
+    assert v2.tags["otdistill.metric.rougeLsum.previous"] == "0.3"
     assert str(client.get_model_version_by_alias("tiny-gate", "challenger").version) == "4"
     decision = json.loads((registry["tmp"] / "run-d-decision.json").read_text())  # type: ignore[operator]
     assert decision["model_uri"] == "models:/tiny-gate/4" and decision["promoted"] is True
+    # the champion moves during a run (after its score_champion) to a version with no score on these rows and
+    # settings (v3 was scored with the longer budget only): the light gate step does not score it; the
+    # candidate is not promoted, and the reason says why
+    moved = _register(
+        registry,
+        "run-e",
+        0.9,
+        0.01,
+        after_scoring=lambda: client.set_registered_model_alias("tiny-gate", "champion", "3"),
+        cfg=shorter,
+    )
+    assert not moved.promoted and _champion(registry) == "3"
+    assert "took the alias after this run's score_champion (v4)" in moved.reason

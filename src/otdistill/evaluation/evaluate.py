@@ -88,6 +88,14 @@ class EvalConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def scoring_settings(self) -> dict[str, Any]:
+        """The settings that change a model's scores (a score taken with others is not comparable).
+
+        Batching is in: left padding can change greedy decoding at the margin. Device, the report's
+        worst-example count and progress bars are out.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "num_worst", "progress")}
+
     def torch_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,6 @@ from otdistill.tracking.runs import ClosedPipelineRun, close_pipeline_run
 
 def close_run(
     config_json: str,
-    tracking_uri: str,
     experiment: str,
     pipeline_run_id: str,
     state: str,
@@ -32,14 +31,14 @@ def close_run(
     """End the parent MLflow run of this pipeline run and any step run still open.
 
     config_json: the compiled config's `close_run` sections (`RunConfig.section_json`: name, tracking);
-    tracking_uri / experiment: the run's pipeline parameters, applied on top as `open_run` applies them
-    (they map one to one onto `tracking.tracking_uri` / `tracking.experiment`), so this finds the run
-    `open_run` opened. The pipeline run id comes from the environment when set (as for every step), else
-    from KFP's placeholder. state, failed_task, error_message: the pipeline's final status from KFP.
+    experiment: the run's pipeline parameter, applied on top as `open_run` applies it (it maps one to one
+    onto `tracking.experiment`), so this finds the run `open_run` opened. The pipeline run id comes from
+    the environment when set (as for every step), else from KFP's placeholder. state, failed_task,
+    error_message: the pipeline's final status from KFP.
     """
     setup_logging()
     section: dict[str, Any] = dict(json.loads(config_json)["tracking"])
-    section.update(tracking_uri=tracking_uri, experiment=experiment)
+    section.update(experiment=experiment)
     tracking = TrackingConfig(**section)
     run_id = os.environ.get(RUN_ID_ENV, "").strip() or pipeline_run_id
     return close_pipeline_run(tracking, run_id, state, kfp_task=failed_task, kfp_error=error_message)

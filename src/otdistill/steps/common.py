@@ -24,7 +24,7 @@ from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 # The environment names and log setup, kept importable without the ML stack, are also importable from here.
 from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV, setup_logging  # noqa: F401
 from otdistill.tracking.config import TrackingConfig
-from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, open_pipeline_run
+from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, find_pipeline_run, open_pipeline_run
 
 # The image components are built with (the CPU image of docker/); `cluster.image` / `cluster.gpu_image`
 # override it per task at compile time.
@@ -43,8 +43,11 @@ def load_step_config(config_json: str) -> RunConfig:
 def pipeline_run(tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None) -> PipelineRun:
     """This pipeline run's parent MLflow run.
 
-    By id when the step gets it as an input (uncached steps), else found by the KFP run id in the
-    environment (cached steps must not take per-run inputs); opened if this step comes first.
+    By id when the step gets it as an input (the uncached `register_and_promote`). A cached step gets
+    neither the id nor the tracking section (they would enter its cache key): it reaches the server named
+    by its environment (`tracking` then holds defaults: `MLFLOW_TRACKING_URI`), finds the parent by the
+    KFP run id in the environment, in whatever experiment `open_run` put it, and works with the tracking
+    settings recorded there. With no parent yet (a step run on its own), it opens one with `tracking`.
     """
     if parent_run_id:
         return attach_pipeline_run(tracking, parent_run_id)
@@ -54,6 +57,10 @@ def pipeline_run(tracking: TrackingConfig, run_name: str, parent_run_id: str | N
             f"{RUN_ID_ENV} is not set: a step needs the pipeline run id to find its MLflow parent run "
             "(set by `otdistill run` locally and from the pod label `pipeline/runid` on a cluster)"
         )
+    found = find_pipeline_run(tracking, run_id)
+    if found is not None:
+        return found
+    log.warning("no MLflow parent run for pipeline run %s yet: opening one (%s)", run_id, tracking.experiment)
     return open_pipeline_run(tracking, run_name, pipeline_run_id=run_id)
 
 

@@ -31,7 +31,6 @@ def distill_student(
     teacher_dir: str | Path,
     cache_dir: str | Path,
     train_dir: str | Path,
-    validation_dir: str | Path,
     model_dir: str | Path,
 ) -> TrainStepResult:
     """Distil the configured student from the teacher; the distilled model is written to `model_dir`.

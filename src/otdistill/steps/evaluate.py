@@ -1,7 +1,8 @@
 """Step `evaluate`: teacher, SFT baseline student and distilled student on the same validation rows.
 
 Writes `scores.json` ({label: {metric: mean}}, plus the task's headline metric) for the promotion gate,
-and the combined HTML report (tables, charts, worst examples) for people.
+and the combined HTML report (tables, charts, worst examples) for people. `score_key` names the rows
+and scoring settings (`otdistill.tracking.scores`): the registry keeps the scores under it for later runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from otdistill.steps.common import (
     step_tags,
 )
 from otdistill.tracking.runs import step_run
+from otdistill.tracking.scores import score_key
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ def evaluate(
             "metric": results[0].metric,
             "rows": len(loaded.examples),
             "data_sha256": loaded.report.content_sha256,
+            "score_key": score_key(loaded.report.content_sha256, cfg.eval.scoring_settings()),
             "models": {r.label: dict(r.metrics) for r in results},
             "provenance": {r.label: dict(r.model) for r in results},
         }

@@ -10,6 +10,7 @@ from typing import Any
 from otdistill.config import STEP_SECTIONS, RunConfig, parameter_overrides
 from otdistill.steps.common import RUN_ID_ENV, setup_logging
 from otdistill.tracking.runs import open_pipeline_run
+from otdistill.tracking.scores import champion_version, version_uri
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class OpenRunResult:
     config: RunConfig
     step_configs: dict[str, str]
     parent_run_id: str
+    champion: str  # models:/<name>/<version> holding the champion alias now; "" when none
 
 
 def open_run(
@@ -45,4 +47,9 @@ def open_run(
         Path(config_path).parent.mkdir(parents=True, exist_ok=True)
         Path(config_path).write_text(cfg.to_yaml(), encoding="utf-8")
     steps = {step: cfg.section_json(step) for step in STEP_SECTIONS if step != "open_run"}
-    return OpenRunResult(config=cfg, step_configs=steps, parent_run_id=parent.run_id)
+    # Which champion this run's candidate must beat: `score_champion` scores it (or reuses a comparable
+    # score), so that step's cache key moves when, and only when, the champion does.
+    name = cfg.tracking.registered_model_name
+    version = champion_version(parent.client, name, cfg.tracking.champion_alias)
+    champion = version_uri(name, version) if version is not None else ""
+    return OpenRunResult(config=cfg, step_configs=steps, parent_run_id=parent.run_id, champion=champion)

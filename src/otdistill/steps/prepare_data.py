@@ -1,4 +1,4 @@
-"""Step `prepare_data`: validate the task's rows, check both tokenisations, snapshot the splits.
+"""Steps `prepare_data` and `prepare_validation_data`: validate a split, check both tokenisations, snapshot.
 
 The snapshot (the kept rows, in the source's own layout, as `<split>.jsonl`) is what every later step
 reads: the training data is fixed by content for the whole run even if the hub or the S3 prefix changes
@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from otdistill.config import RunConfig
 from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.common import load_step_config, pipeline_run, setup_logging, step_tags
@@ -21,12 +22,15 @@ from otdistill.tracking.runs import step_run
 log = logging.getLogger(__name__)
 
 
+# The two splits are two steps (two cache keys): the validation rows do not touch the training data artifact.
+SPLIT_STEPS = {"train": "prepare_data", "validation": "prepare_validation_data"}
+
+
 @dataclass(frozen=True)
 class PrepareResult:
     data_hash: str
     metrics: dict[str, float]
-    train_metadata: dict[str, str]
-    validation_metadata: dict[str, str]
+    metadata: dict[str, str]
 
 
 def _snapshot(config: DataConfig, keep: list[int], out_dir: Path) -> Path:
@@ -66,40 +70,42 @@ def _split(config: DataConfig, t_tok: object, s_tok: object, out_dir: Path) -> D
     return paired.report
 
 
-def prepare_data(
-    config_json: str, train_dir: str | Path, validation_dir: str | Path, report_dir: str | Path
-) -> PrepareResult:
-    """Validate and snapshot the training and validation splits; record reports and the data hash."""
+def split_config(cfg: RunConfig, split: str) -> DataConfig:
+    """The DataConfig of `split` ("train": `data`; "validation": `data` on the validation split and cap)."""
+    if split == "train":
+        return cfg.data
+    if split == "validation":
+        return dataclasses.replace(cfg.data, split=cfg.validation.split, limit=cfg.validation.limit)
+    raise ValueError(f"split must be one of {sorted(SPLIT_STEPS)}, got {split!r}")
+
+
+def prepare_data(config_json: str, split: str, data_dir: str | Path, report_dir: str | Path) -> PrepareResult:
+    """Validate and snapshot one split (`train` or `validation`); record its report and content hash."""
     setup_logging()
     cfg = load_step_config(config_json)
-    train_cfg = cfg.data
-    val_cfg = dataclasses.replace(cfg.data, split=cfg.validation.split, limit=cfg.validation.limit)
+    data_cfg = split_config(cfg, split)
+    step = SPLIT_STEPS[split]
     parent = pipeline_run(cfg.tracking, cfg.name)
-    with step_run(parent, "prepare_data", tags=step_tags(cfg)) as run:
-        run.log_params({"data": cfg.data.to_dict(), "validation": dataclasses.asdict(cfg.validation)})
+    with step_run(parent, step, tags=step_tags(cfg)) as run:
+        run.log_params({split: data_cfg.to_dict()})
         log.info("loading tokenizers of %s and %s", cfg.teacher.source, cfg.student.source)
         t_tok = load_tokenizer(resolve_model(cfg.teacher))
         s_tok = load_tokenizer(resolve_model(cfg.student))
-        train = _split(train_cfg, t_tok, s_tok, Path(train_dir))
-        val = _split(val_cfg, t_tok, s_tok, Path(validation_dir))
-        metrics = {**train.metrics("data.train"), **val.metrics("data.validation")}
+        report = _split(data_cfg, t_tok, s_tok, Path(data_dir))
+        metrics = report.metrics(f"data.{split}")
         run.log_metrics(metrics)
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        both = {"train": train.to_dict(), "validation": val.to_dict()}
         (report_dir / "data_report.json").write_text(
-            json.dumps(both, indent=2, sort_keys=True), encoding="utf-8"
+            json.dumps({split: report.to_dict()}, indent=2, sort_keys=True), encoding="utf-8"
         )
-        run.log_artifact(report_dir / "data_report.json", "data")
-        run.set_tags(
-            {"otdistill.data_hash": train.content_sha256, "otdistill.validation_hash": val.content_sha256}
-        )
-        parent.set_tags({"otdistill.data_hash": train.content_sha256})
-    log.info("train: %s", train.summary())
-    log.info("validation: %s", val.summary())
+        run.log_artifact(report_dir / "data_report.json", f"data/{split}")
+        hash_tag = "otdistill.data_hash" if split == "train" else "otdistill.validation_hash"
+        run.set_tags({hash_tag: report.content_sha256})
+        parent.set_tags({hash_tag: report.content_sha256})
+    log.info("%s: %s", split, report.summary())
     return PrepareResult(
-        data_hash=train.content_sha256,
+        data_hash=report.content_sha256,
         metrics=metrics,
-        train_metadata={"rows": str(train.rows_kept), "sha256": train.content_sha256, "task": train.task},
-        validation_metadata={"rows": str(val.rows_kept), "sha256": val.content_sha256, "task": val.task},
+        metadata={"rows": str(report.rows_kept), "sha256": report.content_sha256, "task": report.task},
     )

@@ -6,13 +6,17 @@ beats (by more than the margin, in the metric's direction)
   1. the SFT baseline student of the same run (same data, same evaluation), when the run trained one
      (`steps.skip_sft_baseline` off; with it on there is no SFT baseline and the condition is recorded
      as absent), and
-  2. the current champion, re-scored now on this run's validation rows (a score recorded on other data
-     is not comparable).
+  2. the current champion, scored on this run's validation rows with this run's scoring settings (a
+     score taken on other data is not comparable). `score_champion` took that score on the GPU, or
+     found it recorded on the champion's version (`otdistill.tracking.scores`); this step only compares
+     numbers, so it stays a light CPU step. If the champion moved during the run to a version with no
+     comparable score, the candidate is not promoted (the reason says so; a re-run compares them).
 
 Registration, the champion comparison, the alias move and its race handling are the tracking part's
 (`otdistill.tracking.register_and_promote`); this step feeds it the right numbers: condition 1 is checked
-here first, and for condition 2 the champion's recorded metric is replaced by its fresh score (the old one
-is kept in a `.previous` tag) before the tracking gate reads it. The decision and all its numbers are tags
+here first, and for condition 2 the champion's recorded metric is replaced by its comparable score (the
+old one is kept in a `.previous` tag) before the tracking gate reads it. Both versions keep their scores
+on these rows under the run's score key, for the next run to reuse. The decision and all its numbers are tags
 on the new version. Re-running the step for the same pipeline run finds its version and registers nothing.
 """
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +34,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from otdistill.config import RunConfig
-from otdistill.data import load_examples
-from otdistill.evaluation import evaluate_model
 from otdistill.steps.common import (
     load_step_config,
     pipeline_run,
@@ -51,6 +53,7 @@ from otdistill.tracking import (
 from otdistill.tracking import register_and_promote as tracking_register
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
 from otdistill.tracking.runs import STEP_TAG, step_run
+from otdistill.tracking.scores import record_scores, recorded_scores
 from otdistill.tracking.serving import data_input_example
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ EVAL_PREFIX = "otdistill.eval."
 
 @dataclass(frozen=True)
 class GateCheck:
-    """The gate numbers: does the candidate beat the SFT baseline and the re-scored champion?"""
+    """The gate numbers: does the candidate beat the SFT baseline and the champion (on the same rows)?"""
 
     candidate: float
     baseline: float | None
@@ -96,7 +99,7 @@ def check_gate(
     greater_is_better: bool = True,
     champion_version: str | None = None,
 ) -> GateCheck:
-    """Compare the candidate with the SFT baseline and the (re-scored) champion; None means "absent".
+    """Compare the candidate with the SFT baseline and the champion (on this run's rows); None: absent.
 
     Strictly more than `margin` is required against each present comparator, as in the tracking gate.
     """
@@ -120,7 +123,7 @@ def check_gate(
         beats_champion = gain > margin
         verb = "beats" if beats_champion else "does not beat"
         reasons.append(
-            f"{verb} champion v{champion_version} re-scored at {champion:.6g} "
+            f"{verb} champion v{champion_version} at {champion:.6g} on these rows "
             f"({gain:+.6g} vs margin {margin:g})"
         )
     return GateCheck(
@@ -182,17 +185,25 @@ def _champion(client: MlflowClient, name: str, alias: str) -> Any | None:
         return None
 
 
-def _rescore_champion(cfg: RunConfig, validation_dir: str | Path, metric: str, champion: Any) -> float:
-    """Score `models:/name/<champion version>` on this run's validation rows with this run's EvalConfig."""
-    tracking = cfg.tracking
-    data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
-    loaded = load_examples(data)
-    uri = f"models:/{tracking.registered_model_name}/{champion.version}"
-    log.info("re-scoring champion %s on %d validation rows", uri, len(loaded.examples))
-    result = evaluate_model(uri, loaded.task, loaded.examples, cfg.eval, label="champion")
-    if metric not in result.metrics:
-        raise KeyError(f"champion evaluation has no metric {metric!r} (has {sorted(result.metrics)})")
-    return float(result.metrics[metric])
+def champion_score(
+    champion_scores: dict[str, Any], client: MlflowClient, name: str, version: str, key: str
+) -> tuple[dict[str, float] | None, str]:
+    """The champion v`version`'s scores on this run's rows and settings (`key`), and where they came from.
+
+    From `score_champion` when it scored (or found recorded) this very version; else recorded on the
+    version under `key` (another run's gate kept them); else (None, why): not comparable.
+    """
+    if champion_scores.get("version") == version and champion_scores.get("score_key") == key:
+        return dict(champion_scores["metrics"]), f"{champion_scores.get('source')} by score_champion"
+    recorded = recorded_scores(client, name, version, key)
+    if recorded is not None:
+        return recorded, "recorded by another run"
+    scored = champion_scores.get("version")
+    return None, (
+        f"champion v{version} took the alias after this run's score_champion "
+        f"({f'v{scored}' if scored else 'no champion'}) and has no score on this run's validation rows "
+        "and scoring settings"
+    )
 
 
 def _metric(scores: dict[str, Any], label: str, metric: str) -> float | None:
@@ -232,16 +243,22 @@ def register_and_promote(
     student_dir: str | Path,
     scores_path: str | Path,
     decision_path: str | Path,
+    champion_scores_path: str | Path | None = None,
 ) -> RegisterResult:
     """Register the distilled student for this pipeline run (once) and apply the promotion gate.
 
     data_hash: content hash of the training split (from `prepare_data`), recorded as lineage.
+    scores_path: `evaluate`'s scores; champion_scores_path: `score_champion`'s (None: none taken, then
+    only a score recorded on the champion's version for these rows and settings can be compared).
     """
     setup_logging()
     cfg = load_step_config(config_json)
     tracking = cfg.tracking
     name, metric = tracking.registered_model_name, tracking.promotion_metric
     scores = json.loads(Path(scores_path).read_text(encoding="utf-8"))
+    champion_file = Path(champion_scores_path) if champion_scores_path else None
+    champion_scores = json.loads(champion_file.read_text(encoding="utf-8")) if champion_file else {}
+    key = str(scores.get("score_key", ""))
     candidate = _metric(scores, "distilled", metric)
     if candidate is None:
         raise KeyError(f"{scores_path} has no scores for the distilled student")
@@ -259,8 +276,18 @@ def register_and_promote(
         return result
 
     champion_mv = _champion(client, name, tracking.champion_alias)
+    champion_scores_now: dict[str, float] | None = None
+    comparable, how = True, ""
+    if champion_mv is not None:
+        champion_scores_now, how = champion_score(
+            champion_scores, client, name, str(champion_mv.version), key
+        )
+        comparable = champion_scores_now is not None
+        log.info("champion v%s: %s", champion_mv.version, how)
     champion = (
-        _rescore_champion(cfg, validation_dir, metric, champion_mv) if champion_mv is not None else None
+        _metric({"models": {"champion": champion_scores_now}}, "champion", metric)
+        if champion_scores_now is not None
+        else None
     )
     gate = check_gate(
         candidate,
@@ -270,6 +297,8 @@ def register_and_promote(
         greater_is_better=tracking.greater_is_better,
         champion_version=str(champion_mv.version) if champion_mv is not None else None,
     )
+    if not comparable:
+        gate = replace(gate, beats_champion=False, reason=f"{gate.reason}; {how}: not promoted")
     log.info("gate: %s", gate.reason)
     info = read_model_info(student_dir)
     lineage = _lineage(cfg, scores, data_hash)
@@ -285,17 +314,19 @@ def register_and_promote(
             eval_config=cfg.eval,
             metadata={k: str(v) for k, v in info.items()},
         )
-        if gate.beats_baseline and champion_mv is not None and champion is not None:
+        if champion_mv is not None and champion_scores_now is not None and key:
+            record_scores(client, name, str(champion_mv.version), key, champion_scores_now)
+        if gate.beats_baseline and comparable and champion_mv is not None and champion is not None:
             # Hand the tracking gate the champion's score on *this* data (see the module doc).
-            key = METRIC_TAG_PREFIX + metric
-            old = champion_mv.tags.get(key)
+            metric_tag = METRIC_TAG_PREFIX + metric
+            old = champion_mv.tags.get(metric_tag)
             if old is not None:
-                client.set_model_version_tag(name, champion_mv.version, key + ".previous", old)
-            client.set_model_version_tag(name, champion_mv.version, key, repr(champion))
+                client.set_model_version_tag(name, champion_mv.version, metric_tag + ".previous", old)
+            client.set_model_version_tag(name, champion_mv.version, metric_tag, repr(champion))
             client.set_model_version_tag(
                 name, champion_mv.version, "otdistill.rescored_by_run", parent.run_id
             )
-        if gate.beats_baseline:
+        if gate.beats_baseline and comparable:
             decision = tracking_register(run.run_id, candidate, tracking, model_uri=model_info.model_uri)
             version, status, reason = decision.version, decision.status, decision.reason
         else:
@@ -309,6 +340,8 @@ def register_and_promote(
             client.set_model_version_tag(name, version, REASON_TAG, reason)
             run.set_tags({STATUS_TAG: status, REASON_TAG: reason, "otdistill.registered_version": version})
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+        if key:
+            record_scores(client, name, version, key, scores["models"]["distilled"])
         tags = {
             **gate.tags(),
             **{

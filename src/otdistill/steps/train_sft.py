@@ -31,9 +31,7 @@ class TrainStepResult:
     metrics: dict[str, float]
 
 
-def train_sft(
-    config_json: str, role: str, train_dir: str | Path, validation_dir: str | Path, model_dir: str | Path
-) -> TrainStepResult:
+def train_sft(config_json: str, role: str, train_dir: str | Path, model_dir: str | Path) -> TrainStepResult:
     """Fine-tune the `role` model on the snapshot's training split and write it to `model_dir`.
 
     The teacher uses `teacher_sft`, the student `sft_baseline` (always loss "none": the baseline the

@@ -16,6 +16,7 @@ step and its error as tags) or KILLED.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +41,8 @@ from otdistill.tracking.metric_buffer import FLUSH_TIMEOUT_S, close_run_buffer
 log = logging.getLogger(__name__)
 
 PIPELINE_RUN_ID_TAG = "otdistill.pipeline_run_id"
+# The run's tracking settings (JSON) on the parent run: cached steps read them there, not from an input.
+TRACKING_CONFIG_TAG = "otdistill.tracking_config"
 ROLE_TAG = "otdistill.role"
 STEP_TAG = "otdistill.step"
 # Why a run did not finish: on a step run, its own error; on the parent, the failing step's.
@@ -183,7 +186,11 @@ def open_pipeline_run(
         if run is not None:
             log.info("reusing parent run %s for pipeline run %s", run.info.run_id, pipeline_run_id)
             return PipelineRun(run.info.run_id, experiment_id, config)
-    all_tags = {ROLE_TAG: "pipeline", **(dict(tags) if tags else {})}
+    all_tags = {
+        ROLE_TAG: "pipeline",
+        TRACKING_CONFIG_TAG: _tracking_json(config),
+        **(dict(tags) if tags else {}),
+    }
     if pipeline_run_id:
         all_tags[PIPELINE_RUN_ID_TAG] = pipeline_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
@@ -203,6 +210,57 @@ def _find_pipeline_run(client: MlflowClient, experiment_id: str, pipeline_run_id
         max_results=1,
     )
     return found[0] if found else None
+
+
+def _tracking_json(config: TrackingConfig) -> str:
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+def _recorded_tracking(run: Any, connection: TrackingConfig) -> TrackingConfig:
+    """The tracking settings `open_pipeline_run` recorded on the parent `run`, reached via `connection`.
+
+    The server address stays the one this process reached the run through (the recorded one may be empty,
+    meaning "the environment's", or name the server as another network sees it).
+    """
+    text = run.data.tags.get(TRACKING_CONFIG_TAG)
+    if not text:
+        return connection
+    recorded = TrackingConfig(**json.loads(text))
+    return dataclasses.replace(
+        recorded,
+        tracking_uri=connection.resolved_tracking_uri(),
+        registry_uri=recorded.registry_uri or connection.registry_uri,
+    )
+
+
+def find_pipeline_run(connection: TrackingConfig, pipeline_run_id: str) -> PipelineRun | None:
+    """The parent run of `pipeline_run_id` in any experiment, with the tracking settings recorded on it.
+
+    For steps that are not given the run's tracking section (it would enter their cache key): they know
+    the server (`connection`, from the environment) and the pipeline run id, and `open_run` has opened the
+    parent run. None when no experiment holds it.
+    """
+    client = _client(connection)
+    experiment_ids: list[str] = []
+    page_token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=page_token)
+        experiment_ids += [str(e.experiment_id) for e in page]
+        page_token = page.token
+        if not page_token:
+            break
+    for start in range(0, len(experiment_ids), 100):
+        found = client.search_runs(
+            experiment_ids[start : start + 100],
+            filter_string=(
+                f"tags.`{PIPELINE_RUN_ID_TAG}` = '{pipeline_run_id}' and tags.`{ROLE_TAG}` = 'pipeline'"
+            ),
+            max_results=1,
+        )
+        if found:
+            run = found[0]
+            return PipelineRun(run.info.run_id, run.info.experiment_id, _recorded_tracking(run, connection))
+    return None
 
 
 def attach_pipeline_run(config: TrackingConfig, run_id: str) -> PipelineRun:

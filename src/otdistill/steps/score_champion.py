@@ -1,0 +1,90 @@
+"""Step `score_champion`: the current champion's scores on this run's validation rows, for the gate.
+
+The promotion gate compares the candidate with the champion on the same rows, scored the same way. This
+step runs where the GPU is, so `register_and_promote` stays a light CPU step that only compares numbers.
+A score the champion's registry version already records for these rows and scoring settings
+(`otdistill.tracking.scores`, kept by an earlier run's gate) is reused: nothing is generated then. Its own
+step, not part of `evaluate`: a new champion re-runs this step only, while `evaluate`'s scores of the new
+models stay cached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from otdistill.data import load_examples
+from otdistill.evaluation import evaluate_model
+from otdistill.steps.common import (
+    load_step_config,
+    pipeline_run,
+    setup_logging,
+    snapshot_data_config,
+    step_tags,
+)
+from otdistill.tracking.runs import step_run
+from otdistill.tracking.scores import parse_version_uri, recorded_scores, score_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChampionScores:
+    """What `champion_scores.json` holds: which version, how its scores were obtained, and the scores."""
+
+    uri: str  # models:/<name>/<version>; "" when there is no champion
+    version: str
+    score_key: str
+    source: str  # "scored" (generated here), "recorded" (reused), "none" (no champion)
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "version": self.version,
+            "score_key": self.score_key,
+            "source": self.source,
+            "metrics": dict(self.metrics),
+        }
+
+
+def score_champion(
+    config_json: str, validation_dir: str | Path, champion: str, scores_path: str | Path
+) -> ChampionScores:
+    """Score `champion` (`models:/<name>/<version>`, "" for none) on the validation snapshot.
+
+    Writes `scores_path` (JSON of `ChampionScores`). The registry name and version come from the URI
+    `open_run` read when the run started, so the step's cache key moves when the champion does.
+    """
+    setup_logging()
+    cfg = load_step_config(config_json)
+    data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
+    loaded = load_examples(data)
+    key = score_key(loaded.report.content_sha256, cfg.eval.scoring_settings())
+    if not champion:
+        log.info("no champion yet: nothing to score")
+        result = ChampionScores("", "", key, "none", {})
+    else:
+        name, version = parse_version_uri(champion)
+        parent = pipeline_run(cfg.tracking, cfg.name)
+        with step_run(parent, "score_champion", params={"champion": champion}, tags=step_tags(cfg)) as run:
+            recorded = recorded_scores(parent.client, name, version, key)
+            if recorded is not None:
+                log.info("champion %s: reusing its score recorded for these rows and settings", champion)
+                result = ChampionScores(champion, version, key, "recorded", recorded)
+            else:
+                log.info("scoring champion %s on %d rows", champion, len(loaded.examples))
+                with tempfile.TemporaryDirectory(prefix="otdistill-champion-") as scratch:
+                    evaluated = evaluate_model(
+                        champion, loaded.task, loaded.examples, cfg.eval, Path(scratch), label="champion"
+                    )
+                result = ChampionScores(champion, version, key, "scored", dict(evaluated.metrics))
+            run.set_tags({"otdistill.champion.source": result.source, "otdistill.champion.version": version})
+            run.log_metrics({f"champion.{k}": v for k, v in result.metrics.items()})
+    Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(scores_path).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    return result

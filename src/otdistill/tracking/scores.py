@@ -1,0 +1,76 @@
+"""Scores recorded on registered model versions, keyed by the data and settings they were taken with.
+
+The promotion gate compares a candidate with the champion on the same validation rows, evaluated the same
+way. Scoring the champion again costs a GPU pass over the validation split, so a score, once taken, is kept
+as a tag on the version: ``otdistill.scores.<validation sha256[:16]>.<settings sha256[:16]>`` holding the
+JSON ``{metric: value}``. A later run with the same validation data hash and the same scoring settings
+reuses it; any other run scores the champion again (in its `evaluate` step, where the GPU is) and records
+that score under its own key. Tags are never overwritten with numbers from other data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+SCORES_TAG_PREFIX = "otdistill.scores."
+MODELS_URI = "models:/"
+
+
+def score_key(validation_sha256: str, settings: Mapping[str, Any]) -> str:
+    """The tag key of scores taken on the data with content hash `validation_sha256` under `settings`."""
+    if not validation_sha256:
+        raise ValueError("a recorded score needs the validation data's content hash")
+    digest = hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()
+    return f"{SCORES_TAG_PREFIX}{validation_sha256[:16]}.{digest[:16]}"
+
+
+def version_uri(name: str, version: str) -> str:
+    return f"{MODELS_URI}{name}/{version}"
+
+
+def parse_version_uri(uri: str) -> tuple[str, str]:
+    """``models:/name/3`` -> ("name", "3"); anything else is an error naming the value."""
+    rest = uri[len(MODELS_URI) :] if uri.startswith(MODELS_URI) else ""
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise ValueError(f"not a registered model version URI (models:/<name>/<version>): {uri!r}")
+    return name, version
+
+
+def recorded_scores(client: MlflowClient, name: str, version: str, key: str) -> dict[str, float] | None:
+    """The scores recorded on `name` v`version` under `key`, or None (none recorded, or unreadable)."""
+    try:
+        tags = client.get_model_version(name, version).tags
+    except MlflowException:
+        return None
+    text = tags.get(key)
+    if not text:
+        return None
+    try:
+        values = {k: float(v) for k, v in json.loads(text).items()}
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return values if all(math.isfinite(v) for v in values.values()) else None
+
+
+def record_scores(
+    client: MlflowClient, name: str, version: str, key: str, scores: Mapping[str, float]
+) -> None:
+    """Keep `scores` on `name` v`version` under `key` (JSON, sorted; MLflow caps a tag at 8000 chars)."""
+    text = json.dumps({k: float(v) for k, v in scores.items()}, sort_keys=True)
+    client.set_model_version_tag(name, version, key, text)
+
+
+def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version holding `alias` now, or None (no such model, or no holder)."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
