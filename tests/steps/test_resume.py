@@ -89,7 +89,7 @@ def test_claimed_state_is_resumed_when_it_matches_and_moved_aside_when_not(
     with caplog.at_level(logging.WARNING):
         fresh = other.claim("cache", {"teacher": _model("r2")})
     assert list(p.name for p in fresh.iterdir()) == [FINGERPRINT_FILE]
-    assert first.fingerprint in caplog.text and str(other.fingerprint) in caplog.text
+    assert str(first.fingerprint) in caplog.text and str(other.fingerprint) in caplog.text
     assert "differ in: models" in caplog.text
     kept = other.directory / f"refused-{short(first.fingerprint)}" / "cache" / "shard-00000.safetensors"
     assert kept.read_bytes() == b"half a cache"
