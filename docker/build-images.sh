@@ -18,8 +18,8 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 [ -x "$DOCKER" ] || DOCKER=docker
 DEBIAN_IMAGE=local/debian:bookworm
 LOCAL_PYTHON_IMAGE=local/python:3.11-bookworm
-CPU_IMAGE=$("$PYTHON" -m otdistill.images cpu)
-MLFLOW_IMAGE=$("$PYTHON" -m otdistill.images mlflow)
+CPU_IMAGE=$("$PYTHON" -m otdistill.images --tags cpu)
+MLFLOW_IMAGE=$("$PYTHON" -m otdistill.images --tags mlflow)
 GIT_SHA=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 
 # shellcheck source=docker/engine.sh
@@ -83,3 +83,11 @@ build "$CPU_IMAGE" docker/Dockerfile.cpu --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg IMAGE_REF="$CPU_IMAGE" \
   --build-arg TORCH_PIP_ARGS="--find-links /src/docker/wheelhouse"
 build "$MLFLOW_IMAGE" docker/Dockerfile.mlflow --build-arg BASE_IMAGE="$BASE_IMAGE"
+
+# The local digests, for pinning (otdistill.images, OTDISTILL_IMAGE_DIGEST_<ROLE>). `.Id` is the digest of
+# the image's config, which identifies these bytes here; a registry digest (RepoDigests, what
+# `name@sha256:...` pulls) exists only after `docker push`, and is the one to pin on a cluster.
+for image in "$CPU_IMAGE" "$MLFLOW_IMAGE"; do
+  echo "digest: $image id $("$DOCKER" image inspect --format '{{.Id}}' "$image")" \
+    "repo digest $("$DOCKER" image inspect --format '{{if .RepoDigests}}{{index .RepoDigests 0}}{{else}}none (not pushed){{end}}' "$image")"
+done

@@ -14,6 +14,7 @@ from typing import Any
 
 from kfp import kubernetes
 
+from otdistill import images
 from otdistill.config import ClusterConfig, Resources
 from otdistill.steps.common import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
 
@@ -42,7 +43,15 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig, trackin
     """
     gpu = step in cluster.gpu_steps and cluster.gpus > 0
     image = cluster.gpu_image if gpu else cluster.image
+    images.check_reference(image, "cluster.gpu_image" if gpu else "cluster.image")
     task.set_container_image(image)
+    # Non-root as the images' user. KFP's compiler adds allowPrivilegeEscalation: false, drop ALL
+    # capabilities and seccomp RuntimeDefault to every step container (kubeflow/pipelines 2.17.0 backend/src/
+    # v2/compiler/argocompiler/security_context.go applySecurityContextToExecutorTemplate); kfp-kubernetes
+    # offers only these identity fields, and no read-only root filesystem (manifests/README.md, "Pods").
+    kubernetes.set_security_context(
+        task, run_as_user=images.IMAGE_UID, run_as_group=images.IMAGE_UID, run_as_non_root=True
+    )
     task.set_env_variable(IMAGE_ENV, image)  # recorded as lineage by the steps
     if cluster.image_pull_policy:
         kubernetes.set_image_pull_policy(task, cluster.image_pull_policy)

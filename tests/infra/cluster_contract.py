@@ -7,12 +7,19 @@ tracking URI. Each must exist in the overlay, in the namespace the run uses, or 
 exactly what Kubeflow Pipelines' driver and launcher and Argo's executor call (RUNNER_NEEDS, with the
 source of each call), and every ConfigMap, PVC and ServiceAccount of the overlay must be used by something.
 
+Every step pod must also be admitted by its namespace's Pod Security level (the pipeline namespace
+enforces `restricted`) and be able to make the connections it needs under the overlay's NetworkPolicies:
+DNS, the MLflow server, the KFP services the launcher calls, the Kubernetes API, and, when the config needs
+them, the hub (HTTPS) and its S3 stores.
+
 `check_run` and `check_overlay` return human-readable violations (empty: the contract holds); the tests
 assert on them, and a mutated config shows that a wrong tracking host is reported.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import re
 import shlex
@@ -27,6 +34,8 @@ import yaml
 
 from otdistill import images
 from otdistill.config import RunConfig
+from otdistill.models.hub import looks_like_hub_id
+from tests.infra import netpol, pod_security
 from tests.infra.manifest_tools import MANIFESTS, REPO
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -90,8 +99,60 @@ PLATFORM_KEYS = {
     "nodeSelector",
     "pvcMount",
     "secretAsEnv",
+    "securityContext",
     "tolerations",
 }
+# What KFP's compiler puts on every step: the pod's seccomp profile and the main container's hardening
+# (kubeflow/pipelines@2.17.0 backend/src/v2/compiler/argocompiler/security_context.go
+# applySecurityContextToExecutorTemplate: applyPodSeccompProfileOnly, defaultUserContainerSecurityContext);
+# the identity fields come from kfp-kubernetes' securityContext (driver/k8s.go, SDK values unless an admin
+# default is set). Argo's init / wait containers and KFP's launcher init container are hardened by KFP's
+# own install (workflow-controller-configmap `executor.securityContext`, applySecurityContextToContainer).
+KFP_POD_SECURITY = {"seccompProfile": {"type": "RuntimeDefault"}}
+KFP_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# The Pod Security level the pipeline namespace must enforce (manifests/base/namespaces.yaml).
+PIPELINE_POD_SECURITY = "restricted"
+
+# Connections every pipeline pod makes besides MLflow's (whose address comes from the config). Pod ports,
+# as NetworkPolicies see them. KFP's addresses: kubeflow/pipelines@2.17.0 (manifests/base/pipeline/
+# networkpolicies.yaml cites each source).
+KFP_NAMESPACE = "kubeflow"
+REQUIRED_CONNECTIONS: list[tuple[str, str, dict[str, str], int, str]] = [
+    ("DNS (kube-dns)", "kube-system", {"k8s-app": "kube-dns"}, 53, "UDP"),
+    ("DNS (kube-dns)", "kube-system", {"k8s-app": "kube-dns"}, 53, "TCP"),
+    (
+        "the KFP API server ml-pipeline:8887 (launcher-v2 --ml_pipeline_server_port, config/env.go)",
+        KFP_NAMESPACE,
+        {"app": "ml-pipeline"},
+        8887,
+        "TCP",
+    ),
+    (
+        "ML Metadata metadata-grpc-service:8080 (metadata/env.go GetMetadataConfig)",
+        KFP_NAMESPACE,
+        {"component": "metadata-grpc-server"},
+        8080,
+        "TCP",
+    ),
+    (
+        "KFP's artifact store seaweedfs:9000 -> 8333 (objectstore/config.go DefaultEndpointInMultiUserMode)",
+        KFP_NAMESPACE,
+        {"app": "seaweedfs"},
+        8333,
+        "TCP",
+    ),
+]
+# The policy whose ipBlock is the Kubernetes API server's address; the base's placeholder (TEST-NET-1) must
+# be replaced by each overlay. The launcher and Argo's executor call the API (pipeline/rbac.yaml).
+APISERVER_POLICY = "pipelines-to-kube-apiserver"
+APISERVER_PORTS = (443, 6443)
+PLACEHOLDER_NET = ipaddress.ip_network("192.0.2.0/24")
+# Stands in for the hub's and a cloud S3's public addresses (TEST-NET-2: public, never a cluster's).
+PUBLIC_ADDRESS = "198.51.100.7"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -191,7 +252,15 @@ def step_pods(run: CompiledRun, namespace: str) -> tuple[dict[str, dict[str, Any
             env.append(
                 {"name": field_env["name"], "valueFrom": {"fieldRef": {"fieldPath": field_env["fieldPath"]}}}
             )
-        container: dict[str, Any] = {"name": "main", "image": container_spec["image"], "env": env}
+        security = dict(KFP_CONTAINER_SECURITY)
+        for key, value in k8s.get("securityContext", {}).items():
+            security[key] = int(value) if key in ("runAsUser", "runAsGroup") else value
+        container: dict[str, Any] = {
+            "name": "main",
+            "image": container_spec["image"],
+            "env": env,
+            "securityContext": security,
+        }
         if k8s.get("imagePullPolicy"):
             container["imagePullPolicy"] = k8s["imagePullPolicy"]
         resources = container_spec.get("resources", {})
@@ -209,7 +278,11 @@ def step_pods(run: CompiledRun, namespace: str) -> tuple[dict[str, dict[str, Any
         if accelerator.get("resourceType"):
             limits[accelerator["resourceType"]] = accelerator.get("resourceCount") or accelerator.get("count")
         container["resources"] = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-        spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "securityContext": dict(KFP_POD_SECURITY),
+            "containers": [container],
+        }
         if run.config.cluster.service_account:
             spec["serviceAccountName"] = run.config.cluster.service_account
         if k8s.get("activeDeadlineSeconds"):
@@ -437,30 +510,6 @@ def service_of(host: str, default_namespace: str) -> tuple[str, str] | None:
     return None
 
 
-def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    if selector.get("matchExpressions"):
-        raise AssertionError(f"matchExpressions are not handled by the contract check: {selector}")
-    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
-
-
-def _admits(policy: dict[str, Any], from_labels: dict[str, str], port: int, port_name: str | None) -> bool:
-    for rule in policy["spec"].get("ingress", []):
-        ports = rule.get("ports") or []
-        if ports and not any(
-            p.get("port") in (port, port_name) and p.get("protocol", "TCP") == "TCP" for p in ports
-        ):
-            continue
-        peers = rule.get("from") or []
-        if not peers:
-            return True
-        for peer in peers:
-            if "ipBlock" in peer or "namespaceSelector" not in peer:
-                continue  # same-namespace pods or IP ranges: not the pipeline namespace's pods
-            if _matches(peer["namespaceSelector"], from_labels) and _matches(peer.get("podSelector", {}), {}):
-                return True
-    return False
-
-
 def check_tracking_uri(
     uri: str, where: str, pipeline_namespace: str, docs: list[dict[str, Any]]
 ) -> list[str]:
@@ -472,9 +521,19 @@ def check_tracking_uri(
             f"tracking URI {uri!r} ({where}) is not an http(s) server: a store inside a step's pod is lost "
             "when the pod ends"
         ]
-    target = service_of(parts.hostname, pipeline_namespace)
+    return check_service_uri(uri, "tracking URI", where, pipeline_namespace, docs)
+
+
+def check_service_uri(
+    uri: str, what: str, where: str, pipeline_namespace: str, docs: list[dict[str, Any]]
+) -> list[str]:
+    """An http(s) URI of an in-cluster Service: the Service exists with that port and pods behind it, and a
+    pipeline pod may connect to them (egress of the pipeline namespace, ingress of the Service's)."""
+    parts = urllib.parse.urlsplit(uri)
+    what = f"{what} {uri}"
+    target = service_of(parts.hostname, pipeline_namespace) if parts.hostname else None
     if target is None:
-        return [f"tracking URI {uri} ({where}): host {parts.hostname} is not a Service of the overlay"]
+        return [f"{what} ({where}): host {parts.hostname} is not a Service of the overlay"]
     name, namespace = target
     service = find(docs, "Service", name, namespace)
     if service is None:
@@ -484,52 +543,147 @@ def check_tracking_uri(
             if d["kind"] == "Service"
         )
         return [
-            f"tracking URI {uri} ({where}): no Service {name} in namespace {namespace} "
+            f"{what} ({where}): no Service {name} in namespace {namespace} "
             f"(the overlay's Services: {', '.join(services)})"
         ]
     port = parts.port or (443 if parts.scheme == "https" else 80)
     service_ports = [p for p in service["spec"].get("ports", []) if p["port"] == port]
     if not service_ports:
-        return [f"tracking URI {uri} ({where}): Service {namespace}/{name} has no port {port}"]
+        return [f"{what} ({where}): Service {namespace}/{name} has no port {port}"]
     target_port = service_ports[0].get("targetPort", port)
     backends = [
         (meta, spec)
         for ns, meta, spec in workload_pods(docs)
         if ns == namespace
-        and _matches({"matchLabels": service["spec"].get("selector", {})}, meta.get("labels", {}))
+        and netpol.matches({"matchLabels": service["spec"].get("selector", {})}, meta.get("labels", {}))
     ]
     if not backends:
-        return [
-            f"tracking URI {uri} ({where}): Service {namespace}/{name} selects no workload of the overlay"
-        ]
+        return [f"{what} ({where}): Service {namespace}/{name} selects no workload of the overlay"]
     meta, spec = backends[0]
     numbers = {(p.get("name"), p["containerPort"]) for c in spec["containers"] for p in c.get("ports", [])}
     port_name, port_number = next(((n, p) for n, p in numbers if target_port in (n, p)), (None, target_port))
     if not isinstance(port_number, int):
-        return [
-            f"tracking URI {uri} ({where}): targetPort {target_port} of {namespace}/{name} "
-            "is no container port"
-        ]
-    from_ns = find(docs, "Namespace", pipeline_namespace)
-    from_labels = {
-        **((from_ns or {}).get("metadata", {}).get("labels") or {}),
-        "kubernetes.io/metadata.name": pipeline_namespace,  # set by the API server on every namespace
-    }
-    policies = [
-        p
-        for p in docs
-        if p["kind"] == "NetworkPolicy"
-        and p["metadata"].get("namespace") == namespace
-        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
-        and _matches(p["spec"].get("podSelector", {}), meta.get("labels", {}))
-    ]
-    if policies and not any(_admits(p, from_labels, port_number, port_name) for p in policies):
-        return [
-            f"tracking URI {uri} ({where}): the NetworkPolicies of {namespace} "
-            f"({', '.join(p['metadata']['name'] for p in policies)}) admit no traffic from namespace "
-            f"{pipeline_namespace} to port {port_number} of Service {name}'s pods"
-        ]
+        return [f"{what} ({where}): targetPort {target_port} of {namespace}/{name} is no container port"]
+    refused = netpol.refusal(
+        docs,
+        step_peer(docs, pipeline_namespace),
+        netpol.pod(docs, namespace, meta.get("labels", {})),
+        port_number,
+        port_name=port_name,
+    )
+    if refused:
+        return [f"{what} ({where}): Service {namespace}/{name} is unreachable from the steps: {refused}"]
     return []
+
+
+# --------------------------------------------------------------------------------------------------------
+# Network and pod security of the step pods
+
+
+def step_peer(docs: list[dict[str, Any]], namespace: str) -> netpol.Peer:
+    """A pipeline pod as NetworkPolicies see it. KFP labels its pods with run and task ids only, so the
+    pipeline namespace's policies must select every pod (podSelector {}): a pod is modelled unlabelled."""
+    return netpol.pod(docs, namespace, {})
+
+
+def _walk_strings(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk_strings(v, str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _walk_strings(v, key)
+    elif isinstance(value, str):
+        yield key, value
+
+
+def external_needs(config: RunConfig) -> tuple[bool, set[str], bool]:
+    """(needs the hub, S3 endpoint URLs named, uses s3:// with the default (public AWS) endpoint)."""
+    hub = any(
+        looks_like_hub_id(source) and not Path(source).exists()
+        for source in (config.teacher.source, config.student.source, config.data.source)
+    )
+    strings = list(_walk_strings(dataclasses.asdict(config)))
+    endpoints = {v for k, v in strings if k == "s3_endpoint_url" and v}
+    uses_s3 = any(v.startswith("s3://") for _, v in strings)
+    return hub, endpoints, uses_s3 and not endpoints
+
+
+def connection_problems(run: CompiledRun, namespace: str, docs: list[dict[str, Any]]) -> list[str]:
+    """The connections a step pod of `run` makes that the overlay's NetworkPolicies refuse (MLflow's is
+    checked with the tracking URI)."""
+    problems: list[str] = []
+    source = step_peer(docs, namespace)
+    for what, target_ns, labels, port, protocol in REQUIRED_CONNECTIONS:
+        refused = netpol.refusal(docs, source, netpol.pod(docs, target_ns, labels), port, protocol)
+        if refused:
+            problems.append(f"{run.label}: the steps cannot reach {what}: {refused}")
+    policy = find(docs, "NetworkPolicy", APISERVER_POLICY, namespace)
+    blocks = [
+        ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        for rule in (policy or {}).get("spec", {}).get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    if not blocks:
+        problems.append(
+            f"{run.label}: no NetworkPolicy {namespace}/{APISERVER_POLICY} names the Kubernetes API server's "
+            "address, which KFP's launcher and Argo's executor call"
+        )
+    for block in blocks:
+        if block.subnet_of(PLACEHOLDER_NET):  # type: ignore[arg-type]
+            problems.append(
+                f"{run.label}: {namespace}/{APISERVER_POLICY} still holds the placeholder {block}: set the "
+                "API server's address in the overlay"
+            )
+            continue
+        address = netpol.Peer(address=str(next(iter(block.hosts()), block.network_address)))
+        refusals = [netpol.refusal(docs, source, address, port) for port in APISERVER_PORTS]
+        if all(refusals):
+            problems.append(f"{run.label}: the steps cannot reach the Kubernetes API: {refusals[0]}")
+    hub, endpoints, public_s3 = external_needs(run.config)
+    public = netpol.Peer(address=PUBLIC_ADDRESS)
+    for needed, what in ((hub, "the Hugging Face hub"), (public_s3, "S3 (s3:// with the default endpoint)")):
+        refused = netpol.refusal(docs, source, public, 443) if needed else None
+        if refused:
+            problems.append(
+                f"{run.label}: the config needs {what} over HTTPS, but {refused} "
+                "(components/pipelines-https-egress)"
+            )
+    for endpoint in sorted(endpoints):
+        host = urllib.parse.urlsplit(endpoint).hostname or ""
+        target = service_of(host, namespace)
+        if target and find(docs, "Service", *target):
+            problems += [
+                f"{run.label}: {p}"
+                for p in check_service_uri(endpoint, "S3 endpoint", "s3_endpoint_url", namespace, docs)
+            ]
+        else:
+            port = urllib.parse.urlsplit(endpoint).port or (443 if endpoint.startswith("https") else 80)
+            refused = netpol.refusal(docs, source, public, port)
+            if refused:
+                problems.append(f"{run.label}: the S3 endpoint {endpoint} is unreachable: {refused}")
+    return problems
+
+
+def pod_security_problems(
+    label: str, pods: dict[str, dict[str, Any]], namespace_doc: dict[str, Any] | None
+) -> list[str]:
+    """The pipeline namespace enforces `restricted`, and every step pod is admitted under it."""
+    namespace = (namespace_doc or {}).get("metadata", {}).get("name", "?")
+    level = pod_security.enforced_level(namespace_doc)
+    problems = []
+    if level != PIPELINE_POD_SECURITY:
+        problems.append(
+            f"namespace {namespace} enforces Pod Security {level!r}, not {PIPELINE_POD_SECURITY!r} "
+            f"({pod_security.ENFORCE_LABEL})"
+        )
+    for step, pod_doc in pods.items():
+        for violation in pod_security.violations(pod_doc["spec"], PIPELINE_POD_SECURITY):
+            problems.append(
+                f"{label}: {step} would be refused by Pod Security {PIPELINE_POD_SECURITY}: {violation}"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -584,9 +738,11 @@ def check_run(
             if problem:
                 problems.append(f"read by KFP: {problem}")
 
-    # The pods the steps run in: referenced objects, images.
+    # The pods the steps run in: referenced objects, images, Pod Security, network.
     pods, pod_problems = step_pods(run, namespace)
     problems += pod_problems
+    problems += pod_security_problems(run.label, pods, ns_doc)
+    problems += connection_problems(run, namespace, docs)
     seen: dict[Ref, list[str]] = {}
     for step, pod in pods.items():
         for ref in pod_refs(pod["spec"]):
@@ -595,10 +751,10 @@ def check_run(
         image = container["image"]
         gpu = any(k not in ("cpu", "memory") for k in container.get("resources", {}).get("limits", {}))
         expected = images.CUDA if gpu else images.CPU
-        if image != expected:
+        if not images.is_role_image(image, expected):
             problems.append(
                 f"{run.label}: {step} runs {image}, not {'images.CUDA' if gpu else 'images.CPU'} "
-                f"({expected}) of otdistill.images"
+                f"({expected}) of otdistill.images, by its tag or a digest"
             )
         recorded = {e["name"]: e.get("value") for e in container["env"]}.get(IMAGE_ENV)
         if recorded != image:
@@ -682,18 +838,33 @@ def check_overlay(
     object the README documents for the pipeline namespace is referenced by a run or the Role."""
     problems: list[str] = []
     registry = images.REGISTRY + "/"
-    for namespace, _meta, spec in workload_pods(docs):
+    for namespace, meta, spec in workload_pods(docs):
         for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
             image = container["image"]
-            if image.startswith(registry) and image not in images.IMAGES.values():
+            try:
+                images.check_reference(image, f"{namespace} container {container['name']}")
+            except images.ImageReferenceError as error:
+                problems.append(str(error))
+                continue
+            if image.startswith(registry) and not any(
+                images.is_role_image(image, role) for role in images.IMAGES.values()
+            ):
                 problems.append(f"{namespace}: image {image} is not one of otdistill.images {images.IMAGES}")
+        level = pod_security.enforced_level(find(docs, "Namespace", namespace))
+        for violation in pod_security.violations(spec, level):
+            problems.append(
+                f"{namespace}: a pod of {meta.get('labels', {}).get('app.kubernetes.io/name', '?')} would be "
+                f"refused by Pod Security {level}: {violation}"
+            )
     mlflow = find(docs, "Deployment", "mlflow")
     if mlflow is None:
         problems.append("the overlay has no Deployment mlflow")
     else:
         image = mlflow["spec"]["template"]["spec"]["containers"][0]["image"]
-        if image != images.MLFLOW:
-            problems.append(f"Deployment mlflow runs {image}, not images.MLFLOW ({images.MLFLOW})")
+        if not images.is_role_image(image, images.MLFLOW):
+            problems.append(
+                f"Deployment mlflow runs {image}, not images.MLFLOW ({images.MLFLOW}) or its digest"
+            )
 
     used: set[tuple[str, str, str]] = set()
     for namespace, _meta, spec in workload_pods(docs):

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from otdistill import images
+from tests.infra import pod_security
 from tests.infra.cluster_contract import (
     CONFIGS,
     README,
@@ -257,3 +263,195 @@ def test_an_unused_configmap_fails(
         f"ConfigMap {PIPELINE_NS}/otdistill-gpu-scheduling is read by nothing (no workload, compiled step or "
         "KFP call names it)"
     ]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pod Security and NetworkPolicies: a step pod that would be refused or cut off fails the contract
+
+
+def test_step_pods_run_as_the_image_user_under_restricted(compiled: dict[str, CompiledRun]) -> None:
+    """The kfp-kubernetes securityContext (uid/gid 10001, runAsNonRoot) plus KFP's own hardening makes every
+    step pod admissible under Pod Security `restricted`."""
+    pods, _ = step_pods(compiled[PAPER], PIPELINE_NS)
+    for step, pod in pods.items():
+        context = pod["spec"]["containers"][0]["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"]) == (images.IMAGE_UID, images.IMAGE_UID), step
+        assert context["runAsNonRoot"] is True and context["capabilities"] == {"drop": ["ALL"]}, step
+        assert pod_security.violations(pod["spec"], "restricted") == [], step
+
+
+def test_a_step_pod_that_restricted_refuses_fails_the_contract(
+    compiled: dict[str, CompiledRun],
+    overlays: dict[str, list[dict[str, Any]]],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    """Without the securityContext (as before this check) every step is refused; a namespace that does not
+    enforce `restricted` is reported too."""
+    run = copy.deepcopy(compiled[PAPER])
+    for executor in run.k8s.values():
+        del executor["securityContext"]
+    problems = check_run(run, overlays["dev"], documented)
+    refused = [p for p in problems if "refused by Pod Security restricted" in p]
+    assert len(refused) == len(run.executors) and all("runAsNonRoot" in p for p in refused), problems
+    assert len(refused) == len(problems), problems
+
+    docs = copy.deepcopy(overlays["dev"])
+    (namespace,) = [d for d in docs if d["kind"] == "Namespace" and d["metadata"]["name"] == PIPELINE_NS]
+    namespace["metadata"]["labels"][pod_security.ENFORCE_LABEL] = "baseline"
+    problems = check_run(compiled[PAPER], docs, documented)
+    assert problems == [
+        f"namespace {PIPELINE_NS} enforces Pod Security 'baseline', not 'restricted' "
+        f"({pod_security.ENFORCE_LABEL})"
+    ]
+
+
+def _without_policy(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    kept = [d for d in docs if not (d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name)]
+    assert len(kept) == len(docs) - 1, name
+    return kept
+
+
+NETWORK_MUTATIONS = {
+    "pipelines-to-dns": "the steps cannot reach DNS (kube-dns)",
+    "pipelines-to-mlflow": "is unreachable from the steps: the egress policies of otdistill-pipelines",
+    "mlflow-from-pipelines": "is unreachable from the steps: the ingress policies of otdistill-mlflow",
+    "pipelines-to-kfp": "to kubeflow pods",  # ml-pipeline, metadata-grpc-server, seaweedfs
+    "pipelines-to-kube-apiserver": "names the Kubernetes API server's address",
+    "pipelines-https-egress": "the config needs the Hugging Face hub over HTTPS",
+}
+
+
+@pytest.mark.parametrize("policy", sorted(NETWORK_MUTATIONS))
+def test_a_missing_network_allow_fails_the_contract(
+    policy: str,
+    compiled: dict[str, CompiledRun],
+    overlays: dict[str, list[dict[str, Any]]],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    docs = _without_policy(overlays["prod"], policy)
+    problems = check_run(compiled[PAPER], docs, documented)
+    assert problems and all(NETWORK_MUTATIONS[policy] in p for p in problems), problems
+    if policy == "pipelines-https-egress":  # optional: a config with PyPI models and local data needs none
+        assert check_run(compiled["quickstart.yaml"], docs, documented) == []
+
+
+def test_an_unset_apiserver_address_fails_the_contract(
+    compiled: dict[str, CompiledRun], documented: dict[tuple[str, str, str], frozenset[str]]
+) -> None:
+    """The base alone still holds the placeholder address that each overlay replaces."""
+    docs = documents(kustomize_build(MANIFESTS / "base"))
+    problems = check_run(compiled["quickstart.yaml"], docs, documented)
+    assert any("still holds the placeholder 192.0.2.1/32" in p for p in problems), problems
+
+
+def _overlay_with(tmp_path: Path, overlay: str, component: str) -> list[dict[str, Any]]:
+    """`overlay` plus one optional component, as a user's own overlay would add it."""
+    directory = tmp_path / f"{overlay}-{component}"
+    directory.mkdir()
+    (directory / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes only relative roots
+                "resources": [os.path.relpath(MANIFESTS / "overlays" / overlay, directory)],
+                "components": [os.path.relpath(MANIFESTS / "components" / component, directory)],
+            }
+        )
+    )
+    return documents(kustomize_build(directory))
+
+
+def test_s3_data_on_the_in_cluster_minio_needs_the_access_component(
+    tmp_path: Path,
+    overlays: dict[str, list[dict[str, Any]]],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    """MinIO admits only the tracking server; a config reading s3:// data from it is reported until
+    components/minio-pipelines-access opens it to the pipeline namespace."""
+    data = yaml.safe_load((REPO / "configs" / PAPER).read_text())
+    data["data"]["source"] = "s3://otdistill-data/dialogsum"
+    data["data"]["s3_endpoint_url"] = "http://minio.otdistill-mlflow.svc.cluster.local:9000"
+    mutated = tmp_path / "minio-data.yaml"
+    mutated.write_text(yaml.safe_dump(data))
+    run = compile_run(mutated, tmp_path, label="mutated/minio-data.yaml")
+    problems = check_run(run, overlays["dev"], documented)
+    assert len(problems) == 1 and "S3 endpoint http://minio.otdistill-mlflow" in problems[0], problems
+    assert "egress policies of otdistill-pipelines" in problems[0], problems
+    assert check_run(run, _overlay_with(tmp_path, "dev", "minio-pipelines-access"), documented) == []
+
+
+# --------------------------------------------------------------------------------------------------------
+# Images pinned by digest
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_a_digest_pinned_image_meets_the_contract_and_a_malformed_one_does_not_compile(
+    tmp_path: Path,
+    overlays: dict[str, list[dict[str, Any]]],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    data = yaml.safe_load((REPO / "configs" / PAPER).read_text())
+    data["cluster"]["image"] = f"{images.repository(images.CPU)}@{DIGEST}"
+    data["cluster"]["gpu_image"] = f"{images.repository(images.CUDA)}@{DIGEST}"
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(yaml.safe_dump(data))
+    run = compile_run(pinned, tmp_path, label="mutated/pinned.yaml")
+    assert f"otdistill-cuda@{DIGEST}" in json.dumps(run.pipeline)
+    assert check_run(run, overlays["prod"], documented) == []
+
+    data["cluster"]["image"] = f"{images.repository(images.CPU)}@sha256:abc"
+    bad = tmp_path / "bad-digest.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(images.ImageReferenceError, match=r"cluster\.image: .*sha256:abc"):
+        compile_run(bad, tmp_path, label="mutated/bad-digest.yaml")
+
+
+def test_the_digest_variable_pins_a_role() -> None:
+    """OTDISTILL_IMAGE_DIGEST_<ROLE> turns that role's name into `<repository>@sha256:...`; a malformed
+    value is refused naming the variable; --tags still prints what the build tags."""
+
+    def names(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "otdistill.images", *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    pinned = names({"OTDISTILL_IMAGE_DIGEST_CPU": DIGEST}, "cpu")
+    assert pinned.stdout.strip() == f"{images.repository(images.TAGGED['cpu'])}@{DIGEST}", pinned.stderr
+    assert (
+        names({"OTDISTILL_IMAGE_DIGEST_CPU": DIGEST}, "--tags", "cpu").stdout.strip() == images.TAGGED["cpu"]
+    )
+    bad = names({"OTDISTILL_IMAGE_DIGEST_MLFLOW": "sha256:ABC"}, "mlflow")
+    assert bad.returncode != 0 and "OTDISTILL_IMAGE_DIGEST_MLFLOW='sha256:ABC'" in bad.stderr, bad.stderr
+
+
+@pytest.mark.parametrize(("digest", "ok"), [(DIGEST, True), ("sha256:0123", False)])
+def test_an_overlay_pinned_by_digest_is_checked(
+    digest: str,
+    ok: bool,
+    tmp_path: Path,
+    compiled: dict[str, CompiledRun],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    """kustomize `images:` with `digest:` renders `name@sha256:...`: a well-formed digest of the MLflow
+    repository passes, a malformed one is reported."""
+    copy_dir = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy_dir)
+    kustomization = copy_dir / "overlays" / "prod" / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert text.count("    newTag: 0.1.0\n") == 1
+    kustomization.write_text(text.replace("    newTag: 0.1.0\n", f"    digest: {digest}\n"))
+    docs = documents(kustomize_build(copy_dir / "overlays" / "prod"))
+    (server,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow"]
+    assert server["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f"@{digest}")
+    problems = check_overlay(docs, compiled.values(), documented)
+    if ok:
+        assert problems == []
+    else:
+        assert problems and all("sha256:0123" in p for p in problems), problems

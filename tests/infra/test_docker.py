@@ -260,11 +260,15 @@ def test_default_image_names_are_configuration_used_everywhere() -> None:
     assert set(images.IMAGES) == set(DOCKERFILES)
     for kind in PROJECT_IMAGES:
         args = dict(a.split("=", 1) for a in instructions(DOCKERFILES[kind], "ARG") if "=" in a)
-        assert args["IMAGE_REF"] == images.IMAGES[kind]
+        assert args["IMAGE_REF"] == images.TAGGED[kind]
     assert (ClusterConfig().image, ClusterConfig().gpu_image) == (images.CPU, images.CUDA)
     assert COMPONENT_IMAGE == images.CPU
     for overlay in ("dev", "prod"):
         kustomization = yaml.safe_load((MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text())
         for entry in kustomization["images"]:
+            if "digest" in entry:  # pinned: `name@sha256:...`, checked like every reference
+                ref = images.check_reference(f"{entry['newName']}@{entry['digest']}", f"{overlay} images:")
+                assert images.repository(ref) in {images.repository(i) for i in images.TAGGED.values()}
+                continue
             ref = f"{entry['newName']}:{entry['newTag']}" if "newTag" in entry else entry["newName"]
-            assert ref in images.IMAGES.values() or "digest" in entry, (overlay, entry)
+            assert ref in images.TAGGED.values(), (overlay, entry)

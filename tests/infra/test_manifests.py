@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from otdistill import images
+from tests.infra import netpol
 from tests.infra.manifest_tools import (
     KUBERNETES_VERSION,
     MANIFESTS,
@@ -97,17 +98,14 @@ def test_workloads_are_pinned_non_root_probed_and_bounded(built: tuple[str, Path
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec.get("automountServiceAccountToken") is False, name
         for container in spec["containers"]:
-            image = container["image"]
-            pinned = "@sha256:" in image or ":" in image.rsplit("/", 1)[-1]
-            assert pinned and not image.endswith(":latest"), image
+            images.check_reference(container["image"], name)  # a tag (not latest) or a sha256 digest
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
             assert "readinessProbe" in container and "livenessProbe" in container, name
         # Init containers run to completion (no probes), but are pinned and bounded like the rest.
         for container in spec.get("initContainers", []):
-            image = container["image"]
-            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+            images.check_reference(container["image"], name)
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
@@ -240,25 +238,60 @@ def _ingress_sources(policy: dict[str, Any]) -> list[dict[str, Any]]:
     return [src for rule in policy["spec"].get("ingress", []) for src in rule.get("from", [])]
 
 
-def test_network_policies_admit_only_the_pipeline_namespace(built: tuple[str, Path]) -> None:
+MLFLOW_NS = "otdistill-mlflow"
+
+
+def test_network_policies_deny_by_default_and_admit_only_what_is_named(built: tuple[str, Path]) -> None:
     overlay, path = built
-    policies = by_kind(documents(path.read_text()), "NetworkPolicy")
-    deny = policies["default-deny-ingress"]["spec"]
-    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
-    assert _ingress_sources(policies["mlflow-from-pipelines"]) == [
+    docs = documents(path.read_text())
+    policies = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs if d["kind"] == "NetworkPolicy"
+    }
+    for namespace in (MLFLOW_NS, PIPELINE_NS):
+        deny = policies[(namespace, "default-deny")]["spec"]
+        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}, namespace
+    assert _ingress_sources(policies[(MLFLOW_NS, "mlflow-from-pipelines")]) == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINE_NS}}}
     ]
-    assert _ingress_sources(policies["postgres-from-mlflow"]) == [
+    assert _ingress_sources(policies[(MLFLOW_NS, "postgres-from-mlflow")]) == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}}
     ]
-    if overlay == "dev":
-        sources = _ingress_sources(policies["minio-from-mlflow-and-pipelines"])
-        assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}} in sources
-        assert len(sources) == 2
-    for policy in policies.values():
+    for (namespace, name), policy in policies.items():
         for src in _ingress_sources(policy):
             assert src.get("namespaceSelector") != {}, "an empty namespaceSelector admits every namespace"
             assert "ipBlock" not in src, "ingress by IP range bypasses the namespace rule"
+        for rule in policy["spec"].get("egress", []):
+            ports = {(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports", [])}
+            assert ports, f"{namespace}/{name}: an egress rule without ports allows every port"
+            for peer in rule.get("to", []):
+                assert peer.get("namespaceSelector") != {}, f"{namespace}/{name}: every namespace"
+                if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
+                    assert ports == {("TCP", 443)}, f"{namespace}/{name}: the internet on {ports}"
+
+
+def test_the_stores_are_reachable_only_from_the_tracking_server(built: tuple[str, Path]) -> None:
+    """MinIO (dev) and PostgreSQL admit the tracking server and no pipeline pod; the server reaches its
+    artifact store (MinIO in dev, a cloud bucket over HTTPS in prod) and nothing else outside."""
+    overlay, path = built
+    docs = documents(path.read_text())
+    step = netpol.pod(docs, PIPELINE_NS, {})
+    server = netpol.pod(docs, MLFLOW_NS, {"app.kubernetes.io/name": "mlflow"})
+    postgres = netpol.pod(docs, MLFLOW_NS, {"app.kubernetes.io/name": "postgres"})
+    internet = netpol.Peer(address="198.51.100.7")
+    assert netpol.refusal(docs, server, postgres, 5432) is None
+    assert netpol.refusal(docs, step, postgres, 5432) is not None
+    assert netpol.refusal(docs, postgres, internet, 443) is not None
+    assert netpol.refusal(docs, step, server, 5000) is None
+    if overlay == "dev":
+        minio = netpol.pod(docs, MLFLOW_NS, {"app.kubernetes.io/name": "minio"})
+        assert netpol.refusal(docs, server, minio, 9000) is None
+        refused = netpol.refusal(docs, step, minio, 9000)
+        assert refused is not None and "minio" in refused, refused
+        assert netpol.refusal(docs, server, minio, 9001) is not None  # the console
+        assert netpol.refusal(docs, server, internet, 443) is not None
+    else:
+        assert netpol.refusal(docs, server, internet, 443) is None
+        assert netpol.refusal(docs, server, netpol.Peer(address="10.1.2.3"), 443) is not None
 
 
 def test_pipeline_rbac_is_least_privilege(built: tuple[str, Path]) -> None:
