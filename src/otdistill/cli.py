@@ -33,7 +33,10 @@ def parse_set(values: Sequence[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML: {exc}") from None
         if isinstance(value, str) and _FLOAT.match(value):
             value = float(value)  # PyYAML reads 1e-4 (no dot) as a string; on a command line it is a number
         out[key.strip()] = value

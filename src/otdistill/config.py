@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import yaml
 
 from otdistill import images
 from otdistill.data import DataConfig
+from otdistill.data.config import check_row_limit
 from otdistill.evaluation.evaluate import EvalConfig
 from otdistill.models import ModelSpec
 from otdistill.tracking.config import TrackingConfig
@@ -32,6 +34,37 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A run config is invalid: unknown keys, wrong types, missing required values."""
+
+
+_MAX_NODES = 100_000  # values in a config once YAML anchors are expanded; real configs hold a few hundred
+_MAX_DEPTH = 64
+
+
+def _check_structure(data: Any) -> None:
+    """Refuse what YAML anchors and aliases can build but no config means: a value that contains itself
+    (``a: &x [*x]``), which would recurse forever when the config is converted or recorded, and a
+    "billion laughs" document whose anchors expand to more values than any config holds."""
+    count = 0
+    ancestors: set[int] = set()
+
+    def walk(node: Any, where: str, depth: int) -> None:
+        nonlocal count
+        count += 1
+        if count > _MAX_NODES:
+            raise ConfigError(f"more than {_MAX_NODES} values once YAML anchors are expanded")
+        if not isinstance(node, Mapping | list):
+            return
+        if id(node) in ancestors:
+            raise ConfigError(f"{where}: the value refers to itself (a recursive YAML anchor)")
+        if depth > _MAX_DEPTH:
+            raise ConfigError(f"{where}: nested more than {_MAX_DEPTH} levels deep")
+        ancestors.add(id(node))
+        items = node.items() if isinstance(node, Mapping) else enumerate(node)
+        for key, child in items:
+            walk(child, f"{where}.{key}" if where else str(key), depth + 1)
+        ancestors.discard(id(node))
+
+    walk(data, "", 0)
 
 
 def _type_name(tp: Any) -> str:
@@ -93,7 +126,14 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            raise ConfigError(f"{path}: expected a finite number, got an integer too large for one") from None
+        if not math.isfinite(number):
+            # YAML's .inf / .nan: no setting of this project means anything with them
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -109,7 +149,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         raise TypeError(f"{cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(map(str, set(data) - set(fields)))  # str: YAML keys may be numbers or null
     where = path or "config"
     if unknown:
         raise ConfigError(
@@ -317,6 +357,9 @@ class ValidationData:
     split: str = "validation"
     limit: int | None = None
 
+    def __post_init__(self) -> None:
+        check_row_limit("validation.limit", self.limit)
+
 
 @dataclass
 class StepSwitches:
@@ -373,17 +416,34 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
-        """Load a YAML config file; errors name the file."""
+        """Load a YAML config file; every way it can be unusable is a `ConfigError` naming the file.
+
+        An empty file (or one of comments only) is refused rather than read as "all defaults": the
+        defaults are a full-size run, which nobody should start by pointing at the wrong file (a file
+        holding ``{}`` says "all defaults" on purpose and is accepted).
+        """
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); is it a config?") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply") from None
+        if data is None:
+            raise ConfigError(
+                f"{path}: the config file is empty; it is refused rather than run as the full-size default "
+                "configuration (start from configs/tiny.yaml; write {} to mean all defaults)"
+            )
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         try:
+            _check_structure(data)
             return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc

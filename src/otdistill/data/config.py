@@ -8,6 +8,13 @@ from typing import Any, Literal
 OnError = Literal["fail", "skip"]
 
 
+def check_row_limit(name: str, limit: int | None) -> None:
+    """The one rule for a row cap (`data.limit`, `validation.limit`, `eval.limit`): None for all rows, else
+    a count >= 0, refused when the config is built so a negative cap never reaches a pipeline step."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"{name} must be >= 0 or None, got {limit}")
+
+
 @dataclass
 class DataConfig:
     """Where the data comes from and how it is checked and tokenised.
@@ -23,7 +30,8 @@ class DataConfig:
       and counts it by reason in the `DataReport`.
     * `max_length`: most tokens (prompt + response + end token) per model; contexts are cut to fit.
     * `max_prompt_tokens`: optional extra cap on prompt tokens per model.
-    * `max_field_chars`: a text field longer than this is a bad row (reason `too_long`) before tokenising.
+    * `max_field_chars`: a text field longer than this is a bad row (reason `too_long`) before tokenising;
+      at least 1 (0 or less would refuse every row).
     * `s3_endpoint_url`: for MinIO and other S3-compatible stores; default: `AWS_ENDPOINT_URL` or AWS.
     * `subset`: the hub data set's configuration name, for data sets that have several.
     """
@@ -44,8 +52,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.on_error not in ("fail", "skip"):
             raise ValueError(f"DataConfig.on_error must be 'fail' or 'skip', got {self.on_error!r}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"DataConfig.limit must be >= 0 or None, got {self.limit}")
+        check_row_limit("DataConfig.limit", self.limit)
+        if self.max_field_chars < 1:
+            raise ValueError(f"DataConfig.max_field_chars must be >= 1, got {self.max_field_chars}")
         if self.max_length < 2:
             raise ValueError(f"DataConfig.max_length must be >= 2, got {self.max_length}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:

@@ -18,7 +18,8 @@ class DataReport:
     """Counts and identity of one loaded split.
 
     `skipped_by_reason` counts skipped rows per reason (missing, empty, wrong_type, too_long, invalid_json,
-    duplicate_id); `issues` keeps the first `MAX_RECORDED_ISSUES` bad rows with index, field and message.
+    invalid_utf8, invalid_text, duplicate_id); `issues` keeps the first `MAX_RECORDED_ISSUES` bad rows with
+    index, field and message.
     `content_sha256` identifies the kept examples (see `otdistill.data.hashing`).
     """
 

@@ -1,8 +1,11 @@
 """Reading raw rows from where users keep data: local files, S3 (and S3-compatible stores), the HF hub.
 
 Every reader yields `(index, row)` in source order, `index` counting data rows from 0 across the files of a
-split. A line that is not valid JSON, or not a JSON object, is yielded as a `RowIssue` in place of the row, so
-the caller's fail/skip policy applies to it like to any other bad row.
+split. A line that is not UTF-8, not valid JSON (or nested too deeply to parse), or not a JSON object, is
+yielded as a `RowIssue` naming the file and line in place of the row, so the caller's fail/skip policy
+applies to it like to any other bad row. A Parquet file that cannot be read (corrupt, truncated, not Parquet)
+raises `DataSourceError` naming the file in either policy: its rows cannot be told apart, so none can be
+skipped one by one, and dropping a whole file silently would change the data far more than a bad row.
 
 Layouts accepted for a directory or an S3 prefix: `{split}.jsonl`, `{split}.json` (JSON Lines),
 `{split}.parquet`, or shards `{split}-*.{jsonl,parquet}` / `{split}/*.{jsonl,parquet}`, read in sorted order.
@@ -20,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from otdistill.data.errors import DataSourceError, RowIssue
+from otdistill.s3 import S3UriError, list_objects, s3_client
+from otdistill.s3 import parse_s3_uri as parse_s3_location
 
 log = logging.getLogger(__name__)
 
@@ -58,45 +63,75 @@ def select_split_files(names: Sequence[str], split: str) -> list[str]:
     return sorted(shards)
 
 
+def _parse_line(raw: bytes, path: Path, line_no: int, index: int) -> Row | RowIssue:
+    """One JSONL line as a row, or the `RowIssue` that says what is wrong with it and where."""
+
+    def issue(field: str, reason: str, message: str) -> RowIssue:
+        return RowIssue(index, field, reason, f"{path.name} line {line_no}: {message}")
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return issue("<line>", "invalid_utf8", f"not UTF-8 text (byte {exc.start} of the line)")
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return issue("<json>", "invalid_json", exc.msg)
+    except RecursionError:
+        return issue("<json>", "invalid_json", "JSON nested too deeply to parse")
+    except ValueError as exc:  # e.g. an integer literal longer than Python's int conversion limit
+        return issue("<json>", "invalid_json", str(exc))
+    if not isinstance(row, dict):
+        return issue("<row>", "wrong_type", "expected a JSON object")
+    if "\\u" in text and (problem := _unencodable(row)):
+        return issue("<json>", "invalid_text", problem)
+    return row
+
+
+def _unencodable(row: Row) -> str | None:
+    """Why `row` cannot be written back as UTF-8 JSON, or None. Only an escape can make that so (an escape
+    like \\ud800 alone is valid JSON, but no UTF-8 file, tokenizer or hash can hold the string it gives)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "a string holds an unpaired UTF-16 surrogate escape"
+    except RecursionError:
+        return "JSON nested too deeply"
+    return None
+
+
 def read_jsonl(path: Path, start_index: int = 0) -> Iterator[tuple[int, Row | RowIssue]]:
+    """Rows of a JSON Lines file; read as bytes and decoded line by line, so one line that is not UTF-8 is
+    one bad row (named by file and line), not an error that ends the whole read."""
     index = start_index
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield (
-                    index,
-                    RowIssue(index, "<json>", "invalid_json", f"{path.name} line {line_no}: {exc.msg}"),
-                )
-            else:
-                if isinstance(row, dict):
-                    yield index, row
-                else:
-                    yield (
-                        index,
-                        RowIssue(
-                            index,
-                            "<row>",
-                            "wrong_type",
-                            f"{path.name} line {line_no}: expected a JSON object",
-                        ),
-                    )
-            index += 1
+    try:
+        with open(path, "rb") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                yield index, _parse_line(line, path, line_no, index)
+                index += 1
+    except OSError as exc:
+        raise DataSourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def read_parquet(
     path: Path, start_index: int = 0, batch_size: int = 1024
 ) -> Iterator[tuple[int, Row | RowIssue]]:
+    """Rows of a Parquet file, a batch at a time; an unreadable file raises `DataSourceError` naming it
+    (and the first row index not read, when it breaks part way through)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     index = start_index
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield index, row
-            index += 1
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                yield index, row
+                index += 1
+    except (pa.ArrowException, OSError) as exc:
+        after = f" after row {index - 1}" if index > start_index else ""
+        raise DataSourceError(f"{path}: not a readable Parquet file{after}: {exc}") from exc
 
 
 def read_files(paths: Sequence[Path], start_index: int = 0) -> Iterator[tuple[int, Row | RowIssue]]:
@@ -129,21 +164,12 @@ def local_files(source: str, split: str) -> list[Path]:
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise DataSourceError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise DataSourceError(f"s3 URI {uri!r} has no bucket")
-    return bucket, key
-
-
-def s3_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client; credentials from the environment/profile chain, endpoint from the argument or
-    `AWS_ENDPOINT_URL` (MinIO, Ceph, ...). Credentials are never logged."""
-    import boto3
-
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+    """(bucket, key or prefix) of an ``s3://`` data source (`otdistill.s3`); a bad one: DataSourceError."""
+    try:
+        location = parse_s3_location(uri)
+    except S3UriError as exc:
+        raise DataSourceError(str(exc)) from exc
+    return location.bucket, location.prefix
 
 
 def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
@@ -151,10 +177,8 @@ def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
     bucket, key = parse_s3_uri(uri)
     if PurePosixPath(key).suffix in DATA_SUFFIXES:
         return bucket, [key]
-    prefix = key.rstrip("/") + "/" if key else ""
-    names: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+    prefix = key + "/" if key else ""
+    names = [obj.key[len(prefix) :] for obj in list_objects(client, bucket, key)]
     chosen = select_split_files(names, split)
     if not chosen:
         raise DataSourceError(

@@ -27,6 +27,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from otdistill.data import Example, RowValidationError, SideEncoder, Task, build_prompt, encode_pair, get_task
+from otdistill.data.config import check_row_limit
 from otdistill.evaluation.generation import Generation, greedy_generate
 from otdistill.evaluation.metrics import has_reference, metric_keys, score
 from otdistill.evaluation.registry import is_registry_uri, resolve_registered_model
@@ -80,8 +81,7 @@ class EvalConfig:
             raise ValueError(
                 f"EvalConfig.max_prompt_tokens must be >= 1 or None, got {self.max_prompt_tokens}"
             )
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"EvalConfig.limit must be >= 0 or None, got {self.limit}")
+        check_row_limit("EvalConfig.limit", self.limit)
         if self.num_worst < 0:
             raise ValueError(f"EvalConfig.num_worst must be >= 0, got {self.num_worst}")
 

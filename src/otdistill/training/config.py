@@ -7,6 +7,7 @@ the config is built (from YAML or code), so that a bad value fails before a GPU 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,11 @@ Distributed = Literal["ddp", "fsdp"]
 TeacherSharding = Literal["replicate", "fsdp"]
 
 LOSS_NAMES: tuple[str, ...] = ("multilevel_ot", "uld", "kl", "none")
+
+
+def _finite(value: float) -> bool:
+    """Not inf or nan (an int always is; math.isfinite would overflow on a huge one)."""
+    return isinstance(value, int) or math.isfinite(value)
 
 
 @dataclass
@@ -37,9 +43,12 @@ class TrainConfig:
     processes, `otdistill.training.launch`): "ddp" replicates the trained model; "fsdp" shards it
     with accelerate's FSDP2 (GPUs only: on CPU the run refuses it).
 
-    Optimisation: `max_steps` optimizer steps (or `num_epochs` when `max_steps` <= 0), AdamW with
-    `learning_rate`, `lr_scheduler`, `warmup_steps` (a fraction of the run when < 1), `weight_decay`,
-    `max_grad_norm`; a global batch of per_device_batch_size x gradient_accumulation_steps x world size.
+    Optimisation: `max_steps` optimizer steps, or, with `max_steps: 0` (the explicit "epoch-based"
+    setting), `num_epochs` passes over the data (then > 0; a fraction is allowed). A negative `max_steps` is
+    refused, not read as "epochs": a typo must not turn a 5-step smoke test into a full epoch. With
+    `max_steps` > 0, `num_epochs` is not used. AdamW with `learning_rate` (finite, > 0), `lr_scheduler`,
+    `warmup_steps` (a fraction of the run when < 1), `weight_decay`, `max_grad_norm`; a global batch of
+    per_device_batch_size x gradient_accumulation_steps x world size. Every number must be finite.
 
     Checkpoints: every `save_steps` steps into `output_dir`/checkpoint-N (atomically; see checkpoints.py),
     mirrored to `checkpoint_uri` (s3://bucket/prefix) when set; `resume` continues from the newest complete
@@ -139,8 +148,8 @@ class TrainConfig:
             "lora_r": self.lora_r,
         }
         for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"TrainConfig.{name} must be > 0, got {value!r}")
+            if not (_finite(value) and value > 0):
+                raise ValueError(f"TrainConfig.{name} must be > 0 and finite, got {value!r}")
         non_negative = {
             "alpha": self.alpha,
             "beta": self.beta,
@@ -155,10 +164,19 @@ class TrainConfig:
             "dataloader_num_workers": self.dataloader_num_workers,
         }
         for name, value in non_negative.items():
-            if value < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {value!r}")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            raise ValueError("TrainConfig: set max_steps > 0 or num_epochs > 0 (both are <= 0)")
+            if not (_finite(value) and value >= 0):
+                raise ValueError(f"TrainConfig.{name} must be >= 0 and finite, got {value!r}")
+        if self.max_steps < 0:
+            raise ValueError(
+                f"TrainConfig.max_steps must be >= 0, got {self.max_steps} (0 trains for num_epochs epochs)"
+            )
+        if not (_finite(self.num_epochs) and self.num_epochs >= 0):
+            raise ValueError(f"TrainConfig.num_epochs must be >= 0 and finite, got {self.num_epochs!r}")
+        if self.max_steps == 0 and self.num_epochs == 0:
+            raise ValueError(
+                "TrainConfig: max_steps is 0 (epoch-based) but num_epochs is 0: set max_steps > 0 or "
+                "num_epochs > 0"
+            )
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(
                 f"TrainConfig.save_total_limit must be >= 1 or null, got {self.save_total_limit}"
