@@ -23,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from otdistill.data.errors import DataSourceError, RowIssue
+from otdistill.s3 import S3UriError, list_objects, s3_client
+from otdistill.s3 import parse_s3_uri as parse_s3_location
 
 log = logging.getLogger(__name__)
 
@@ -162,21 +164,12 @@ def local_files(source: str, split: str) -> list[Path]:
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise DataSourceError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise DataSourceError(f"s3 URI {uri!r} has no bucket")
-    return bucket, key
-
-
-def s3_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client; credentials from the environment/profile chain, endpoint from the argument or
-    `AWS_ENDPOINT_URL` (MinIO, Ceph, ...). Credentials are never logged."""
-    import boto3
-
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+    """(bucket, key or prefix) of an ``s3://`` data source (`otdistill.s3`); a bad one: DataSourceError."""
+    try:
+        location = parse_s3_location(uri)
+    except S3UriError as exc:
+        raise DataSourceError(str(exc)) from exc
+    return location.bucket, location.prefix
 
 
 def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
@@ -184,10 +177,8 @@ def s3_keys(client: Any, uri: str, split: str) -> tuple[str, list[str]]:
     bucket, key = parse_s3_uri(uri)
     if PurePosixPath(key).suffix in DATA_SUFFIXES:
         return bucket, [key]
-    prefix = key.rstrip("/") + "/" if key else ""
-    names: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        names.extend(obj["Key"][len(prefix) :] for obj in page.get("Contents", []))
+    prefix = key + "/" if key else ""
+    names = [obj.key[len(prefix) :] for obj in list_objects(client, bucket, key)]
     chosen = select_split_files(names, split)
     if not chosen:
         raise DataSourceError(

@@ -12,6 +12,10 @@ Such a version logged with ``save_pretrained=False`` holds only a reference to a
 through `otdistill.models.resolve_model` with the pinned hub revision recorded in the MLmodel.
 
 Downloads are cached per (registry URI, model name, version): a registered version never changes.
+
+The directories an MLmodel names (``model_binary``, the pyfunc artifact's ``path``) are written by whoever
+can log to the registry: each is confined to the download (`otdistill.safe_paths.confined`), so an absolute
+path or ``../`` raises `UnsafePathError` before anything is moved into the cache.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from otdistill.models import (
     publish_once,
     resolve_model,
 )
+from otdistill.safe_paths import confined
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +89,12 @@ def hf_dir_of(root: Path, source: str) -> Path:
     student's `HF_ARTIFACT`, else a transformers flavour's ``model_binary``, else a search."""
     flavors = _flavors(root)
     artifacts = (flavors.get("python_function") or {}).get("artifacts") or {}
-    hf = (artifacts.get(HF_ARTIFACT) or {}).get("path")
-    if hf and (root / str(hf) / "config.json").is_file():
-        return root / str(hf)
-    binary = (flavors.get("transformers") or {}).get("model_binary")
-    if binary and (root / str(binary) / "config.json").is_file():
-        return root / str(binary)
+    for named in (
+        (artifacts.get(HF_ARTIFACT) or {}).get("path"),
+        (flavors.get("transformers") or {}).get("model_binary"),
+    ):
+        if named and (confined(root, str(named)) / "config.json").is_file():
+            return confined(root, str(named))
     candidates = sorted(p.parent for p in root.rglob("config.json") if any(p.parent.glob("*.safetensors")))
     if not candidates:
         raise ModelSourceError(f"{source}: no directory with config.json and *.safetensors in its artifacts")
@@ -98,7 +103,7 @@ def hf_dir_of(root: Path, source: str) -> Path:
 
 def _hub_reference(root: Path) -> tuple[str, str | None] | None:
     flavor: dict[str, Any] = _flavors(root).get("transformers") or {}
-    if flavor.get("model_binary") and (root / str(flavor["model_binary"])).exists():
+    if flavor.get("model_binary") and confined(root, str(flavor["model_binary"])).exists():
         return None
     name = flavor.get("source_model_name")
     return (str(name), flavor.get("source_model_revision")) if name else None

@@ -83,7 +83,7 @@ def _finished_shards(store: CacheStore, settings: CacheSettings) -> dict[int, Sh
     done: dict[int, ShardInfo] = {}
     index = 0
     while (text := store.read_text(sidecar_name(index))) is not None:
-        info = ShardInfo.from_dict(json.loads(text), f"{store.uri}/{sidecar_name(index)}")
+        info = ShardInfo.from_dict(json.loads(text), f"{store.uri}/{sidecar_name(index)}", index=index)
         try:
             path = store.local_copy(info.file, info.sha256)
             ok = sha256_file(path) == info.sha256

@@ -103,9 +103,12 @@ class ShardInfo:
         return json.dumps(asdict(self), indent=1) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> ShardInfo:
+    def from_dict(cls, data: dict[str, Any], where: str, *, index: int) -> ShardInfo:
+        """Shard `index` as a manifest or sidecar records it. Its file must be exactly `shard_name(index)`:
+        the name is joined to a local directory, and a cache holds no other shard files, so any other name
+        (``../x``, an absolute path, another shard's) is refused before anything is read."""
         try:
-            return cls(
+            info = cls(
                 file=str(data["file"]),
                 sha256=str(data["sha256"]),
                 example_ids=[str(x) for x in data["example_ids"]],
@@ -113,6 +116,12 @@ class ShardInfo:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
+        if info.file != shard_name(index):
+            raise TeacherCacheError(
+                f"{where}: shard {index} names the file {info.file!r}; the format names it "
+                f"{shard_name(index)!r} and reads no other"
+            )
+        return info
 
 
 @dataclass(frozen=True)
@@ -142,9 +151,13 @@ class Manifest:
         data = _load(text, where)
         try:
             settings = CacheSettings.from_dict(data["settings"], where)
-            shards = [ShardInfo.from_dict(s, f"{where} shard {n}") for n, s in enumerate(data["shards"])]
+            shards = [
+                ShardInfo.from_dict(s, f"{where} shard {n}", index=n) for n, s in enumerate(data["shards"])
+            ]
             manifest = cls(settings, int(data["vocab_size"]), shards)
             declared = int(data["count"])
+        except TeacherCacheError:
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
         if declared != manifest.count:

@@ -3,6 +3,11 @@
 Shards are written to a local temporary file first (safetensors needs a file), checksummed, then published:
 an atomic rename on local disk, one PUT on S3 (S3 objects appear whole). Readers fetch S3 shards into a
 local directory once and verify them there.
+
+Every name a store is given may come from a manifest or sidecar that someone else wrote: it is confined to
+the store's directory (`otdistill.safe_paths`), so ``../x`` or ``/etc/x`` raises `UnsafePathError` before
+anything is read, fetched or written. (The reader and builder also accept only the shard names the format
+defines; this is the storage layer's own guard.)
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from otdistill.models.cache import default_cache_dir
-from otdistill.models.s3_source import s3_client, split_s3_uri
+from otdistill.s3 import parse_s3_uri, s3_client
+from otdistill.safe_paths import confined, safe_relative
 
 
 def sha256_file(path: Path) -> str:
@@ -45,29 +51,31 @@ class LocalStore:
         self.uri = str(root)
 
     def read_text(self, name: str) -> str | None:
-        path = self.root / name
+        path = confined(self.root, name)
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def write_text(self, name: str, text: str) -> None:
+        path = confined(self.root, name)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{name}.{os.getpid()}.tmp"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, self.root / name)
+        os.replace(tmp, path)
 
     def put_file(self, name: str, local: Path) -> None:
+        path = confined(self.root, name)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{name}.{os.getpid()}.tmp"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(local, tmp)
-        os.replace(tmp, self.root / name)
+        os.replace(tmp, path)
 
     def local_copy(self, name: str, expected_sha256: str | None) -> Path:
-        path = self.root / name
+        path = confined(self.root, name)
         if not path.is_file():
             raise FileNotFoundError(f"teacher cache {self.uri}: shard {name} is missing")
         return path
 
     def delete(self, name: str) -> None:
-        (self.root / name).unlink(missing_ok=True)
+        confined(self.root, name).unlink(missing_ok=True)
 
 
 class S3Store:
@@ -75,13 +83,15 @@ class S3Store:
 
     def __init__(self, uri: str, endpoint_url: str | None = None, local_dir: Path | None = None) -> None:
         self.uri = uri.rstrip("/")
-        self.bucket, self.prefix = split_s3_uri(self.uri)
+        location = parse_s3_uri(self.uri)
+        self.bucket, self.prefix = location.bucket, location.prefix
         self.client: Any = s3_client(endpoint_url)
         key = hashlib.sha256(self.uri.encode()).hexdigest()[:24]
         self.local_dir = local_dir or default_cache_dir() / "teacher-cache" / key
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
+        relative = safe_relative(name, self.uri).as_posix()
+        return f"{self.prefix}/{relative}" if self.prefix else relative
 
     def read_text(self, name: str) -> str | None:
         from botocore.exceptions import ClientError
@@ -101,11 +111,11 @@ class S3Store:
         self.client.upload_file(str(local), self.bucket, self._key(name))
 
     def local_copy(self, name: str, expected_sha256: str | None) -> Path:
-        dest = self.local_dir / name
+        dest = confined(self.local_dir, name)
         if dest.is_file() and expected_sha256 and sha256_file(dest) == expected_sha256:
             return dest
-        self.local_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.local_dir / f".{name}.{os.getpid()}.tmp"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
         from botocore.exceptions import ClientError
 
         try:

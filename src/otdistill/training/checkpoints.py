@@ -9,7 +9,9 @@ truncated by a full disk, a partial S3 download) is never resumed from: it is sk
 
 S3 mirror: files are uploaded first and the manifest last, so an S3 prefix with a manifest is complete;
 resume downloads the newest complete S3 checkpoint when it is newer than the local ones, and verifies
-every file against the manifest before using it.
+every file against the manifest before using it. The file names a manifest lists are confined to the
+checkpoint directory (`otdistill.safe_paths`): a manifest naming ``../x`` or an absolute path raises
+`UnsafePathError` before anything is downloaded, and resume stops on it rather than skipping it.
 
 Fingerprints (`otdistill.fingerprint`): a checkpoint's manifest records the fingerprint of what wrote it
 (`TrainConfig.checkpoint_fingerprint`). With a fingerprint to match, resume takes only checkpoints that
@@ -30,11 +32,12 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from otdistill import fingerprint as fp
+from otdistill.s3 import download_files, list_objects, parse_s3_uri, s3_client
+from otdistill.safe_paths import UnsafePathError, confined, safe_relative
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ def verify_checkpoint(directory: Path, check_hashes: bool = True) -> str | None:
     if not files:
         return "manifest lists no files"
     for name, meta in files.items():
-        path = directory / name
+        path = confined(directory, name)
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != meta["size"]:
@@ -199,35 +202,13 @@ def latest_complete_checkpoint(output_dir: Path, check_hashes: bool = True) -> P
     return None
 
 
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, uri: str) -> S3Location:
-        if not uri.startswith("s3://"):
-            raise ValueError(f"not an s3:// URI: {uri!r}")
-        bucket, _, prefix = uri[len("s3://") :].partition("/")
-        if not bucket:
-            raise ValueError(f"s3 URI without a bucket: {uri!r}")
-        return cls(bucket, prefix.strip("/"))
-
-    def key(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
-
 class S3CheckpointStore:
     """Mirror of the checkpoints under `s3://bucket/prefix/checkpoint-N/` (MinIO etc. via `endpoint_url`)."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None, client: Any = None) -> None:
-        import boto3
-
         self.uri = uri.rstrip("/")
-        self.location = S3Location.parse(uri)
-        self.client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-        )
+        self.location = parse_s3_uri(uri)
+        self.client = client or s3_client(endpoint_url)
 
     def upload(self, checkpoint: Path) -> str:
         """Upload a finalized checkpoint: its files first, the manifest last. Returns its URI."""
@@ -245,24 +226,16 @@ class S3CheckpointStore:
     def complete_steps(self) -> list[int]:
         """Steps of the checkpoints whose manifest is in S3 (uploaded last: their files are all there)."""
         steps = set()
-        paginator = self.client.get_paginator("list_objects_v2")
-        prefix = self.location.key("") + "/" if self.location.prefix else ""
-        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix) :]
-                head, _, tail = rel.partition("/")
-                step = checkpoint_step(head)
-                if step is not None and tail == MANIFEST:
-                    steps.add(step)
+        prefix = self.location.directory
+        for key in self._keys(prefix):
+            head, _, tail = key[len(prefix) :].partition("/")
+            step = checkpoint_step(head)
+            if step is not None and tail == MANIFEST:
+                steps.add(step)
         return sorted(steps, reverse=True)
 
     def _keys(self, prefix: str) -> list[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        return [
-            obj["Key"]
-            for page in paginator.paginate(Bucket=self.location.bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
-        ]
+        return [obj.key for obj in list_objects(self.client, self.location.bucket, prefix)]
 
     def fingerprint(self, step: int) -> str | None:
         """The fingerprint checkpoint `step`'s manifest in S3 records (None when it records none)."""
@@ -304,24 +277,26 @@ class S3CheckpointStore:
         for step in self.complete_steps():
             manifest = self.location.key(f"checkpoint-{step}", MANIFEST)
             self.client.delete_object(Bucket=self.location.bucket, Key=manifest)
-        prefix = self.location.key("") + "/" if self.location.prefix else ""
+        prefix = self.location.directory
         for key in self._keys(prefix):
             if checkpoint_step(key[len(prefix) :].partition("/")[0]) is not None:
                 self.client.delete_object(Bucket=self.location.bucket, Key=key)
 
     def download(self, step: int, output_dir: Path) -> Path:
-        """Download checkpoint `step` into `output_dir` (staged, verified against its manifest, renamed)."""
+        """Download checkpoint `step` into `output_dir` (staged, verified against its manifest, renamed).
+
+        Every file name the manifest lists is checked before anything is written (`UnsafePathError`)."""
         name = f"checkpoint-{step}"
         staging = output_dir / STAGING / name
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
         manifest_key = self.location.key(name, MANIFEST)
         body = self.client.get_object(Bucket=self.location.bucket, Key=manifest_key)["Body"].read()
         manifest = json.loads(body)
-        for rel in manifest["files"]:
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.location.bucket, self.location.key(name, rel), str(target))
+        files = {rel: self.location.key(name, rel) for rel in manifest["files"]}
+        for rel in files:
+            safe_relative(rel, staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        download_files(self.client, self.location.bucket, files, staging)
         (staging / MANIFEST).write_bytes(body)
         problem = verify_checkpoint(staging)
         if problem is not None:
@@ -355,6 +330,8 @@ def resolve_resume(
             try:
                 log.info("downloading checkpoint-%d from %s", step, store.uri)
                 return store.download(step, output_dir)
+            except UnsafePathError:
+                raise  # a tampered store: stop, rather than quietly train from an older state
             except (ValueError, OSError) as exc:
                 log.warning("skipping S3 checkpoint-%d: %s", step, exc)
     return local
