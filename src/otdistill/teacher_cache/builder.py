@@ -36,6 +36,7 @@ from otdistill.teacher_cache.format import (
     Manifest,
     ShardInfo,
     TeacherCacheError,
+    json_object,
     shard_name,
     sidecar_name,
 )
@@ -67,9 +68,7 @@ class BuildResult:
 
 
 def _finished_shards(store: CacheStore, settings: CacheSettings) -> dict[int, ShardInfo]:
-    """Shards of an interrupted build with the same settings whose checksum verifies."""
-    import json
-
+    """Shards of an interrupted build with the same settings whose sidecar reads and checksum verifies."""
     previous = store.read_text(BUILD)
     if previous is None:
         return {}
@@ -83,7 +82,16 @@ def _finished_shards(store: CacheStore, settings: CacheSettings) -> dict[int, Sh
     done: dict[int, ShardInfo] = {}
     index = 0
     while (text := store.read_text(sidecar_name(index))) is not None:
-        info = ShardInfo.from_dict(json.loads(text), f"{store.uri}/{sidecar_name(index)}", index=index)
+        where = f"{store.uri}/{sidecar_name(index)}"
+        try:
+            data = json_object(text, where)
+        except TeacherCacheError as err:
+            # torn (e.g. a node lost power before the renamed file reached the disk): like a shard that
+            # does not verify, it is rebuilt, so that a retried step recovers on its own
+            logger.warning("%s; shard %d will be rebuilt", err, index)
+            index += 1
+            continue
+        info = ShardInfo.from_dict(data, where, index=index)
         try:
             path = store.local_copy(info.file, info.sha256)
             ok = sha256_file(path) == info.sha256

@@ -21,10 +21,17 @@ The example ids are in the shard's safetensors metadata and its sidecar.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 FORMAT = "otdistill-teacher-cache/1"
+# What converting a manifest field can raise: a missing key, a wrong JSON type, an unparsable string, a
+# float that is inf or nan where an int belongs.
+_FIELD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 MANIFEST = "manifest.json"
 BUILD = "build.json"
 
@@ -77,7 +84,7 @@ class CacheSettings:
                 teacher_tokenizer_sha256=str(data.get("teacher_tokenizer_sha256", "")),
                 student_tokenizer_sha256=str(data.get("student_tokenizer_sha256", "")),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except _FIELD_ERRORS as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
 
     def differences(self, other: CacheSettings) -> list[str]:
@@ -114,7 +121,7 @@ class ShardInfo:
                 example_ids=[str(x) for x in data["example_ids"]],
                 positions=int(data["positions"]),
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except _FIELD_ERRORS as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
         if info.file != shard_name(index):
             raise TeacherCacheError(
@@ -158,20 +165,105 @@ class Manifest:
             declared = int(data["count"])
         except TeacherCacheError:
             raise
-        except (KeyError, TypeError, ValueError) as err:
+        except _FIELD_ERRORS as err:
             raise TeacherCacheError(f"{where}: bad or missing field {err}") from err
         if declared != manifest.count:
             raise TeacherCacheError(
                 f"{where}: declares {declared} examples but its shards hold {manifest.count}"
             )
+        _check_manifest(manifest, where)
         return manifest
 
 
-def _load(text: str, where: str) -> dict[str, Any]:
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """`text` parsed as a JSON object; anything else (not JSON, truncated, nested too deeply, another JSON
+    type) is a `TeacherCacheError` naming `where`."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
+        raise TeacherCacheError(f"{where} is not valid JSON (truncated or overwritten?): {err}") from err
+    except RecursionError:
+        raise TeacherCacheError(f"{where} is not valid JSON: nested too deeply") from None
+    except ValueError as err:  # an integer literal beyond Python's conversion limit
         raise TeacherCacheError(f"{where} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict):
+        raise TeacherCacheError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _load(text: str, where: str) -> dict[str, Any]:
+    data = json_object(text, where)
+    if data.get("format") != FORMAT:
         raise TeacherCacheError(f"{where}: not a teacher cache of format {FORMAT!r}")
     return data
+
+
+def _check_manifest(manifest: Manifest, where: str) -> None:
+    """What a reader relies on and a well-formed JSON manifest can still get wrong: positive sizes, finite
+    temperatures, and each example id in one place only (a duplicate would make two rows one: the reader
+    maps ids to rows, so the second would silently serve the first's teacher probabilities)."""
+    s = manifest.settings
+    sizes = {"k": s.k, "top_uld": s.top_uld, "shard_size": s.shard_size, "vocab_size": manifest.vocab_size}
+    for name, value in sizes.items():
+        if value < 1:
+            raise TeacherCacheError(f"{where}: {name} must be >= 1, got {value}")
+    for name, temperature in (
+        ("temperature", s.temperature),
+        ("sinkhorn_temperature", s.sinkhorn_temperature),
+    ):
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise TeacherCacheError(f"{where}: {name} must be finite and > 0, got {temperature}")
+    seen: dict[str, int] = {}
+    for n, shard in enumerate(manifest.shards):
+        if shard.count > s.shard_size:
+            raise TeacherCacheError(
+                f"{where}: shard {n} ({shard.file}) holds {shard.count} examples, "
+                f"shard_size is {s.shard_size}"
+            )
+        if shard.positions < 0:
+            raise TeacherCacheError(f"{where}: shard {n} ({shard.file}) has {shard.positions} positions")
+        for example_id in shard.example_ids:
+            if example_id in seen:
+                first = seen[example_id]
+                place = "twice in that shard" if first == n else f"already in shard {first}"
+                raise TeacherCacheError(
+                    f"{where}: shard {n} ({shard.file}) holds example id {example_id!r} {place}"
+                )
+            seen[example_id] = n
+
+
+def check_shard_tensors(tensors: Mapping[str, Any], manifest: Manifest, index: int, where: str) -> None:
+    """Refuse shard `index` unless its tensors have the layout the module doc gives for the manifest's k,
+    K (`top_uld`) and vocabulary: N examples, T positions, rows [offsets[i], offsets[i+1]) in order, and
+    teacher vocabulary ids in range. A shard that passes its checksum was still written by whoever wrote
+    the manifest; a wrong width would otherwise surface as a broadcast error deep in a training step, or
+    as an out-of-range gather."""
+    info = manifest.shards[index]
+    s, vocab = manifest.settings, manifest.vocab_size
+    n, t = info.count, info.positions
+    k, big_k = min(s.k, vocab), min(s.top_uld, vocab)
+    expected = {
+        "indices": ((n, k), torch.int64),
+        "probs": ((t, k), torch.float32),
+        "probs_sd": ((t, k), torch.float32),
+        "sorted": ((t, big_k), torch.float32),
+        "offsets": ((n + 1,), torch.int64),
+    }
+    for name, (shape, dtype) in expected.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise TeacherCacheError(f"{where}: shard {info.file} has no {name!r} tensor")
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise TeacherCacheError(
+                f"{where}: shard {info.file}: {name} is {tuple(tensor.shape)} {tensor.dtype}, the manifest "
+                f"(k={s.k}, top_uld={s.top_uld}, vocab_size={vocab}, {n} examples, {t} positions) needs "
+                f"{shape} {dtype}"
+            )
+    offsets, indices = tensors["offsets"], tensors["indices"]
+    if int(offsets[0]) != 0 or int(offsets[-1]) != t or bool((offsets[1:] < offsets[:-1]).any()):
+        raise TeacherCacheError(
+            f"{where}: shard {info.file}: offsets must rise from 0 to its {t} positions, got "
+            f"{offsets.tolist()[:8]}..."
+        )
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= vocab):
+        raise TeacherCacheError(f"{where}: shard {info.file}: teacher vocabulary ids outside [0, {vocab})")

@@ -14,7 +14,13 @@ from torch import Tensor
 
 from otdistill.data import PairedBatch
 from otdistill.losses import MultiLevelOTLoss, TeacherSortedProbs, TeacherTopK, ULDLoss
-from otdistill.teacher_cache.format import MANIFEST, Manifest, ShardInfo, TeacherCacheError
+from otdistill.teacher_cache.format import (
+    MANIFEST,
+    Manifest,
+    ShardInfo,
+    TeacherCacheError,
+    check_shard_tensors,
+)
 from otdistill.teacher_cache.identity import CacheIdentity
 from otdistill.teacher_cache.storage import open_store, sha256_file
 
@@ -224,10 +230,7 @@ class TeacherCache:
             raise TeacherCacheError(
                 f"teacher cache {self.uri}: shard {info.file} is unreadable: {err}"
             ) from err
-        if tensors["offsets"].shape[0] != info.count + 1:
-            raise TeacherCacheError(
-                f"teacher cache {self.uri}: shard {info.file} does not match its manifest"
-            )
+        check_shard_tensors(tensors, self.manifest, s_index, f"teacher cache {self.uri}")
         if len(self._loaded) >= self._max_loaded:
             self._loaded.pop(next(iter(self._loaded)))
         self._loaded[s_index] = tensors

@@ -21,6 +21,17 @@ from typing import Any, Protocol
 from otdistill.models.cache import default_cache_dir
 from otdistill.s3 import parse_s3_uri, s3_client
 from otdistill.safe_paths import confined, safe_relative
+from otdistill.teacher_cache.format import TeacherCacheError
+
+
+def _decode(data: bytes, where: str) -> str:
+    """A manifest or sidecar's text; bytes that are not UTF-8 are a corrupt cache, named as such."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TeacherCacheError(
+            f"{where} is not UTF-8 text (byte {err.start}): corrupt or not a cache file"
+        ) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -52,7 +63,7 @@ class LocalStore:
 
     def read_text(self, name: str) -> str | None:
         path = confined(self.root, name)
-        return path.read_text(encoding="utf-8") if path.is_file() else None
+        return _decode(path.read_bytes(), f"{self.uri}/{name}") if path.is_file() else None
 
     def write_text(self, name: str, text: str) -> None:
         path = confined(self.root, name)
@@ -102,7 +113,7 @@ class S3Store:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
-        return bytes(body).decode("utf-8")
+        return _decode(bytes(body), f"{self.uri}/{name}")
 
     def write_text(self, name: str, text: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=text.encode("utf-8"))
