@@ -3,26 +3,41 @@
 Authentication is whatever `kfp.Client` supports: a bearer token (`--token` / env KFP_TOKEN), a projected
 service-account token file, or nothing inside the cluster (the client then uses the pod's service account).
 The token is passed to the client only; it is never logged or printed.
+
+Runs and recurring runs start from a pipeline *version*: the compiled package is uploaded as a version of
+the pipeline named like the config (created on first use), so the KFP UI groups every run of a config under
+one pipeline, each with the exact package it ran. A version is named by the package's content digest; an
+unchanged config re-uses its version instead of uploading it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp import compiler
 
-from otdistill.config import ConfigError, RunConfig
-from otdistill.pipelines.otdistill_pipeline import build_pipeline
+from otdistill import images
+from otdistill.config import ConfigError, RunConfig, pipeline_parameter_defaults
+from otdistill.pipelines.otdistill_pipeline import PIPELINE_NAME, build_pipeline
 
 log = logging.getLogger("otdistill.submit")
 
 # KFP recurring runs take a 6-field cron: second minute hour day-of-month month day-of-week.
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+# kfp's pipeline context is global to the process: one compile at a time.
+_COMPILE_LOCK = threading.Lock()
+# The KFP run state (V2beta1RuntimeState) of a run that succeeded; `submit --wait` exits 1 on any other.
+SUCCEEDED = "SUCCEEDED"
 
 
 def validate_cron(cron: str) -> str:
@@ -40,7 +55,14 @@ def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
     """Write the KFP pipeline YAML for `cfg` (cluster settings applied) to `output`."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(cfg), package_path=str(output))
+
+    def _compile() -> None:
+        compiler.Compiler().compile(build_pipeline(cfg), package_path=str(output))
+
+    # On a fresh, shallow stack: kfp's PipelineTask calls inspect.stack() for every task setting, whose cost
+    # grows with the caller's stack depth (~30 s per config under pytest, ~1 s from a worker thread).
+    with _COMPILE_LOCK, ThreadPoolExecutor(max_workers=1) as worker:
+        worker.submit(_compile).result()
     log.info("compiled pipeline %s -> %s", cfg.name, output)
     return output
 
@@ -75,8 +97,100 @@ def _auth_kind(token: str | None, sa_token_path: str | None) -> str:
     return "default"
 
 
-def _compiled(cfg: RunConfig, workdir: str) -> str:
-    return str(compile_pipeline(cfg, Path(workdir) / f"{cfg.name}.yaml"))
+@dataclass(frozen=True)
+class PipelinePackage:
+    """A compiled pipeline and what a submit would send with it (printed by ``submit --dry-run``)."""
+
+    path: Path
+    pipeline: str  # the KFP pipeline it is a version of
+    version: str  # `<pipeline>-<digest[:12]>`: equal packages, equal version names
+    digest: str  # sha256 of the package file
+    parameters: dict[str, Any]  # the run's parameter values: the config's defaults with --param applied
+
+    def describe(self, host: str | None) -> str:
+        """Human-readable lines: pipeline, version, parameters and the KFP host."""
+        lines = [
+            f"pipeline:   {self.pipeline}",
+            f"version:    {self.version} (sha256 {self.digest})",
+            f"host:       {host or 'in-cluster default'}",
+            "parameters:",
+        ]
+        lines += [f"  {name}: {json.dumps(value)}" for name, value in self.parameters.items()]
+        return "\n".join(lines)
+
+
+def package_pipeline(
+    cfg: RunConfig,
+    workdir: str | Path,
+    *,
+    params: dict[str, Any] | None = None,
+    pipeline_name: str | None = None,
+) -> PipelinePackage:
+    """Compile `cfg` into `workdir` and name the version it would be uploaded as."""
+    path = compile_pipeline(cfg, Path(workdir) / f"{cfg.name or PIPELINE_NAME}.yaml")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = pipeline_name or cfg.name or PIPELINE_NAME
+    parameters = {**pipeline_parameter_defaults(cfg), **(params or {})}
+    return PipelinePackage(path, name, f"{name}-{digest[:12]}", digest, parameters)
+
+
+def check_config(cfg: RunConfig, *, cluster: bool) -> list[str]:
+    """Problems that would stop `cfg` from being compiled or run on a cluster, found offline.
+
+    It compiles the pipeline (in a temporary directory) and, where the config uses a `cluster` section,
+    checks both image references whether or not a step of this config runs in them (compiling checks only
+    the ones in use). The contract with the cluster's objects (manifests/) is checked by tests/infra.
+    """
+    problems: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
+            package_pipeline(cfg, tmp)
+    except Exception as exc:  # whatever kfp or a component refuses is a problem to list, not a crash
+        problems.append(f"compile: {type(exc).__name__}: {exc}")
+    if cluster:
+        for field_name in ("image", "gpu_image"):
+            try:
+                images.check_reference(getattr(cfg.cluster, field_name), f"cluster.{field_name}")
+            except images.ImageReferenceError as exc:
+                message = str(exc)
+                if not any(message in p for p in problems):
+                    problems.append(message)
+    return problems
+
+
+def _equals(key: str, value: str) -> str:
+    """A KFP API filter (filter.proto) for `key == value`; EQUALS is operation 1."""
+    return json.dumps({"predicates": [{"operation": 1, "key": key, "stringValue": value}]})
+
+
+def upload_version(client: Any, pkg: PipelinePackage, namespace: str | None = None) -> tuple[str, str]:
+    """(pipeline id, version id) of `pkg` on the server: the pipeline is created on first use (its first
+    version is this package), a version of the same name (same content) is re-used, else uploaded."""
+    description = f"otdistill pipeline, package sha256 {pkg.digest}"
+    pipeline_id = client.get_pipeline_id(pkg.pipeline)
+    if pipeline_id is None:
+        created = client.upload_pipeline(
+            str(pkg.path), pipeline_name=pkg.pipeline, description=description, namespace=namespace
+        )
+        pipeline_id = str(created.pipeline_id)
+        # KFP creates the pipeline with one version, holding the uploaded package
+        first = client.list_pipeline_versions(pipeline_id, page_size=1).pipeline_versions or []
+        if not first:
+            raise RuntimeError(f"KFP created pipeline {pkg.pipeline} ({pipeline_id}) without a version")
+        version_id = str(first[0].pipeline_version_id)
+        log.info("created pipeline %s (%s), version %s", pkg.pipeline, pipeline_id, version_id)
+        return pipeline_id, version_id
+    same = client.list_pipeline_versions(
+        pipeline_id, page_size=1, filter=_equals("display_name", pkg.version)
+    ).pipeline_versions
+    if same:
+        log.info("pipeline %s already has version %s", pkg.pipeline, pkg.version)
+        return str(pipeline_id), str(same[0].pipeline_version_id)
+    version = client.upload_pipeline_version(
+        str(pkg.path), pkg.version, pipeline_id=pipeline_id, description=description
+    )
+    log.info("uploaded version %s of pipeline %s", pkg.version, pkg.pipeline)
+    return str(pipeline_id), str(version.pipeline_version_id)
 
 
 def submit(
@@ -88,21 +202,42 @@ def submit(
     params: dict[str, Any] | None = None,
     namespace: str | None = None,
     service_account: str | None = None,
+    pipeline_name: str | None = None,
 ) -> str:
-    """Compile `cfg` and start one run; returns the KFP run id."""
+    """Upload `cfg`'s compiled pipeline as a version and start one run of it; returns the KFP run id.
+
+    Caching is the compiled per-task setting (`steps.enable_caching`): kfp applies a run-time caching
+    override only to packages, not to runs of a stored version.
+    """
+    experiment_id = _experiment_id(client, experiment, namespace)
     with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
-        result = client.create_run_from_pipeline_package(
-            _compiled(cfg, tmp),
-            arguments=dict(params or {}),
-            run_name=run_name or cfg.name,
-            experiment_name=experiment,
-            namespace=namespace,
-            enable_caching=cfg.steps.enable_caching,
-            service_account=service_account,
-        )
+        pkg = package_pipeline(cfg, tmp, pipeline_name=pipeline_name)
+        pipeline_id, version_id = upload_version(client, pkg, namespace)
+    result = client.run_pipeline(
+        experiment_id=experiment_id,
+        job_name=run_name or cfg.name,
+        params=dict(params or {}),
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        service_account=service_account,
+    )
     run_id = str(result.run_id)
-    log.info("submitted run %s", run_id)
+    log.info("submitted run %s of %s", run_id, pkg.version)
     return run_id
+
+
+def run_url(host: str | None, run_id: str) -> str:
+    """The run's page in the KFP UI, as kfp.Client links it: under `host`, or /pipeline in the cluster."""
+    if not host:
+        return f"/pipeline/#/runs/details/{run_id}"
+    prefix = host.rstrip("/") if host.startswith(("http://", "https://")) else "http://" + host.rstrip("/")
+    return f"{prefix}/#/runs/details/{run_id}"
+
+
+def wait_for_run(client: Any, run_id: str, timeout_s: int) -> str:
+    """Block until the run is finished (or `timeout_s` passed: TimeoutError); returns its final state."""
+    run = client.wait_for_run_completion(run_id, timeout=timeout_s)
+    return str(run.state or "UNKNOWN").upper()
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None = None) -> str:
@@ -124,26 +259,30 @@ def create_schedule(
     max_concurrency: int = 1,
     service_account: str | None = None,
     namespace: str | None = None,
+    pipeline_name: str | None = None,
 ) -> str:
-    """Create a recurring run of `cfg` on KFP's 6-field `cron`; returns its id."""
+    """Upload `cfg`'s compiled pipeline as a version and create a recurring run of it on KFP's 6-field
+    `cron`; returns its id. Caching is the compiled setting, as for `submit`."""
     validate_cron(cron)
     if max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
     experiment_id = _experiment_id(client, experiment, namespace)
     with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
-        job = client.create_recurring_run(
-            experiment_id=experiment_id,
-            job_name=name or cfg.name,
-            cron_expression=cron,
-            max_concurrency=max_concurrency,
-            no_catchup=True,
-            params=dict(params or {}),
-            pipeline_package_path=_compiled(cfg, tmp),
-            enable_caching=cfg.steps.enable_caching,
-            service_account=service_account,
-        )
+        pkg = package_pipeline(cfg, tmp, pipeline_name=pipeline_name)
+        pipeline_id, version_id = upload_version(client, pkg, namespace)
+    job = client.create_recurring_run(
+        experiment_id=experiment_id,
+        job_name=name or cfg.name,
+        cron_expression=cron,
+        max_concurrency=max_concurrency,
+        no_catchup=True,
+        params=dict(params or {}),
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        service_account=service_account,
+    )
     rid = str(job.recurring_run_id)
-    log.info("created recurring run %s (%s)", rid, cron)
+    log.info("created recurring run %s (%s) of %s", rid, cron, pkg.version)
     return rid
 
 

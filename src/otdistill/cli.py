@@ -1,8 +1,10 @@
 """The `otdistill` command: run the pipeline locally, or compile / submit / schedule it on Kubeflow.
 
     otdistill run --config configs/quickstart.yaml          # whole DAG on this machine (kfp.local)
+    otdistill validate --config ...                         # strict load + compile + cluster checks
+    otdistill config show --config ... --set distill.max_steps=10   # the resolved config as YAML
     otdistill compile --config configs/paper/... -o p.yaml  # KFP pipeline YAML
-    otdistill submit --config ... --host https://kfp.example.com
+    otdistill submit --config ... --host https://kfp.example.com [--dry-run] [--wait]
     otdistill schedule create --config ... --host ... --cron "0 0 3 * * *"
     otdistill schedule list|pause|resume|delete ...
 
@@ -15,7 +17,9 @@ import argparse
 import logging
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -60,6 +64,34 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, parse_set(args.set))
 
 
+def _uses_cluster(args: argparse.Namespace) -> bool:
+    """Whether the config file has a `cluster` section or a --set names one (it is meant for a cluster)."""
+    if any(key.split(".")[0] == "cluster" for key in parse_set(args.set)):
+        return True
+    data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))  # loaded strictly before
+    return isinstance(data, dict) and "cluster" in data
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from otdistill.pipelines.submit import check_config
+
+    cfg = _config(args)
+    cluster = _uses_cluster(args)
+    problems = check_config(cfg, cluster=cluster)
+    if problems:
+        raise ConfigError(
+            f"{args.config}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    checks = "strict load, compile" + (", cluster images" if cluster else "")
+    print(f"{args.config}: ok ({checks})")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(_config(args).to_yaml(), end="")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from otdistill.pipelines.local import run_local
 
@@ -79,23 +111,37 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from otdistill.pipelines.submit import make_client, submit
+    from otdistill.pipelines import submit as kfp_ops
 
     cfg = _config(args)
-    client = make_client(
+    params = parse_params(args.param)
+    if args.dry_run:
+        with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
+            pkg = kfp_ops.package_pipeline(cfg, tmp, params=params, pipeline_name=args.pipeline_name)
+        print("dry run: nothing was contacted; a submit would upload and start:")
+        print(pkg.describe(args.host))
+        print(f"run name:   {args.run_name or cfg.name} (experiment {args.experiment})")
+        return 0
+    client = kfp_ops.make_client(
         args.host, token=args.token, namespace=args.namespace, sa_token_path=args.sa_token_path
     )
-    run_id = submit(
+    run_id = kfp_ops.submit(
         client,
         cfg,
         experiment=args.experiment,
         run_name=args.run_name,
-        params=parse_params(args.param),
+        params=params,
         namespace=args.namespace,
         service_account=args.service_account or cfg.cluster.service_account,
+        pipeline_name=args.pipeline_name,
     )
-    print(f"submitted run {run_id}")
-    return 0
+    url = kfp_ops.run_url(args.host, run_id)
+    print(f"submitted run {run_id}: {url}")
+    if not args.wait:
+        return 0
+    state = kfp_ops.wait_for_run(client, run_id, args.wait_timeout)
+    print(f"run {run_id} finished: {state} ({url})")
+    return 0 if state == kfp_ops.SUCCEEDED else 1
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -117,6 +163,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             params=parse_params(args.param),
             max_concurrency=args.max_concurrency,
             service_account=args.service_account or cfg.cluster.service_account,
+            namespace=args.namespace,
+            pipeline_name=args.pipeline_name,
         )
         print(f"created recurring run {rid} ({args.cron})")
     elif args.action == "list":
@@ -158,6 +206,11 @@ def _add_kfp(p: argparse.ArgumentParser) -> None:
         help="Kubernetes service account the run's pods use (default: cluster.service_account)",
     )
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="pipeline parameter for this run")
+    p.add_argument(
+        "--pipeline-name",
+        default=None,
+        help="KFP pipeline the compiled package is uploaded to as a version (default: the config's name)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "validate",
+        help="strict load, compile and (with a cluster section) cluster checks; exit 2 on problems",
+    )
+    _add_config(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("config", help="config tools: `config show` prints the resolved config")
+    p.add_argument("action", choices=["show"])
+    _add_config(p)
+    p.set_defaults(func=cmd_config_show)
+
     p = sub.add_parser("compile", help="write the KFP pipeline YAML")
     _add_config(p)
     p.add_argument("--output", "-o", default="otdistill-pipeline.yaml")
@@ -198,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     _add_kfp(p)
     p.add_argument("--run-name", default=None)
+    p.add_argument(
+        "--dry-run", action="store_true", help="compile and print what would be submitted; contact nothing"
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run to finish; exit 1 unless it succeeded"
+    )
+    p.add_argument("--wait-timeout", type=int, default=7 * 24 * 3600, help="seconds --wait waits at most")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("schedule", help="create / list / pause / resume / delete recurring runs")

@@ -1,17 +1,20 @@
-"""The `otdistill` CLI: compile for real; submit and schedule against a mocked kfp.Client (no KFP API
-server can run here), asserting the calls the real client would receive."""
+"""The `otdistill` CLI: validate, config show and compile for real; submit (upload a pipeline version, run
+it, wait) and schedule against a mocked kfp.Client with the real class's signatures (no KFP API server
+runs here), asserting the calls the real client would receive."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
+import kfp
 import pytest
 import yaml
 
 from otdistill import cli
-from otdistill.config import ConfigError
+from otdistill.config import ConfigError, RunConfig, load_config
 from otdistill.pipelines import submit as kfp_ops
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,24 +49,34 @@ def test_parse_set_types_values() -> None:
         cli.parse_params(["learning_rate=1"])
 
 
-def _client() -> mock.MagicMock:
-    client = mock.MagicMock(name="kfp.Client()")
-    client.create_run_from_pipeline_package.return_value = SimpleNamespace(run_id="run-123")
+def _client(*, pipeline_exists: bool = True) -> mock.MagicMock:
+    """A kfp.Client with the real kfp 2.17 class's signatures (create_autospec): a call with an argument the
+    real client does not take fails here too. No KFP API server runs here, so its answers are given."""
+    client = mock.create_autospec(kfp.Client, instance=True)
     client.get_experiment.return_value = SimpleNamespace(experiment_id="exp-1")
+    client.get_pipeline_id.return_value = "pl-1" if pipeline_exists else None
+    client.upload_pipeline.return_value = SimpleNamespace(pipeline_id="pl-new")
+    # an existing pipeline: no version of that name yet; a new one: the version its upload created
+    versions = [] if pipeline_exists else [SimpleNamespace(pipeline_version_id="v-1")]
+    client.list_pipeline_versions.return_value = SimpleNamespace(pipeline_versions=versions)
+    client.upload_pipeline_version.return_value = SimpleNamespace(
+        pipeline_id="pl-1", pipeline_version_id="v-2"
+    )
+    client.run_pipeline.return_value = SimpleNamespace(run_id="run-123")
     client.create_recurring_run.return_value = SimpleNamespace(recurring_run_id="rr-9")
     return client
 
 
-def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_uploads_a_version_and_runs_it(capsys: pytest.CaptureFixture[str]) -> None:
     client = _client()
     seen: dict[str, object] = {}
 
-    def create(pipeline_file: str, **kwargs: object) -> SimpleNamespace:
-        seen["doc"] = next(yaml.safe_load_all(Path(pipeline_file).read_text()))
-        seen.update(kwargs)
-        return SimpleNamespace(run_id="run-123")
+    def upload_version(path: str, name: str, **kwargs: object) -> SimpleNamespace:
+        data = Path(path).read_bytes()
+        seen.update(doc=next(yaml.safe_load_all(data)), name=name, digest=hashlib.sha256(data).hexdigest())
+        return SimpleNamespace(pipeline_id="pl-1", pipeline_version_id="v-2")
 
-    client.create_run_from_pipeline_package.side_effect = create
+    client.upload_pipeline_version.side_effect = upload_version
     with mock.patch("kfp.Client", return_value=client) as Client:
         code = cli.main(
             [
@@ -88,17 +101,109 @@ def test_submit_passes_compiled_package_params_and_auth(capsys: pytest.CaptureFi
         )
     assert code == 0
     Client.assert_called_once_with(host="https://kfp.example", existing_token="s3cr3t", namespace="team-a")
-    assert seen["arguments"] == {"distill_learning_rate": 0.001, "promotion_margin": 0.01}
-    assert seen["run_name"] == "nightly" and seen["experiment_name"] == "otdistill"
-    assert seen["enable_caching"] is True
-    assert seen["doc"]["pipelineInfo"]["name"] == "tiny"
-    # the switch is compile-time: the submitted package has no SFT-baseline training task (the work steps
+    client.get_pipeline_id.assert_called_once_with("tiny")
+    client.upload_pipeline.assert_not_called()
+    # the version is named by the package's content: an unchanged config re-uses it
+    assert seen["name"] == f"tiny-{str(seen['digest'])[:12]}"
+    assert client.upload_pipeline_version.call_args.kwargs["pipeline_id"] == "pl-1"
+    assert client.list_pipeline_versions.call_args.kwargs["filter"].count(str(seen["name"])) == 1
+    client.run_pipeline.assert_called_once_with(
+        experiment_id="exp-1",
+        job_name="nightly",
+        params={"distill_learning_rate": 0.001, "promotion_margin": 0.01},
+        pipeline_id="pl-1",
+        version_id="v-2",
+        service_account="otdistill-runner",
+    )
+    doc = seen["doc"]
+    assert isinstance(doc, dict) and doc["pipelineInfo"]["name"] == "tiny"
+    # the switch is compile-time: the uploaded package has no SFT-baseline training task (the work steps
     # sit in the exit handler's sub-DAG)
-    tasks = seen["doc"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    tasks = doc["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert "train-sft-2" not in tasks
     assert "reference-model" in tasks
     out = capsys.readouterr()
-    assert "run-123" in out.out and "s3cr3t" not in out.out + out.err
+    assert "https://kfp.example/#/runs/details/run-123" in out.out
+    assert "s3cr3t" not in out.out + out.err
+    client.wait_for_run_completion.assert_not_called()
+
+
+def test_first_submit_creates_the_pipeline_and_runs_its_version() -> None:
+    client = _client(pipeline_exists=False)
+    with mock.patch("kfp.Client", return_value=client):
+        assert (
+            cli.main(["submit", "-c", TINY, "--host", "http://kfp", "--pipeline-name", "nightly-tiny"]) == 0
+        )
+    path = client.upload_pipeline.call_args.args[0]
+    assert client.upload_pipeline.call_args.kwargs["pipeline_name"] == "nightly-tiny"
+    assert path.endswith(".yaml") and not Path(path).exists()  # compiled into a temporary directory
+    client.list_pipeline_versions.assert_called_once_with("pl-new", page_size=1)
+    client.upload_pipeline_version.assert_not_called()
+    kwargs = client.run_pipeline.call_args.kwargs
+    assert (kwargs["pipeline_id"], kwargs["version_id"]) == ("pl-new", "v-1")
+
+
+@pytest.mark.parametrize(("state", "code"), [("SUCCEEDED", 0), ("FAILED", 1)])
+def test_submit_wait_prints_the_url_and_final_state(
+    state: str, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = _client()
+    # a version of that content exists: it is run, nothing is uploaded
+    client.list_pipeline_versions.return_value = SimpleNamespace(
+        pipeline_versions=[SimpleNamespace(pipeline_version_id="v-old")]
+    )
+    client.wait_for_run_completion.return_value = SimpleNamespace(run_id="run-123", state=state)
+    with mock.patch("kfp.Client", return_value=client):
+        argv = ["submit", "-c", TINY, "--host", "kfp.example:8888", "--wait", "--wait-timeout", "60"]
+        assert cli.main(argv) == code
+    client.upload_pipeline_version.assert_not_called()
+    assert client.run_pipeline.call_args.kwargs["version_id"] == "v-old"
+    client.wait_for_run_completion.assert_called_once_with("run-123", timeout=60)
+    out = capsys.readouterr().out
+    assert f"run run-123 finished: {state} (http://kfp.example:8888/#/runs/details/run-123)" in out
+
+
+def test_submit_dry_run_contacts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    with mock.patch("kfp.Client") as Client:
+        argv = [
+            "submit",
+            "-c",
+            TINY,
+            "--dry-run",
+            "--host",
+            "https://kfp.example",
+            "--param",
+            "distill_steps=3",
+        ]
+        assert cli.main(argv) == 0
+    Client.assert_not_called()
+    out = capsys.readouterr().out
+    assert "pipeline:   tiny\n" in out and "version:    tiny-" in out
+    assert "host:       https://kfp.example" in out
+    assert "  distill_steps: 3\n" in out and '  task: "dialogsum"' in out
+
+
+def test_validate_passes_a_shipped_cluster_config(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(ROOT / "configs" / "paper" / "opt-350m-dialogsum.yaml")
+    assert cli.main(["validate", "--config", config]) == 0
+    assert "ok (strict load, compile, cluster images)" in capsys.readouterr().out
+
+
+def test_validate_lists_problems_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    # no GPU step, so compiling never looks at gpu_image: the cluster check does
+    argv = ["validate", "-c", TINY, "--set", "cluster.gpus=0", "--set", "cluster.gpu_image=registry/x:latest"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 problem(s)" in err and "cluster.gpu_image: 'registry/x:latest' is not pinned" in err
+    assert cli.main(["validate", "-c", TINY, "--set", "distill.max_stepz=3"]) == 2
+    assert "max_stepz" in capsys.readouterr().err
+
+
+def test_config_show_prints_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["config", "show", "-c", TINY, "--set", "distill.learning_rate=5e-4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["distill"]["learning_rate"] == 0.0005 and shown["name"] == "tiny"
+    assert RunConfig.from_dict(shown) == load_config(TINY, {"distill.learning_rate": 5e-4})
 
 
 def test_in_cluster_client_uses_defaults_and_sa_token_file(tmp_path: Path) -> None:
@@ -134,7 +239,8 @@ def test_schedule_create_list_pause_resume_delete(capsys: pytest.CaptureFixture[
         kwargs = client.create_recurring_run.call_args.kwargs
         assert kwargs["cron_expression"] == "0 0 3 * * *" and kwargs["experiment_id"] == "exp-1"
         assert kwargs["job_name"] == "tiny" and kwargs["no_catchup"] is True
-        assert Path(kwargs["pipeline_package_path"]).suffix == ".yaml"
+        assert (kwargs["pipeline_id"], kwargs["version_id"]) == ("pl-1", "v-2")
+        assert "pipeline_package_path" not in kwargs  # runs from the uploaded version
         assert cli.main(["schedule", "list", *base]) == 0
         assert client.list_recurring_runs.call_count == 2  # both pages
         assert cli.main(["schedule", "pause", "--id", "rr-9", *base]) == 0
