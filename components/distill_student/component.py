@@ -16,6 +16,7 @@ def distill_student(
 ) -> None:
     """Train the student with the configured loss (MultiLevelOT by default); writes a Model artifact."""
     from otdistill.steps.distill_student import distill_student as run_step
+    from otdistill.steps.kfp_outputs import log_metrics
 
     result = run_step(
         config_json=config,
@@ -25,12 +26,4 @@ def distill_student(
         model_dir=student_model.path,
     )
     student_model.metadata.update(result.metadata)
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
-    # Also as a file: kfp.local treats an output artifact without a file as missing (no cache hit).
-    import json
-    import os
-
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w", encoding="utf-8") as fh:
-        json.dump(result.metrics, fh, indent=2, sort_keys=True)
+    log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

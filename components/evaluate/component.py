@@ -23,6 +23,7 @@ def evaluate(
     (the untuned student is then shown for reference, and the promotion gate has no SFT condition).
     """
     from otdistill.steps.evaluate import evaluate as run_step
+    from otdistill.steps.kfp_outputs import log_metrics
 
     result = run_step(
         config_json=config,
@@ -35,12 +36,4 @@ def evaluate(
         scores_path=scores.path,
         report_path=report.path,
     )
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
-    # Also as a file: kfp.local treats an output artifact without a file as missing (no cache hit).
-    import json
-    import os
-
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w", encoding="utf-8") as fh:
-        json.dump(result.metrics, fh, indent=2, sort_keys=True)
+    log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

@@ -18,17 +18,10 @@ def prepare_data(
     metrics: dsl.Output[dsl.Metrics],
 ) -> str:
     """Read, validate and tokenise-check the `split` ("train" or "validation"); returns its content hash."""
+    from otdistill.steps.kfp_outputs import log_metrics
     from otdistill.steps.prepare_data import prepare_data as run_step
 
     result = run_step(config_json=config, split=split, data_dir=data.path, report_dir=data_report.path)
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
-    # Also as a file: kfp.local treats an output artifact without a file as missing (no cache hit).
-    import json
-    import os
-
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w", encoding="utf-8") as fh:
-        json.dump(result.metrics, fh, indent=2, sort_keys=True)
+    log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs
     data.metadata.update(result.metadata)
     return result.data_hash

@@ -17,11 +17,16 @@ def register_and_promote(
     scores: dsl.Input[dsl.Artifact],
     champion_scores: dsl.Input[dsl.Artifact],
     decision: dsl.Output[dsl.Artifact],
+    decision_report: dsl.Output[dsl.Markdown],
 ) -> NamedTuple(  # type: ignore[valid-type]  # KFP needs the inline form
     "Registration", [("model_uri", str), ("version", str), ("promoted", bool)]
 ):
     """Register the student (alias challenger); it becomes champion only if it beats the SFT baseline of
-    this run and the current champion scored on the same rows (`score_champion`), both by the margin."""
+    this run and the current champion scored on the same rows (`score_champion`), both by the margin.
+
+    decision: the outcome as JSON; decision_report: the same, as Markdown the KFP UI shows."""
+    from otdistill.steps.gate_report import decision_markdown
+    from otdistill.steps.kfp_outputs import write_text
     from otdistill.steps.register_and_promote import register_and_promote as run_step
 
     result = run_step(
@@ -35,4 +40,5 @@ def register_and_promote(
         champion_scores_path=champion_scores.path,
     )
     decision.metadata.update(result.tags)
+    write_text(decision_report, decision_markdown(result))
     return (result.model_uri, result.version, result.promoted)  # by position, as declared

@@ -14,6 +14,7 @@ def train_sft(
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
     """Fine-tune the `role` model ("teacher" or "student") on the training split; writes a Model artifact."""
+    from otdistill.steps.kfp_outputs import log_metrics
     from otdistill.steps.train_sft import train_sft as run_step
 
     result = run_step(
@@ -23,12 +24,4 @@ def train_sft(
         model_dir=model.path,
     )
     model.metadata.update(result.metadata)
-    for name, value in result.metrics.items():
-        metrics.log_metric(name, value)
-    # Also as a file: kfp.local treats an output artifact without a file as missing (no cache hit).
-    import json
-    import os
-
-    os.makedirs(os.path.dirname(metrics.path), exist_ok=True)
-    with open(metrics.path, "w", encoding="utf-8") as fh:
-        json.dump(result.metrics, fh, indent=2, sort_keys=True)
+    log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

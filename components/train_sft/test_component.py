@@ -1,5 +1,6 @@
 """train_sft: fine-tunes the teacher or the student one step and writes a loadable Model artifact."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,4 +25,5 @@ def test_train_sft_writes_a_trained_model(env: Env, upstream: Upstream, role: st
     assert model.metadata["kind"] == "trained" and model.metadata["stage"] == step
     assert model.metadata["global_step"] == "1"
     assert metrics.metadata["train_loss"] > 0
+    assert json.loads(Path(metrics.path).read_text()) == metrics.metadata  # the file kfp.local needs
     assert AutoModelForCausalLM.from_pretrained(Path(model.path)) is not None

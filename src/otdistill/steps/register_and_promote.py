@@ -77,6 +77,8 @@ class GateCheck:
     beats_baseline: bool
     beats_champion: bool
     reason: str
+    # Where the champion's number came from (`champion_score`'s answer), or why there is none.
+    champion_source: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -141,12 +143,17 @@ def check_gate(
 
 @dataclass(frozen=True)
 class RegisterResult:
+    """The step's outcome; `tags` are the new version's (gate numbers under GATE_PREFIX, scores under
+    EVAL_PREFIX), so a re-run that finds its version reports the same decision."""
+
     model_uri: str
     version: str
     promoted: bool
     status: str
     reason: str
     tags: dict[str, str]
+    metric: str = ""
+    champion_alias: str = ""
 
 
 def _client(tracking: TrackingConfig) -> MlflowClient:
@@ -268,7 +275,7 @@ def register_and_promote(
 
     done = existing_version(client, name, parent.experiment_id, parent.run_id)
     if done is not None:
-        result = _result(name, done.version, dict(done.tags), tracking.champion_alias, client)
+        result = _result(name, done.version, dict(done.tags), tracking, client)
         log.info(
             "pipeline run already registered %s v%s (%s); nothing to do", name, done.version, result.status
         )
@@ -297,6 +304,8 @@ def register_and_promote(
         greater_is_better=tracking.greater_is_better,
         champion_version=str(champion_mv.version) if champion_mv is not None else None,
     )
+    if champion_mv is not None:
+        gate = replace(gate, champion_source=how)
     if not comparable:
         gate = replace(gate, beats_champion=False, reason=f"{gate.reason}; {how}: not promoted")
     log.info("gate: %s", gate.reason)
@@ -355,9 +364,7 @@ def register_and_promote(
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         run.set_tags(gate.tags())
-    result = _result(
-        name, version, {**tags, STATUS_TAG: status, REASON_TAG: reason}, tracking.champion_alias, client
-    )
+    result = _result(name, version, {**tags, STATUS_TAG: status, REASON_TAG: reason}, tracking, client)
     _finish(parent, result, scores, decision_path)
     log.info("%s v%s: %s (%s)", name, version, status, reason)
     return result
@@ -379,9 +386,9 @@ def _finish(
 
 
 def _result(
-    name: str, version: str, tags: dict[str, str], alias: str, client: MlflowClient
+    name: str, version: str, tags: dict[str, str], tracking: TrackingConfig, client: MlflowClient
 ) -> RegisterResult:
-    holder = _champion(client, name, alias)
+    holder = _champion(client, name, tracking.champion_alias)
     promoted = holder is not None and str(holder.version) == str(version)
     return RegisterResult(
         model_uri=f"models:/{name}/{version}",
@@ -390,6 +397,8 @@ def _result(
         status=tags.get(STATUS_TAG, ""),
         reason=tags.get(REASON_TAG, ""),
         tags=tags,
+        metric=tracking.promotion_metric,
+        champion_alias=tracking.champion_alias,
     )
 
 
