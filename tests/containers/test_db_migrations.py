@@ -2,10 +2,12 @@
 
 The init container and the server container run as an overlay renders them (tests/servers/manifest_pod.py:
 command, args and env read out of the kustomize build, `docker run` with the pod's user, read-only root and
-emptyDir /tmp). An empty database gets the tables and the server starts; the same upgrade on the existing
-database changes nothing and the server starts again with its data. Two pods that upgrade an empty
-database at once wait for each other's advisory lock and both succeed (unguarded, one of two concurrent
-`mlflow db upgrade` runs fails on an empty database: see docker/mlflow_db_upgrade.py).
+emptyDir /tmp). One database goes through a pod's life: prod's two replicas start together on the empty
+database, their init containers wait for each other's advisory lock and both succeed (unguarded, one of two
+concurrent `mlflow db upgrade` runs fails on an empty database: see docker/mlflow_db_upgrade.py); the server
+starts on the new schema and takes data; a rolling restart upgrades the existing database again, two at
+once, and changes nothing: the same revision, tables and columns, and the data is kept. (The server is
+started once: on the second start it would find the very schema and rows it started on the first time.)
 """
 
 from __future__ import annotations
@@ -114,27 +116,6 @@ def test_the_image_runs_the_upgrade_script_of_this_checkout(built_images: dict[s
     assert shipped == source, "the MLflow image is older than docker/mlflow_db_upgrade.py: `make images`"
 
 
-def test_upgrade_creates_the_schema_then_is_a_no_op_and_the_server_starts_both_times(
-    container_stack: ServerStack, built_images: dict[str, str], tmp_path: Path
-) -> None:
-    pg = container_stack.postgres
-    pod = mlflow_pod("dev", pg, container_stack.s3)
-    assert init_container(pod)["image"] == pod.server["image"] == built_images["mlflow"]
-    assert schema_revision(pg, pod.database) is None
-
-    first = run_init(pod, tmp_path)
-    assert schema_revision(pg, pod.database) == head_revision(), first
-    with serving(pod, tmp_path) as uri:
-        experiment = MlflowClient(uri).create_experiment("survives-the-second-upgrade")
-
-    again = run_init(pod, tmp_path)
-    assert "waiting for its lock" not in again
-    assert schema_revision(pg, pod.database) == head_revision()
-    with serving(pod, tmp_path) as uri:
-        kept = MlflowClient(uri).get_experiment(experiment)
-    assert kept.name == "survives-the-second-upgrade" and kept.lifecycle_stage == "active"
-
-
 def _waiting_on_the_lock(pg_uri: str, database: str, key: int) -> int:
     """How many sessions wait for the upgrade's advisory lock in `database` (a bigint key is stored as
     classid = high 32 bits, objid = low 32 bits, objsubid = 1)."""
@@ -149,14 +130,44 @@ def _waiting_on_the_lock(pg_uri: str, database: str, key: int) -> int:
     return int(row[0])
 
 
-def test_replicas_starting_together_on_an_empty_database_take_turns(
+def _schema(uri: str) -> list[tuple[str, str, str, str]]:
+    """The database's tables and columns (name, type, nullability), to see that an upgrade changed nothing."""
+    with psycopg.connect(uri) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY table_name, column_name"
+        ).fetchall()
+    return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+
+def _experiment(uri: str, experiment_id: str) -> tuple[str, str] | None:
+    """(name, lifecycle stage) of an experiment, read from the database."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute(
+            "SELECT name, lifecycle_stage FROM experiments WHERE experiment_id = %s", (int(experiment_id),)
+        ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def test_the_upgrade_is_the_same_in_dev_and_prod(container_stack: ServerStack) -> None:
+    """The lifecycle below runs prod's pod (two replicas); dev's single pod runs the same init container."""
+    pg, s3 = container_stack.postgres, container_stack.s3
+    dev, prod = (init_container(mlflow_pod(overlay, pg, s3)) for overlay in ("dev", "prod"))
+    fields = ("image", "command", "args", "env", "envFrom", "securityContext", "volumeMounts")
+    assert {k: dev.get(k) for k in fields} == {k: prod.get(k) for k in fields}
+
+
+def test_replicas_start_on_an_empty_database_then_restart_on_the_existing_one(
     container_stack: ServerStack, built_images: dict[str, str], tmp_path: Path
 ) -> None:
     """Prod's two replicas: both init containers start while the lock is held (by the test, standing in
-    for a pod that is upgrading), both queue on it, neither touches the schema; released, both succeed."""
+    for a pod that is upgrading), both queue on it, neither touches the schema; released, both succeed and
+    the server starts. A rolling restart then upgrades the existing database, two at once, unguarded."""
     pg = container_stack.postgres
     pod = mlflow_pod("prod", pg, container_stack.s3)
+    assert init_container(pod)["image"] == pod.server["image"] == built_images["mlflow"]
     uri = database_uri(pg, pod.database)
+    assert schema_revision(pg, pod.database) is None
     key = _lock_key()
     with psycopg.connect(uri, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (key,))
@@ -173,10 +184,17 @@ def test_replicas_starting_together_on_an_empty_database_take_turns(
     assert all("waiting for its lock" in out for out in outputs), outputs
     assert schema_revision(pg, pod.database) == head_revision()
 
+    with serving(pod, tmp_path) as server:
+        client = MlflowClient(server)
+        assert client.search_experiments(max_results=1)
+        experiment = client.create_experiment("survives-the-second-upgrade")
+    schema = _schema(uri)
+    assert ("experiments", "name", "character varying", "NO") in schema
+
     # Rolling restart on the existing database: two at once again, unguarded by the test.
     again = [start_init(pod, tmp_path) for _ in range(2)]
     for one in again:
         finish(*one)
     assert schema_revision(pg, pod.database) == head_revision()
-    with serving(pod, tmp_path) as server:
-        assert MlflowClient(server).search_experiments(max_results=1)
+    assert _schema(uri) == schema, "upgrading a current schema changed it"
+    assert _experiment(uri, experiment) == ("survives-the-second-upgrade", "active")

@@ -9,27 +9,36 @@ Every step runs in the CPU image (kfp.local DockerRunner) against the container 
 2. run 2: `otdistill run --resume <run 1's id>` (KFP's Retry of a failed run keeps the run id the same
    way): the finished steps are cache hits, and the distillation resumes at the newest checkpoint, finishes,
    and removes its checkpoints;
-3. run 3: the same config but for a setting that does not touch the weights (`distill.logging_steps`, so
-   only the distillation and what follows it re-run, uninterrupted); in deterministic mode both students
-   are equal, tensor for tensor, bit for bit.
+3. the reference: the container of run 1's first distillation attempt (which started from step 0) run
+   again, uninterrupted, as it was: the same image, command (the component's code and executor input:
+   config, teacher, teacher cache, training data), environment, mounts, user and network, with only its
+   pipeline run id (a new one: no checkpoint to find) and its output location changed. Only the
+   distillation is re-run: the rest of the DAG would not touch the weights. In deterministic mode its
+   student equals the resumed run's, tensor for tensor, bit for bit.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from kfp.dsl.constants import WORKSPACE_MOUNT_PATH
 from safetensors.torch import load_file
 
-from otdistill.config import RunConfig, load_config
+from otdistill.config import RunConfig, TrackingConfig, load_config
 from otdistill.steps.runtime import RUN_ID_ENV
+from otdistill.tracking.runs import find_pipeline_run, finish_pipeline_run
 from otdistill.training import verify_checkpoint
 from tests.containers.conftest import docker
 from tests.servers.processes import ServerStack
@@ -38,13 +47,17 @@ ROOT = Path(__file__).resolve().parents[2]
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
 STEPS, SAVE_EVERY = 24, 4
 RESUMING = re.compile(r"distill: resuming from (\S+) \(step (\d+)\)")
+# the distillation's checkpoint fingerprint: its config section, training data hash, student and teacher
+FINGERPRINT = re.compile(r"distill_student: checkpoints in \S+, fingerprint (\S+)")
 
 
 @dataclass
 class Kill:
-    """What the watcher did: the containers it killed, and the newest complete checkpoint after each kill."""
+    """What the watcher did: the containers it killed (and their `docker inspect`), and the newest complete
+    checkpoint after each kill."""
 
     containers: list[str] = field(default_factory=list)
+    inspected: list[dict[str, Any]] = field(default_factory=list)
     left_at: list[int] = field(default_factory=list)
     error: str = ""
     done: threading.Event = field(default_factory=threading.Event)
@@ -58,15 +71,16 @@ def _step(path: Path) -> int:
     return int(path.name.split("-")[1])
 
 
-def _distill_container(run_dir: Path, exclude: list[str]) -> str:
-    """The running container of this run's `distill_student` step (it bind-mounts the run directory)."""
+def _distill_container(run_dir: Path, exclude: list[str]) -> tuple[str, dict[str, Any]]:
+    """The running container of this run's `distill_student` step (it bind-mounts the run directory), and
+    its `docker inspect`; ("", {}) when there is none."""
     for cid in docker("ps", "-q", "--no-trunc").stdout.split():
         info = json.loads(docker("inspect", cid, check=False).stdout or "[{}]")[0]
         mounts = {m.get("Source") for m in info.get("Mounts", [])}
         command = " ".join((info.get("Config") or {}).get("Cmd") or []) + " ".join(info.get("Args") or [])
         if str(run_dir) in mounts and "distill_student" in command and cid not in exclude:
-            return str(cid)
-    return ""
+            return str(cid), info
+    return "", {}
 
 
 def _watch_and_kill(run_dir: Path, checkpoints: Path, kill: Kill, kills: int, timeout_s: float) -> None:
@@ -78,10 +92,11 @@ def _watch_and_kill(run_dir: Path, checkpoints: Path, kill: Kill, kills: int, ti
         while time.monotonic() < deadline and not kill.done.is_set() and len(kill.containers) < kills:
             newest = max((_step(p) for p in _complete(list(checkpoints.glob(pattern)))), default=0)
             if newest > max(kill.left_at, default=0):
-                container = _distill_container(run_dir, kill.containers)
+                container, info = _distill_container(run_dir, kill.containers)
                 if container:
                     docker("kill", "--signal", "KILL", container)
                     kill.containers.append(container)
+                    kill.inspected.append(info)
                     left = _complete(list(checkpoints.glob(pattern)))  # nothing writes any more
                     kill.left_at.append(max(_step(p) for p in left))
             time.sleep(0.05)
@@ -93,6 +108,65 @@ def _watch_and_kill(run_dir: Path, checkpoints: Path, kill: Kill, kills: int, ti
 
 def _students(run_dir: Path) -> set[Path]:
     return set(run_dir.glob("kfp/**/distill-student/student_model/model.safetensors"))
+
+
+def _executor_input(command: list[str]) -> tuple[int, dict[str, Any]]:
+    """Where the KFP executor input is in a task container's command, and its value."""
+    at = command.index("--executor_input") + 1
+    return at, json.loads(command[at])
+
+
+def replay_uninterrupted(
+    info: dict[str, Any], run_id: str, out_dir: Path, log_path: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Run the task container `info` (a `docker inspect`) again to completion, as the DockerRunner started
+    it (image, command, environment, mounts, user, network), with pipeline run id `run_id` and its output
+    artifacts in `out_dir`. Returns the student model directory and the executor input it ran with."""
+    config, host = info["Config"], info["HostConfig"]
+    command = list(config["Cmd"])
+    at, executor_input = _executor_input(command)
+    outputs = executor_input["outputs"]
+    for name, artifacts in outputs["artifacts"].items():
+        for artifact in artifacts["artifacts"]:
+            artifact["uri"] = str(out_dir / name)
+    outputs["outputFile"] = str(out_dir / "executor_output.json")
+    command[at] = json.dumps(executor_input)
+    out_dir.mkdir(parents=True)
+
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env[RUN_ID_ENV] != run_id
+    env[RUN_ID_ENV] = run_id
+    name = f"otdistill-test-reference-{secrets.token_hex(4)}"
+    argv = ["docker", "run", "--rm", "--name", name, f"--network={host['NetworkMode']}"]
+    if config.get("User"):
+        argv.append(f"--user={config['User']}")
+    for mount in info["Mounts"]:
+        if mount["Type"] == "volume" and mount["Destination"] in (config.get("Volumes") or {}):
+            continue  # the image's VOLUME: `docker run` gives the new container an empty one too
+        assert mount["Type"] == "bind", mount
+        source = mount["Source"]
+        if mount["Destination"] == WORKSPACE_MOUNT_PATH and not Path(source).exists():
+            source = out_dir / "kfp-workspace"  # kfp.local's per-run workspace (empty), removed after the run
+            source.mkdir()
+        read_only = "" if mount["RW"] else ",readonly"
+        argv.append(f"--mount=type=bind,source={source},target={mount['Destination']}{read_only}")
+    argv += [a for variable in env for a in ("-e", variable)]  # values from the environment, not argv
+    argv += [config["Image"], *command]
+    with open(log_path, "w", encoding="utf-8") as out:
+        try:
+            done = subprocess.run(
+                argv,
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=1200,
+                check=False,
+            )
+        finally:
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    assert done.returncode == 0, f"the reference distillation exited {done.returncode}:\n{output[-4000:]}"
+    return out_dir / "student_model", executor_input
 
 
 @dataclass
@@ -108,6 +182,11 @@ class Runs:
     resumed: object
     resumed_log: str
     resumed_student: Path
+    checkpoints_left: bool
+    resumed_config: str
+    reference_config: str
+    reference_log: str
+    reference_error: str
     reference_student: Path
 
 
@@ -170,12 +249,31 @@ def runs(
         seconds["run 2 (--resume)"] = time.monotonic() - started
         resumed_log = log.read_text(encoding="utf-8", errors="replace")[len(first_log) :]
         (resumed_student,) = _students(run_dir)
+        checkpoints_left = (cache / "checkpoints" / run_id).exists()
+        # what run 2's distillation was given as its config (open_run's output parameter)
+        opened = resumed_student.parents[2] / "open-run" / "executor_output.json"  # run 2's root
+        resumed_config = json.loads(opened.read_text())["parameterValues"]["distill_student"]
 
         started = time.monotonic()
-        reference_cfg = cfg.with_overrides({"distill.logging_steps": 2})  # not the weights: a cache miss
-        run_local(reference_cfg, run_dir, runner="docker")
-        seconds["run 3 (uninterrupted)"] = time.monotonic() - started
-        (reference_student,) = _students(run_dir) - {resumed_student}
+        reference_id = f"reference-{secrets.token_hex(4)}"
+        reference_log = run_dir / "reference.log"
+        reference_student = Path()
+        reference_config = reference_error = ""
+        try:
+            assert kill.inspected, "no distillation container was killed, so none to replay"
+            model_dir, executor_input = replay_uninterrupted(
+                kill.inspected[0], reference_id, run_dir / "reference", reference_log
+            )
+            reference_student = model_dir / "model.safetensors"
+            reference_config = executor_input["inputs"]["parameterValues"]["config"]
+        except AssertionError as exc:  # the bit-for-bit test reports it; the others still run
+            reference_error = str(exc)
+        finally:
+            # the step opened a parent MLflow run of its own (no open_run for this id): end it
+            parent = find_pipeline_run(TrackingConfig(tracking_uri=container_stack.mlflow.uri), reference_id)
+            if parent is not None:
+                finish_pipeline_run(parent, "FINISHED" if not reference_error else "FAILED")
+        seconds["reference (distillation only, uninterrupted)"] = time.monotonic() - started
     print(f"resume in containers: {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}")
     print(f"killed at checkpoints {kill.left_at} of {STEPS} steps")
     yield Runs(
@@ -190,6 +288,13 @@ def runs(
         resumed=resumed,
         resumed_log=resumed_log,
         resumed_student=resumed_student,
+        checkpoints_left=checkpoints_left,
+        resumed_config=resumed_config,
+        reference_config=reference_config,
+        reference_log=reference_log.read_text(encoding="utf-8", errors="replace")
+        if reference_log.exists()
+        else "",
+        reference_error=reference_error,
         reference_student=reference_student,
     )
 
@@ -215,10 +320,24 @@ def test_rerunning_the_run_id_resumes_at_the_last_checkpoint(runs: Runs) -> None
     assert "refusing to resume" not in runs.resumed_log
     assert runs.resumed.pipeline_run_id == runs.run_id  # type: ignore[attr-defined]
     # the step ended well: its checkpoints are gone, nothing of the run is left on the "PVC"
-    assert not (runs.cache / "checkpoints" / runs.run_id).exists()
+    assert not runs.checkpoints_left
 
 
 def test_resumed_student_equals_the_uninterrupted_one_bit_for_bit(runs: Runs) -> None:
+    assert not runs.reference_error, runs.reference_error
+    # the reference distilled with what run 2's distillation had, from step 0 to the end, uninterrupted:
+    # the same config, and the same fingerprint (config section, data hash, student and teacher)
+    assert runs.reference_config == runs.resumed_config
+    fingerprints = set(FINGERPRINT.findall(runs.resumed_log))
+    assert fingerprints and set(FINGERPRINT.findall(runs.reference_log)) == fingerprints
+    info = [
+        json.loads((p.parent / "otdistill_model.json").read_text())
+        for p in (runs.resumed_student, runs.reference_student)
+    ]
+    assert info[0] == info[1] and info[0]["global_step"] == str(STEPS), info
+    assert json.loads(runs.reference_config)["distill"]["deterministic"] is True
+    assert not RESUMING.findall(runs.reference_log), runs.reference_log[-4000:]
+    assert f"distillation done: {STEPS} steps" in runs.reference_log, runs.reference_log[-4000:]
     resumed = load_file(str(runs.resumed_student))
     reference = load_file(str(runs.reference_student))
     assert resumed.keys() == reference.keys()
