@@ -171,6 +171,7 @@ def test_paper_table_end_to_end_on_tiny_pair(
     # every trained student is registered once, with its config, and loads by its models:/ URI
     uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # an earlier test in this process may have pointed the registry elsewhere
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert len({r["model_uri"] for r in trained}) == len(trained)
     for r in trained:
