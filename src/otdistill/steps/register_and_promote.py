@@ -53,7 +53,7 @@ from otdistill.tracking import (
 from otdistill.tracking import register_and_promote as tracking_register
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
 from otdistill.tracking.runs import STEP_TAG, step_run
-from otdistill.tracking.scores import record_scores, recorded_scores
+from otdistill.tracking.scores import alias_holder, record_scores, recorded_scores
 from otdistill.tracking.serving import data_input_example
 
 log = logging.getLogger(__name__)
@@ -185,13 +185,6 @@ def existing_version(client: MlflowClient, name: str, experiment_id: str, parent
     return min(mine, key=lambda mv: int(mv.version)) if mine else None
 
 
-def _champion(client: MlflowClient, name: str, alias: str) -> Any | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
 def champion_score(
     champion_scores: dict[str, Any], client: MlflowClient, name: str, version: str, key: str
 ) -> tuple[dict[str, float] | None, str]:
@@ -265,7 +258,7 @@ def register_and_promote(
     scores = json.loads(Path(scores_path).read_text(encoding="utf-8"))
     champion_file = Path(champion_scores_path) if champion_scores_path else None
     champion_scores = json.loads(champion_file.read_text(encoding="utf-8")) if champion_file else {}
-    key = str(scores.get("score_key", ""))
+    scores_key = str(scores.get("score_key", ""))  # the rows and settings the scores were taken with
     candidate = _metric(scores, "distilled", metric)
     if candidate is None:
         raise KeyError(f"{scores_path} has no scores for the distilled student")
@@ -282,12 +275,12 @@ def register_and_promote(
         _finish(parent, result, scores, decision_path)
         return result
 
-    champion_mv = _champion(client, name, tracking.champion_alias)
+    champion_mv = alias_holder(client, name, tracking.champion_alias)
     champion_scores_now: dict[str, float] | None = None
     comparable, how = True, ""
     if champion_mv is not None:
         champion_scores_now, how = champion_score(
-            champion_scores, client, name, str(champion_mv.version), key
+            champion_scores, client, name, str(champion_mv.version), scores_key
         )
         comparable = champion_scores_now is not None
         log.info("champion v%s: %s", champion_mv.version, how)
@@ -323,8 +316,8 @@ def register_and_promote(
             eval_config=cfg.eval,
             metadata={k: str(v) for k, v in info.items()},
         )
-        if champion_mv is not None and champion_scores_now is not None and key:
-            record_scores(client, name, str(champion_mv.version), key, champion_scores_now)
+        if champion_mv is not None and champion_scores_now is not None and scores_key:
+            record_scores(client, name, str(champion_mv.version), scores_key, champion_scores_now)
         if gate.beats_baseline and comparable and champion_mv is not None and champion is not None:
             # Hand the tracking gate the champion's score on *this* data (see the module doc).
             metric_tag = METRIC_TAG_PREFIX + metric
@@ -349,8 +342,8 @@ def register_and_promote(
             client.set_model_version_tag(name, version, REASON_TAG, reason)
             run.set_tags({STATUS_TAG: status, REASON_TAG: reason, "otdistill.registered_version": version})
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
-        if key:
-            record_scores(client, name, version, key, scores["models"]["distilled"])
+        if scores_key:
+            record_scores(client, name, version, scores_key, scores["models"]["distilled"])
         tags = {
             **gate.tags(),
             **{
@@ -388,7 +381,7 @@ def _finish(
 def _result(
     name: str, version: str, tags: dict[str, str], tracking: TrackingConfig, client: MlflowClient
 ) -> RegisterResult:
-    holder = _champion(client, name, tracking.champion_alias)
+    holder = alias_holder(client, name, tracking.champion_alias)
     promoted = holder is not None and str(holder.version) == str(version)
     return RegisterResult(
         model_uri=f"models:/{name}/{version}",

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -68,9 +69,15 @@ def record_scores(
     client.set_model_version_tag(name, version, key, text)
 
 
-def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version holding `alias` now, or None (no such model, or no holder)."""
+def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The model version holding `alias` now, or None (no such model, or no holder)."""
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The number of the version holding `alias` now, or None."""
+    holder = alias_holder(client, name, alias)
+    return str(holder.version) if holder is not None else None
