@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl
+from mlflow.tracking import MlflowClient
 
 from otdistill.components.conftest import Env
 from otdistill.components.open_run.component import open_run
 from otdistill.config import ConfigError, pipeline_parameter_defaults
+from otdistill.tracking.scores import champion_version, version_uri
 
 
 def test_open_run_applies_parameters_and_opens_the_parent(env: Env) -> None:
@@ -30,7 +32,12 @@ def test_open_run_applies_parameters_and_opens_the_parent(env: Env) -> None:
     # a cached step's config holds no tracking section: the gate and the registry do not enter its key
     assert set(json.loads(outputs["prepare_data"])) == {"name", "teacher", "student", "data"}
     assert "tracking" in json.loads(outputs["register_and_promote"])
-    assert outputs["champion"] == ""  # nothing registered under this name yet
+    # the version holding the champion alias now (another component test may have registered one)
+    client = MlflowClient(env.cfg.tracking.tracking_uri)
+    holder = champion_version(client, env.cfg.tracking.registered_model_name, env.cfg.tracking.champion_alias)
+    assert outputs["champion"] == (
+        version_uri(env.cfg.tracking.registered_model_name, holder) if holder else ""
+    )
     import mlflow
 
     parent = mlflow.get_run(outputs["parent_run_id"])
