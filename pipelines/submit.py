@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 _COMPILE_LOCK = threading.Lock()
 # The KFP run state (V2beta1RuntimeState) of a run that succeeded; `submit --wait` exits 1 on any other.
 SUCCEEDED = "SUCCEEDED"
+# V2beta1RuntimeState values after which a run changes no more.
+FINAL_STATES = frozenset({SUCCEEDED, "FAILED", "SKIPPED", "CANCELED", "ERROR"})
 
 
 def validate_cron(cron: str) -> str:
@@ -234,10 +237,20 @@ def run_url(host: str | None, run_id: str) -> str:
     return f"{prefix}/#/runs/details/{run_id}"
 
 
-def wait_for_run(client: Any, run_id: str, timeout_s: int) -> str:
-    """Block until the run is finished (or `timeout_s` passed: TimeoutError); returns its final state."""
-    run = client.wait_for_run_completion(run_id, timeout=timeout_s)
-    return str(run.state or "UNKNOWN").upper()
+def wait_for_run(client: Any, run_id: str, timeout_s: float, poll_s: float = 5.0) -> str:
+    """Block until the run reaches a final state (or `timeout_s` passed: TimeoutError); returns that state.
+
+    Polls `get_run` itself rather than `kfp.Client.wait_for_run_completion`: kfp 2.17's loop does not count
+    CANCELED as final, so waiting on a cancelled run would spin until the timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = str(client.get_run(run_id).state or "UNKNOWN").upper()
+        if state in FINAL_STATES:
+            return state
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"run {run_id} still {state} after {timeout_s:g} s")
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 def _experiment_id(client: Any, name: str, namespace: str | None = None) -> str:

@@ -125,7 +125,7 @@ def test_submit_uploads_a_version_and_runs_it(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr()
     assert "https://kfp.example/#/runs/details/run-123" in out.out
     assert "s3cr3t" not in out.out + out.err
-    client.wait_for_run_completion.assert_not_called()
+    client.get_run.assert_not_called()
 
 
 def test_first_submit_creates_the_pipeline_and_runs_its_version() -> None:
@@ -143,7 +143,7 @@ def test_first_submit_creates_the_pipeline_and_runs_its_version() -> None:
     assert (kwargs["pipeline_id"], kwargs["version_id"]) == ("pl-new", "v-1")
 
 
-@pytest.mark.parametrize(("state", "code"), [("SUCCEEDED", 0), ("FAILED", 1)])
+@pytest.mark.parametrize(("state", "code"), [("SUCCEEDED", 0), ("FAILED", 1), ("CANCELED", 1)])
 def test_submit_wait_prints_the_url_and_final_state(
     state: str, code: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,15 +152,30 @@ def test_submit_wait_prints_the_url_and_final_state(
     client.list_pipeline_versions.return_value = SimpleNamespace(
         pipeline_versions=[SimpleNamespace(pipeline_version_id="v-old")]
     )
-    client.wait_for_run_completion.return_value = SimpleNamespace(run_id="run-123", state=state)
-    with mock.patch("kfp.Client", return_value=client):
+    # seen running once, then in its final state (CANCELED is final too: kfp's own loop spins on it)
+    client.get_run.side_effect = [SimpleNamespace(state="RUNNING"), SimpleNamespace(state=state)]
+    with (
+        mock.patch("kfp.Client", return_value=client),
+        mock.patch("otdistill.pipelines.submit.time.sleep") as sleep,
+    ):
         argv = ["submit", "-c", TINY, "--host", "kfp.example:8888", "--wait", "--wait-timeout", "60"]
         assert cli.main(argv) == code
     client.upload_pipeline_version.assert_not_called()
     assert client.run_pipeline.call_args.kwargs["version_id"] == "v-old"
-    client.wait_for_run_completion.assert_called_once_with("run-123", timeout=60)
+    assert [c.args for c in client.get_run.call_args_list] == [("run-123",), ("run-123",)]
+    sleep.assert_called_once()
     out = capsys.readouterr().out
     assert f"run run-123 finished: {state} (http://kfp.example:8888/#/runs/details/run-123)" in out
+
+
+def test_wait_for_run_gives_up_after_its_timeout() -> None:
+    from otdistill.pipelines.submit import wait_for_run
+
+    client = mock.Mock()
+    client.get_run.return_value = SimpleNamespace(state="RUNNING")
+    with pytest.raises(TimeoutError, match="run r-1 still RUNNING after 0.05 s"):
+        wait_for_run(client, "r-1", timeout_s=0.05, poll_s=0.01)
+    assert client.get_run.call_count >= 2
 
 
 def test_submit_dry_run_contacts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
