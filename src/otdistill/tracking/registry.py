@@ -33,6 +33,7 @@ from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.connection import TrackingError, configure_client, preflight
 from otdistill.tracking.lineage import LINEAGE_PREFIX
 from otdistill.tracking.model_logging import STUDENT_ARTIFACT_NAME
+from otdistill.tracking.scores import alias_holder
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +124,9 @@ def _run_lineage(client: MlflowClient, run_id: str) -> dict[str, str]:
 
 
 def _holder(client: MlflowClient, name: str, alias: str, metric: str) -> _Scored | None:
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
+    mv = alias_holder(client, name, alias)
+    if mv is None:
+        return None
     return _Scored(str(mv.version), _recorded_value(client, mv, metric))
 
 

@@ -70,11 +70,17 @@ def record_scores(
 
 
 def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The model version holding `alias` now, or None (no such model, or no holder)."""
+    """The model version holding `alias` now, or None (no such model, or no holder).
+
+    Any other error (permission denied, server error) is raised: read as "no champion", it would let a
+    candidate be promoted over a champion the step could not see.
+    """
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def champion_version(client: MlflowClient, name: str, alias: str) -> str | None:
