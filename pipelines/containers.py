@@ -37,16 +37,28 @@ PASSTHROUGH_ENV_PREFIXES = (
 )
 
 
+def existing_local_path(source: str) -> Path | None:
+    """The resolved local file or directory a data/model source names, or None (a URI, pypi:, a hub id)."""
+    if not source or "://" in source or source.startswith("pypi:"):
+        return None
+    path = Path(source).expanduser()
+    return path.resolve() if path.exists() else None
+
+
 def local_paths(cfg: RunConfig) -> list[Path]:
     """The existing local files and directories the config reads (bind-mounted read-only)."""
-    paths = []
-    for source in (cfg.data.source, cfg.teacher.source, cfg.student.source):
-        if not source or "://" in source or source.startswith("pypi:"):
-            continue
-        path = Path(source).expanduser()
-        if path.exists():
-            paths.append(path.resolve())
-    return paths
+    found = (existing_local_path(s) for s in (cfg.data.source, cfg.teacher.source, cfg.student.source))
+    return [p for p in found if p is not None]
+
+
+def outermost(paths: list[Path]) -> list[Path]:
+    """`paths` without those inside another one (a mount of the outer one already shows them; docker
+    refuses two mounts on one target)."""
+    kept: list[Path] = []
+    for p in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not any(p.is_relative_to(k) for k in kept):
+            kept.append(p)
+    return kept
 
 
 def step_environment(pipeline_run_id: str, cache_dir: Path) -> dict[str, str]:
@@ -71,11 +83,12 @@ def docker_runner(cfg: RunConfig, run_dir: Path, pipeline_run_id: str) -> Any:
 
     cache_dir = default_cache_dir().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    mounts = [Mount(target=str(p), source=str(p), type="bind") for p in (run_dir, cache_dir)]
+    writable = outermost([run_dir.resolve(), cache_dir])
+    mounts = [Mount(target=str(p), source=str(p), type="bind") for p in writable]
     mounts += [
         Mount(target=str(p), source=str(p), type="bind", read_only=True)
-        for p in local_paths(cfg)
-        if not p.is_relative_to(run_dir)
+        for p in outermost(local_paths(cfg))
+        if not any(p.is_relative_to(w) for w in writable)
     ]
     return local.DockerRunner(
         network_mode="host",

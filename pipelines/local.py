@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from otdistill.config import RunConfig
+from otdistill.pipelines.containers import existing_local_path
 from otdistill.pipelines.otdistill_pipeline import build_pipeline
 from otdistill.run_console import run_console
 from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
@@ -85,10 +86,8 @@ def _is_server(tracking_uri: str) -> bool:
 
 def _absolute_local_source(source: str) -> str:
     """A relative local path becomes absolute (steps run as subprocesses; cache keys stay stable)."""
-    if "://" in source or source.startswith("pypi:"):
-        return source
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source
+    path = existing_local_path(source)
+    return str(path) if path is not None else source
 
 
 def local_config(cfg: RunConfig, run_dir: Path) -> RunConfig:

@@ -45,3 +45,21 @@ def test_summary_prints_scores_run_model_and_ui_command(tmp_path: Path) -> None:
     assert "distilled student      rougeLsum = 0.2500" in text
     assert "abc123" in text and "models:/m/3 -> promoted" in text
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in text
+
+
+def test_docker_runner_mounts_a_cache_inside_the_run_dir_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from otdistill.pipelines.containers import docker_runner
+
+    run_dir = tmp_path / "run"
+    data = run_dir / "data"  # a local source inside the run dir: the run dir's mount shows it
+    data.mkdir(parents=True)
+    outside = tmp_path / "teacher"
+    outside.mkdir()
+    monkeypatch.setenv("OTDISTILL_CACHE", str(run_dir / "cache"))
+    cfg = RunConfig.from_yaml(ROOT / "configs" / "tiny.yaml").with_overrides(
+        {"data.source": str(data), "teacher.source": str(outside)}
+    )
+    mounts = docker_runner(cfg, run_dir, "local-1").container_run_args["mounts"]
+    targets = [m["Target"] for m in mounts]
+    assert targets == [str(run_dir.resolve()), str(outside.resolve())]
+    assert [m["ReadOnly"] for m in mounts] == [False, True]
