@@ -35,7 +35,9 @@ def _compile(config: Path, tmp_path: Path) -> int:
         ("distill", "max_steps", -5, "TrainConfig.max_steps must be >= 0, got -5"),
         ("distill", "learning_rate", float("inf"), "distill.learning_rate: expected a finite number"),
         ("teacher_sft", "learning_rate", float("nan"), "teacher_sft.learning_rate: expected a finite number"),
-        ("validation", "limit", -3, "validation.limit must be >= 0"),
+        ("validation", "limit", -3, "validation.limit must be a row count >= 1, or null for all rows"),
+        # 0 rows is never meant, and the row-count pipeline parameters read 0 as "all rows"
+        ("data", "limit", 0, "DataConfig.limit must be a row count >= 1, or null for all rows; got 0"),
         ("data", "max_field_chars", -1, "DataConfig.max_field_chars must be >= 1"),
     ],
 )

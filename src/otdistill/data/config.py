@@ -10,9 +10,13 @@ OnError = Literal["fail", "skip"]
 
 def check_row_limit(name: str, limit: int | None) -> None:
     """The one rule for a row cap (`data.limit`, `validation.limit`, `eval.limit`): None for all rows, else
-    a count >= 0, refused when the config is built so a negative cap never reaches a pipeline step."""
-    if limit is not None and limit < 0:
-        raise ValueError(f"{name} must be >= 0 or None, got {limit}")
+    a count >= 1, refused when the config is built so a bad cap never reaches a pipeline step.
+
+    0 is refused too: a run on no rows is never meant, and the row-count pipeline parameters already use 0
+    for "all rows" (KFP parameters cannot be null), so a 0 in the config would mean the opposite there.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"{name} must be a row count >= 1, or null for all rows; got {limit}")
 
 
 @dataclass
