@@ -13,6 +13,7 @@ from otdistill.components.register_and_promote.component import register_and_pro
 from otdistill.tracking import open_pipeline_run
 
 KEY = "otdistill.scores.component-test"
+ROWS = ("row-1", "row-2")
 
 
 def _register(
@@ -29,9 +30,12 @@ def _register(
     parent = open_pipeline_run(env.cfg.tracking, run, pipeline_run_id=run)
     scores = env.artifact(dsl.Artifact, f"{run}-{attempt}-scores")
     Path(scores.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(scores.path).write_text(json.dumps({"models": models, "score_key": KEY}))
+    # per-row scores (the bootstrap gate's input): both rows at each model's mean
+    rows = {label: dict.fromkeys(ROWS, m) for label, m in models.items()}
+    Path(scores.path).write_text(json.dumps({"models": models, "row_scores": rows, "score_key": KEY}))
     champion_scores = env.artifact(dsl.Artifact, f"{run}-{attempt}-champion")
-    Path(champion_scores.path).write_text(json.dumps({"score_key": KEY, **champion}))
+    champion_rows = dict.fromkeys(ROWS, champion["metrics"]) if champion["metrics"] else {}
+    Path(champion_scores.path).write_text(json.dumps({"score_key": KEY, "rows": champion_rows, **champion}))
     decision = env.artifact(dsl.Artifact, f"{run}-{attempt}-decision")
     report = env.artifact(dsl.Markdown, f"{run}-{attempt}-report")
     outputs = register_and_promote.python_func(
@@ -80,8 +84,9 @@ def test_register_first_student_becomes_champion_then_a_worse_one_does_not(
     assert "Gate: candidate 0.1: beats the SFT baseline 0.05" in text
     assert "does not beat champion v1 at 0.25 on these rows" in text
     assert "| Candidate: distilled student v2 | 0.1 |" in text
-    assert "| SFT baseline (this run) | 0.05 | +0.05 | yes | evaluate |" in text
-    assert "| Champion v1 | 0.25 | -0.15 | no | scored by score_champion |" in text
+    # the gain, its bootstrap interval (a constant difference on both rows) and the number of rows
+    assert "| SFT baseline (this run) | 0.05 | +0.05 [+0.05, +0.05] (2) | yes | evaluate |" in text
+    assert "| Champion v1 | 0.25 | -0.15 [-0.15, -0.15] (2) | no | scored by score_champion |" in text
     assert "`champion` stays on v1: `models:/comp@champion`" in text
     assert "`models:/comp/2` (alias `challenger`: `models:/comp@challenger`)" in text
     assert "| sft_baseline | 0.05 |" in text  # every evaluated model's score

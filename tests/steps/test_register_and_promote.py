@@ -27,37 +27,39 @@ from otdistill.tracking.scores import champion_version, version_uri
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "dialogsum"
 
 
+# The point method compares the means, as the gate did before the bootstrap (`tests/steps/test_gate.py`).
 def test_gate_first_model_is_promoted_when_it_beats_the_baseline() -> None:
-    gate = check_gate(0.30, 0.25, None, margin=0.01)
+    gate = check_gate(0.30, 0.25, None, margin=0.01, method="point")
     assert gate.passed and "no champion yet" in gate.reason
 
 
 def test_gate_better_than_champion_and_baseline() -> None:
-    gate = check_gate(0.30, 0.20, 0.25, margin=0.01, champion_version="3")
+    gate = check_gate(0.30, 0.20, 0.25, margin=0.01, champion_version="3", method="point")
     assert gate.passed and "beats champion v3" in gate.reason
 
 
 def test_gate_worse_than_champion() -> None:
-    gate = check_gate(0.30, 0.20, 0.35, margin=0.0)
+    gate = check_gate(0.30, 0.20, 0.35, margin=0.0, method="point")
     assert gate.beats_baseline and not gate.beats_champion and not gate.passed
 
 
 def test_gate_within_margin_is_not_enough() -> None:
-    assert not check_gate(0.305, 0.20, 0.30, margin=0.01).passed
-    assert not check_gate(0.30, 0.20, 0.30, margin=0.0).passed  # a tie never promotes
-    assert check_gate(0.311, 0.20, 0.30, margin=0.01).passed
+    assert not check_gate(0.305, 0.20, 0.30, margin=0.01, method="point").passed
+    assert not check_gate(0.30, 0.20, 0.30, margin=0.0, method="point").passed  # a tie never promotes
+    assert not check_gate(0.55, 0.50, None, margin=0.05, method="point").passed  # equal up to rounding
+    assert check_gate(0.311, 0.20, 0.30, margin=0.01, method="point").passed
 
 
 def test_gate_worse_than_sft_baseline() -> None:
-    gate = check_gate(0.30, 0.31, None, margin=0.0)
+    gate = check_gate(0.30, 0.31, None, margin=0.0, method="point")
     assert not gate.beats_baseline and not gate.passed
     assert "does not beat the SFT baseline" in gate.reason
 
 
 def test_gate_lower_is_better_and_no_baseline() -> None:
-    gate = check_gate(1.5, None, 2.0, margin=0.1, greater_is_better=False)
+    gate = check_gate(1.5, None, 2.0, margin=0.1, greater_is_better=False, method="point")
     assert gate.passed and "no SFT baseline" in gate.reason
-    assert not check_gate(1.95, None, 2.0, margin=0.1, greater_is_better=False).passed
+    assert not check_gate(1.95, None, 2.0, margin=0.1, greater_is_better=False, method="point").passed
     with pytest.raises(ValueError, match="finite"):
         check_gate(math.nan, None, None, margin=0.0)
 
@@ -120,8 +122,16 @@ def _register(  # type: ignore[no-untyped-def]
     models = {"distilled": {"rougeLsum": distilled}}
     if baseline is not None:
         models["sft_baseline"] = {"rougeLsum": baseline}
+    # evaluate's per-row scores: every validation row at the model's mean (the bootstrap interval of a
+    # constant difference is that difference, so these cases decide as the means do)
+    ids = [json.loads(line)["fname"] for line in (reg["val"] / "validation.jsonl").read_text().splitlines()]  # type: ignore[operator]
+    rows = {label: {i: dict(m) for i in ids} for label, m in models.items()}
     scores = tmp / f"{name}-scores.json"
-    scores.write_text(json.dumps({"models": models, "metric": "rougeLsum", "score_key": champion.score_key}))
+    scores.write_text(
+        json.dumps(
+            {"models": models, "row_scores": rows, "metric": "rougeLsum", "score_key": champion.score_key}
+        )
+    )
     if after_scoring is not None:
         after_scoring()
     return register_and_promote(
@@ -159,6 +169,9 @@ def test_gate_cases_against_the_registry(registry: dict[str, object]) -> None:
     assert (first.version, first.promoted) == ("2", True) and _champion(registry) == "2"
     v2 = client.get_model_version("tiny-gate", "2")
     assert v2.tags["otdistill.gate.beats_baseline"] == "True"
+    # the bootstrap decision's interval and rows are tags too (a constant +0.1 on each of the 3 rows)
+    assert v2.tags["otdistill.gate.method"] == "bootstrap" and v2.tags["otdistill.gate.baseline_rows"] == "3"
+    assert float(v2.tags["otdistill.gate.baseline_low"]) == pytest.approx(0.1)
     assert v2.tags["otdistill.eval.distilled.rougeLsum"] == "0.3"
     assert v2.tags["otdistill.lineage.data_hash"] == "a" * 64
     # re-running the step for the same pipeline run registers nothing new
@@ -167,6 +180,7 @@ def test_gate_cases_against_the_registry(registry: dict[str, object]) -> None:
     # every registered version keeps its scores on the run's rows under the run's score key
     key = _scores(registry, "run-b")["score_key"]
     assert json.loads(v2.tags[key]) == {"rougeLsum": 0.3}
+    assert v2.tags[key + ".rows"].startswith("runs:/")  # its per-row scores, for the next bootstrap
     # the next run on the same rows and scoring settings reuses the champion's recorded score:
     # score_champion does not generate with it again; a candidate below it loses
     within = _register(registry, "run-c", 0.0, None)

@@ -8,6 +8,7 @@ cross-tokenizer distillation, so they are rejected loudly here, naming the argum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -88,3 +89,24 @@ def masked_position_mean(per_position: Tensor, alignment: Alignment) -> Tensor:
     total = (per_position * alignment.aligned.to(per_position.dtype)).sum()
     count = alignment.m.sum().clamp(min=1).to(per_position.dtype)
     return total / count
+
+
+class TeacherSide(Protocol):
+    """What the training objective hands a registered loss about the teacher for one batch
+    (`otdistill.training.objective.TeacherOutputs`): the response mask and, as the loss declares in the
+    registry, the live teacher's logits or what the teacher cache holds for it."""
+
+    @property
+    def mask(self) -> Tensor: ...
+
+    @property
+    def logits(self) -> Tensor | None: ...
+
+    @property
+    def topk(self) -> Any: ...
+
+    @property
+    def sorted_probs(self) -> Any: ...
+
+
+WeightedParts = dict[str, tuple[Tensor, float]]  # part name -> (unweighted mean, weight in the loss)

@@ -7,11 +7,20 @@ logits whose vocabularies differ; the trainer additionally refuses it when the t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from otdistill.losses.inputs import align, check_logits, check_pair, compute_dtype, masked_position_mean
+from otdistill.losses.inputs import (
+    TeacherSide,
+    WeightedParts,
+    align,
+    check_logits,
+    check_pair,
+    compute_dtype,
+    masked_position_mean,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,19 @@ class ForwardKLLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.weight = weight
         self.temperature = temperature
+
+    @classmethod
+    def from_train_config(cls, cfg: Any) -> ForwardKLLoss:
+        """The loss of a `TrainConfig` (registry interface, `otdistill.losses.registry`)."""
+        return cls(weight=cfg.kl_weight, temperature=cfg.kl_temperature)
+
+    def weighted_parts(
+        self, student_logits: Tensor, teacher: TeacherSide, student_mask: Tensor
+    ) -> WeightedParts:
+        """Forward KL with its weight (registry interface); needs the live teacher's full logits."""
+        if teacher.logits is None:
+            raise ValueError("forward KL needs the live teacher's full logits")
+        return {"kl": (self(student_logits, teacher.logits, student_mask, teacher.mask).kl, self.weight)}
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, student_mask: Tensor, teacher_mask: Tensor

@@ -9,11 +9,14 @@ writes only the one (B, L, V) gradient it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from otdistill.losses.inputs import (
+    TeacherSide,
+    WeightedParts,
     align,
     check_logits,
     check_mask,
@@ -86,6 +89,33 @@ class MultiLevelOTLoss(nn.Module):
         self.beta = beta
         self.gamma = gamma
         self.detach_plan = detach_plan
+
+    @classmethod
+    def from_train_config(cls, cfg: Any) -> MultiLevelOTLoss:
+        """The loss of a `TrainConfig` (registry interface, `otdistill.losses.registry`)."""
+        return cls(
+            top_k=cfg.top_k,
+            temperature=cfg.temperature,
+            sinkhorn_temperature=cfg.sinkhorn_temperature,
+            sinkhorn_epsilon=cfg.sinkhorn_epsilon,
+            sinkhorn_iters=cfg.sinkhorn_iters,
+            alpha=cfg.alpha,
+            beta=cfg.beta,
+            gamma=cfg.gamma,
+            detach_plan=cfg.detach_sinkhorn_plan,
+        )
+
+    def weighted_parts(
+        self, student_logits: Tensor, teacher: TeacherSide, student_mask: Tensor
+    ) -> WeightedParts:
+        """HAD, SL and SD with their weights alpha, alpha * beta, alpha * gamma (registry interface); from
+        the cached top-k when the teacher side holds it, else from the live teacher's logits."""
+        source = teacher.topk if teacher.topk is not None else teacher.logits
+        if source is None:
+            raise ValueError("MultiLevelOT needs teacher logits or a cached TeacherTopK")
+        out = self(student_logits, source, student_mask, teacher.mask)
+        a = self.alpha
+        return {"had": (out.had, a), "sl": (out.sl, a * self.beta), "sd": (out.sd, a * self.gamma)}
 
     @torch.no_grad()
     def teacher_topk(self, teacher_logits: Tensor, teacher_mask: Tensor, k: int | None = None) -> TeacherTopK:

@@ -10,11 +10,14 @@ most the teacher's tail mass per position (docs/teacher_cache.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from otdistill.losses.inputs import (
+    TeacherSide,
+    WeightedParts,
     align,
     check_logits,
     check_pair,
@@ -54,6 +57,21 @@ class ULDLoss(nn.Module):
     def __init__(self, weight: float = 0.15) -> None:
         super().__init__()
         self.weight = weight
+
+    @classmethod
+    def from_train_config(cls, cfg: Any) -> ULDLoss:
+        """The loss of a `TrainConfig` (registry interface, `otdistill.losses.registry`)."""
+        return cls(weight=cfg.uld_weight)
+
+    def weighted_parts(
+        self, student_logits: Tensor, teacher: TeacherSide, student_mask: Tensor
+    ) -> WeightedParts:
+        """ULD with its weight (registry interface); from the cached sorted probabilities when the teacher
+        side holds them, else from the live teacher's logits."""
+        source = teacher.sorted_probs if teacher.sorted_probs is not None else teacher.logits
+        if source is None:
+            raise ValueError("ULD needs teacher logits or cached sorted teacher probabilities")
+        return {"uld": (self(student_logits, source, student_mask, teacher.mask).uld, self.weight)}
 
     def forward(
         self,

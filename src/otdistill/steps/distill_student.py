@@ -6,6 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from otdistill.losses.registry import get_loss
 from otdistill.models import resolve_model
 from otdistill.steps.common import (
     copy_model,
@@ -23,7 +24,6 @@ from otdistill.tracking.runs import step_run
 from otdistill.training.launch import TrainingJob, run_training, training_processes
 
 log = logging.getLogger(__name__)
-CACHED_LOSSES = ("multilevel_ot", "uld")
 
 
 def distill_student(
@@ -35,7 +35,8 @@ def distill_student(
 ) -> TrainStepResult:
     """Distil the configured student from the teacher; the distilled model is written to `model_dir`.
 
-    MultiLevelOT and ULD read the teacher from the cache built by `cache_teacher`, which training verifies
+    A loss that can read the teacher cache (the loss registry: MultiLevelOT, ULD) reads it from the one
+    built by `cache_teacher`, which training verifies
     before its first step against this teacher's revision, the loss settings (k, temperatures), the
     training split's content hash and both tokenizers (`TeacherCache.check_matches`); "kl" needs the live
     teacher.
@@ -46,7 +47,7 @@ def distill_student(
     parent = pipeline_run(cfg.tracking, cfg.name)
     with step_checkpoints("distill_student", cfg.section_json("distill_student"), train_dir) as checkpoints:
         train_cfg = cfg.distill
-        if train_cfg.loss in CACHED_LOSSES:
+        if get_loss(train_cfg.loss, field="distill.loss").reads_cache:
             train_cfg = dataclasses.replace(
                 train_cfg, teacher_source="cache", teacher_cache_uri=str(cache_dir)
             )

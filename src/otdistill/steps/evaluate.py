@@ -1,7 +1,8 @@
 """Step `evaluate`: teacher, SFT baseline student and distilled student on the same validation rows.
 
-Writes `scores.json` ({label: {metric: mean}}, plus the task's headline metric) for the promotion gate,
-and the combined HTML report (tables, charts, worst examples) for people. `score_key` names the rows
+Writes `scores.json` ({label: {metric: mean}}, the task's headline metric, and each model's per-row scores
+by example id for the bootstrap gate) for the promotion gate, and the combined HTML report (tables,
+charts, worst examples) for people. `score_key` names the rows
 and scoring settings (`otdistill.tracking.scores`): the registry keeps the scores under it for later runs.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from otdistill.data import load_examples
 from otdistill.evaluation import EvalResult, compare_models, evaluate_model
+from otdistill.stats import row_table
 from otdistill.steps.common import (
     load_step_config,
     pipeline_run,
@@ -76,6 +78,8 @@ def evaluate(
             "data_sha256": loaded.report.content_sha256,
             "score_key": score_key(loaded.report.content_sha256, cfg.eval.scoring_settings()),
             "models": {r.label: dict(r.metrics) for r in results},
+            # per example id, for the bootstrap gate (`otdistill.stats`): {label: {id: {metric: score}}}
+            "row_scores": {r.label: row_table(r.records, where=f"{r.label} predictions") for r in results},
             "provenance": {r.label: dict(r.model) for r in results},
         }
         Path(scores_path).parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ def _yes(raw: str | None) -> str:
 
 def decision_markdown(result: RegisterResult) -> str:
     """The gate decision: candidate and score, comparators (SFT baseline; champion version, its score on
-    this run's rows and where that score came from), margin, decision and reason, and registry URIs."""
+    this run's rows and where that score came from), the candidate's gain over each (with its bootstrap
+    interval and number of rows under the bootstrap method), margin, decision and reason, registry URIs."""
     gate = {k[len(GATE_PREFIX) :]: v for k, v in result.tags.items() if k.startswith(GATE_PREFIX)}
     name, version = _model_name(result.model_uri), result.version
     alias = result.champion_alias or "champion"
@@ -74,26 +75,44 @@ def decision_markdown(result: RegisterResult) -> str:
         return "\n".join(lines) + "\n"
     greater = gate.get("greater_is_better", "True") == "True"
     margin = gate.get("margin", "")
+    bootstrap = gate.get("method") == "bootstrap"
+    if bootstrap:
+        level = _number(gate.get("confidence"))
+        rule = (
+            f"The lower bound of the candidate's gain ({f'{level:.0%} ' if level else ''}paired bootstrap "
+            "interval over the rows) must be above the margin against each comparator present."
+        )
+        gain_header = "Candidate's gain [interval] (rows)"
+    else:
+        rule = "The candidate must beat each comparator present by more than the margin."
+        gain_header = "Candidate's gain"
     lines += [
         f"## Comparison on this run's validation rows: {metric} "
         f"({'higher' if greater else 'lower'} is better), margin {margin}",
         "",
-        "The candidate must beat each comparator present by more than the margin.",
+        rule,
         "",
-        f"| Model | {_cell(metric)} | Candidate's gain | Beats it by the margin | Score from |",
+        f"| Model | {_cell(metric)} | {gain_header} | Beats it by the margin | Score from |",
         "|---|---|---|---|---|",
         f"| Candidate: distilled student v{version} | {candidate:.6g} | | | evaluate |",
     ]
 
-    def gain(other: float) -> str:
-        return f"{(candidate - other) if greater else (other - candidate):+.6g}"
+    def gain(other: float, side: str = "") -> str:
+        point = f"{(candidate - other) if greater else (other - candidate):+.6g}"
+        low, high = _number(gate.get(f"{side}_low")), _number(gate.get(f"{side}_high"))
+        if not bootstrap or low is None or high is None:
+            return point
+        diff = _number(gate.get(f"{side}_diff"))
+        return (
+            f"{diff if diff is not None else 0.0:+.6g} [{low:+.6g}, {high:+.6g}] ({gate.get(f'{side}_rows')})"
+        )
 
     baseline = _number(gate.get("baseline"))
     if baseline is None:
         lines.append("| SFT baseline | not trained in this run | | not required | |")
     else:
         lines.append(
-            f"| SFT baseline (this run) | {baseline:.6g} | {gain(baseline)} | "
+            f"| SFT baseline (this run) | {baseline:.6g} | {gain(baseline, 'baseline')} | "
             f"{_yes(gate.get('beats_baseline'))} | evaluate |"
         )
     champion = _number(gate.get("champion"))
@@ -107,7 +126,7 @@ def decision_markdown(result: RegisterResult) -> str:
         )
     else:
         lines.append(
-            f"| Champion v{champion_version} | {champion:.6g} | {gain(champion)} | "
+            f"| Champion v{champion_version} | {champion:.6g} | {gain(champion, 'champion')} | "
             f"{_yes(gate.get('beats_champion'))} | {source} |"
         )
     scores = sorted(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from otdistill.config import RunConfig
+from otdistill.stats import (
+    GATE_METHODS,
+    Comparison,
+    RowScores,
+    clears_margin,
+    compare_rows,
+    metric_column,
+    point_comparison,
+)
 from otdistill.steps.common import (
     load_step_config,
     pipeline_run,
@@ -53,7 +62,13 @@ from otdistill.tracking import (
 from otdistill.tracking import register_and_promote as tracking_register
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
 from otdistill.tracking.runs import STEP_TAG, step_run
-from otdistill.tracking.scores import alias_holder, record_scores, recorded_scores
+from otdistill.tracking.scores import (
+    alias_holder,
+    record_row_scores,
+    record_scores,
+    recorded_row_scores,
+    recorded_scores,
+)
 from otdistill.tracking.serving import data_input_example
 
 log = logging.getLogger(__name__)
@@ -66,7 +81,12 @@ EVAL_PREFIX = "otdistill.eval."
 
 @dataclass(frozen=True)
 class GateCheck:
-    """The gate numbers: does the candidate beat the SFT baseline and the champion (on the same rows)?"""
+    """The gate numbers: does the candidate beat the SFT baseline and the champion (on the same rows)?
+
+    candidate / baseline / champion: the means; baseline_test / champion_test: the candidate minus each
+    comparator (`otdistill.stats.Comparison`: the bootstrap interval and its number of rows, or the point
+    difference), None where that comparator is absent or not comparable.
+    """
 
     candidate: float
     baseline: float | None
@@ -79,17 +99,63 @@ class GateCheck:
     reason: str
     # Where the champion's number came from (`champion_score`'s answer), or why there is none.
     champion_source: str | None = None
+    method: str = "point"
+    baseline_test: Comparison | None = None
+    champion_test: Comparison | None = None
 
     @property
     def passed(self) -> bool:
         return self.beats_baseline and self.beats_champion
 
     def tags(self) -> dict[str, str]:
-        return {f"{GATE_PREFIX}{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+        """Every number as ``otdistill.gate.<field>``; each comparison as ``<side>_diff``, ``_low``,
+        ``_high``, ``_rows`` and ``confidence``."""
+        tests = {"baseline_test", "champion_test"}
+        plain: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in tests
+        }
+        for side, test in (("baseline", self.baseline_test), ("champion", self.champion_test)):
+            plain[f"{side}_diff"] = test.mean_diff if test else None
+            plain[f"{side}_low"] = test.low if test else None
+            plain[f"{side}_high"] = test.high if test else None
+            plain[f"{side}_rows"] = test.rows if test else None
+            if test is not None:
+                plain["confidence"] = test.confidence
+        return {f"{GATE_PREFIX}{k}": "" if v is None else str(v) for k, v in plain.items()}
 
 
-def _gain(candidate: float, other: float, greater_is_better: bool) -> float:
-    return candidate - other if greater_is_better else other - candidate
+def _test(
+    side: str,
+    candidate: float,
+    other: float,
+    candidate_rows: RowScores | None,
+    other_rows: RowScores | None,
+    *,
+    method: str,
+    greater_is_better: bool,
+    confidence: float,
+    resamples: int,
+    seed: int,
+) -> Comparison:
+    """The candidate against one comparator: the paired bootstrap over rows, or the difference of means."""
+    if method == "point":
+        return point_comparison(candidate, other, greater_is_better=greater_is_better)
+    for who, rows in (("candidate", candidate_rows), (side, other_rows)):
+        if rows is None:
+            raise ValueError(
+                f"gate_method bootstrap needs the per-row scores of the {who} (none given: scores from an "
+                "evaluate step older than per-row scores? re-run it, or set tracking.gate_method=point)"
+            )
+    assert candidate_rows is not None and other_rows is not None
+    return compare_rows(
+        candidate_rows,
+        other_rows,
+        greater_is_better=greater_is_better,
+        confidence=confidence,
+        resamples=resamples,
+        seed=seed,
+        names=("candidate", side),
+    )
 
 
 def check_gate(
@@ -100,33 +166,53 @@ def check_gate(
     margin: float,
     greater_is_better: bool = True,
     champion_version: str | None = None,
+    method: str = "bootstrap",
+    candidate_rows: RowScores | None = None,
+    baseline_rows: RowScores | None = None,
+    champion_rows: RowScores | None = None,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
 ) -> GateCheck:
     """Compare the candidate with the SFT baseline and the champion (on this run's rows); None: absent.
 
-    Strictly more than `margin` is required against each present comparator, as in the tracking gate.
+    method "bootstrap": the paired bootstrap interval of the candidate's gain over the rows (`*_rows`:
+    ``{example id: score}``, matched by id) must lie above `margin` (its lower bound); "point": the gain
+    of the means must. Either way the rule is `otdistill.stats.clears_margin`, as in the tracking gate.
     """
     for name, value in (("candidate", candidate), ("baseline", baseline), ("champion", champion)):
         if value is not None and not math.isfinite(value):
             raise ValueError(f"{name} metric must be finite, got {value}")
+    if method not in GATE_METHODS:
+        raise ValueError(f"gate method must be one of {', '.join(GATE_METHODS)}, got {method!r}")
+    settings: dict[str, Any] = {
+        "method": method,
+        "greater_is_better": greater_is_better,
+        "confidence": confidence,
+        "resamples": resamples,
+        "seed": seed,
+    }
     reasons = []
-    beats_baseline = True
+    beats_baseline, baseline_test = True, None
     if baseline is not None:
-        gain = _gain(candidate, baseline, greater_is_better)
-        beats_baseline = gain > margin
+        baseline_test = _test("SFT baseline", candidate, baseline, candidate_rows, baseline_rows, **settings)
+        beats_baseline = clears_margin(baseline_test, margin)
         verb = "beats" if beats_baseline else "does not beat"
-        reasons.append(f"{verb} the SFT baseline {baseline:.6g} ({gain:+.6g} vs margin {margin:g})")
+        reasons.append(
+            f"{verb} the SFT baseline {baseline:.6g} ({baseline_test.describe()} vs margin {margin:g})"
+        )
     else:
         reasons.append("no SFT baseline in this run")
-    beats_champion = True
+    beats_champion, champion_test = True, None
     if champion is None:
         reasons.append("no champion yet")
     else:
-        gain = _gain(candidate, champion, greater_is_better)
-        beats_champion = gain > margin
+        champion_test = _test("champion", candidate, champion, candidate_rows, champion_rows, **settings)
+        beats_champion = clears_margin(champion_test, margin)
         verb = "beats" if beats_champion else "does not beat"
         reasons.append(
             f"{verb} champion v{champion_version} at {champion:.6g} on these rows "
-            f"({gain:+.6g} vs margin {margin:g})"
+            f"({champion_test.describe()} vs margin {margin:g})"
         )
     return GateCheck(
         candidate=candidate,
@@ -138,6 +224,9 @@ def check_gate(
         beats_baseline=beats_baseline,
         beats_champion=beats_champion,
         reason=f"candidate {candidate:.6g}: " + "; ".join(reasons),
+        method=method,
+        baseline_test=baseline_test,
+        champion_test=champion_test,
     )
 
 
@@ -187,22 +276,28 @@ def existing_version(client: MlflowClient, name: str, experiment_id: str, parent
 
 def champion_score(
     champion_scores: dict[str, Any], client: MlflowClient, name: str, version: str, key: str
-) -> tuple[dict[str, float] | None, str]:
-    """The champion v`version`'s scores on this run's rows and settings (`key`), and where they came from.
+) -> tuple[dict[str, float] | None, dict[str, dict[str, float]] | None, str]:
+    """The champion v`version`'s scores on this run's rows and settings (`key`): means, per-row scores
+    (``{example id: {metric: score}}``, None when not recorded) and where they came from.
 
     From `score_champion` when it scored (or found recorded) this very version; else recorded on the
-    version under `key` (another run's gate kept them); else (None, why): not comparable.
+    version under `key` (another run's gate kept them); else (None, None, why): not comparable.
     """
     if champion_scores.get("version") == version and champion_scores.get("score_key") == key:
-        return dict(champion_scores["metrics"]), f"{champion_scores.get('source')} by score_champion"
+        rows = champion_scores.get("rows") or None
+        return dict(champion_scores["metrics"]), rows, f"{champion_scores.get('source')} by score_champion"
     recorded = recorded_scores(client, name, version, key)
     if recorded is not None:
-        return recorded, "recorded by another run"
+        return recorded, recorded_row_scores(client, name, version, key), "recorded by another run"
     scored = champion_scores.get("version")
-    return None, (
-        f"champion v{version} took the alias after this run's score_champion "
-        f"({f'v{scored}' if scored else 'no champion'}) and has no score on this run's validation rows "
-        "and scoring settings"
+    return (
+        None,
+        None,
+        (
+            f"champion v{version} took the alias after this run's score_champion "
+            f"({f'v{scored}' if scored else 'no champion'}) and has no score on this run's validation rows "
+            "and scoring settings"
+        ),
     )
 
 
@@ -277,11 +372,17 @@ def register_and_promote(
 
     champion_mv = alias_holder(client, name, tracking.champion_alias)
     champion_scores_now: dict[str, float] | None = None
+    champion_table: dict[str, dict[str, float]] | None = None
     comparable, how = True, ""
     if champion_mv is not None:
-        champion_scores_now, how = champion_score(
+        champion_scores_now, champion_table, how = champion_score(
             champion_scores, client, name, str(champion_mv.version), scores_key
         )
+        if champion_scores_now is not None and champion_table is None and tracking.gate_method != "point":
+            champion_scores_now, how = (
+                None,
+                f"{how}, without its per-row scores (the bootstrap gate needs them)",
+            )
         comparable = champion_scores_now is not None
         log.info("champion v%s: %s", champion_mv.version, how)
     champion = (
@@ -289,6 +390,11 @@ def register_and_promote(
         if champion_scores_now is not None
         else None
     )
+    tables: dict[str, dict[str, dict[str, float]]] = scores.get("row_scores", {})
+
+    def column(table: dict[str, dict[str, float]] | None, who: str) -> dict[str, float] | None:
+        return None if table is None else metric_column(table, metric, where=f"{who} per-row scores")
+
     gate = check_gate(
         candidate,
         baseline,
@@ -296,6 +402,13 @@ def register_and_promote(
         margin=tracking.promotion_margin,
         greater_is_better=tracking.greater_is_better,
         champion_version=str(champion_mv.version) if champion_mv is not None else None,
+        method=tracking.gate_method,
+        candidate_rows=column(tables.get("distilled"), f"{scores_path}: distilled"),
+        baseline_rows=column(tables.get("sft_baseline"), f"{scores_path}: sft_baseline"),
+        champion_rows=column(champion_table, f"champion v{champion_mv.version if champion_mv else ''}"),
+        confidence=tracking.gate_confidence,
+        resamples=tracking.gate_resamples,
+        seed=tracking.gate_seed,
     )
     if champion_mv is not None:
         gate = replace(gate, champion_source=how)
@@ -318,6 +431,10 @@ def register_and_promote(
         )
         if champion_mv is not None and champion_scores_now is not None and scores_key:
             record_scores(client, name, str(champion_mv.version), scores_key, champion_scores_now)
+            if champion_table:
+                record_row_scores(
+                    client, run.run_id, name, str(champion_mv.version), scores_key, champion_table
+                )
         if gate.beats_baseline and comparable and champion_mv is not None and champion is not None:
             # Hand the tracking gate the champion's score on *this* data (see the module doc).
             metric_tag = METRIC_TAG_PREFIX + metric
@@ -329,7 +446,15 @@ def register_and_promote(
                 name, champion_mv.version, "otdistill.rescored_by_run", parent.run_id
             )
         if gate.beats_baseline and comparable:
-            decision = tracking_register(run.run_id, candidate, tracking, model_uri=model_info.model_uri)
+            decision = tracking_register(
+                run.run_id,
+                candidate,
+                tracking,
+                model_uri=model_info.model_uri,
+                champion_comparison=(str(champion_mv.version), gate.champion_test)
+                if gate.champion_test is not None and champion_mv is not None
+                else None,
+            )
             version, status, reason = decision.version, decision.status, decision.reason
         else:
             mv = mlflow.register_model(
@@ -344,6 +469,8 @@ def register_and_promote(
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
         if scores_key:
             record_scores(client, name, version, scores_key, scores["models"]["distilled"])
+            if "distilled" in tables:
+                record_row_scores(client, run.run_id, name, version, scores_key, tables["distilled"])
         tags = {
             **gate.tags(),
             **{

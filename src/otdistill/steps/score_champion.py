@@ -3,7 +3,8 @@
 The promotion gate compares the candidate with the champion on the same rows, scored the same way. This
 step runs where the GPU is, so `register_and_promote` stays a light CPU step that only compares numbers.
 A score the champion's registry version already records for these rows and scoring settings
-(`otdistill.tracking.scores`, kept by an earlier run's gate) is reused: nothing is generated then. Its own
+(`otdistill.tracking.scores`, kept by an earlier run's gate), with its per-row scores (the bootstrap gate
+compares rows), is reused: nothing is generated then. Its own
 step, not part of `evaluate`: a new champion re-runs this step only, while `evaluate`'s scores of the new
 models stay cached.
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from otdistill.data import load_examples
 from otdistill.evaluation import evaluate_model
+from otdistill.stats import row_table
 from otdistill.steps.common import (
     load_step_config,
     pipeline_run,
@@ -27,7 +29,7 @@ from otdistill.steps.common import (
     step_tags,
 )
 from otdistill.tracking.runs import step_run
-from otdistill.tracking.scores import parse_version_uri, recorded_scores, score_key
+from otdistill.tracking.scores import parse_version_uri, recorded_row_scores, recorded_scores, score_key
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class ChampionScores:
     score_key: str
     source: str  # "scored" (generated here), "recorded" (reused), "none" (no champion)
     metrics: dict[str, float]
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)  # {example id: {metric: score}}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class ChampionScores:
             "score_key": self.score_key,
             "source": self.source,
             "metrics": dict(self.metrics),
+            "rows": {k: dict(v) for k, v in self.rows.items()},
         }
 
 
@@ -73,16 +77,18 @@ def score_champion(
         parent = pipeline_run(cfg.tracking, cfg.name)
         with step_run(parent, "score_champion", params={"champion": champion}, tags=step_tags(cfg)) as run:
             recorded = recorded_scores(parent.client, name, version, key)
-            if recorded is not None:
+            rows = recorded_row_scores(parent.client, name, version, key) if recorded is not None else None
+            if recorded is not None and rows is not None:
                 log.info("champion %s: reusing its score recorded for these rows and settings", champion)
-                result = ChampionScores(champion, version, key, "recorded", recorded)
+                result = ChampionScores(champion, version, key, "recorded", recorded, rows)
             else:
                 log.info("scoring champion %s on %d rows", champion, len(loaded.examples))
                 with tempfile.TemporaryDirectory(prefix="otdistill-champion-") as scratch:
                     evaluated = evaluate_model(
                         champion, loaded.task, loaded.examples, cfg.eval, Path(scratch), label="champion"
                     )
-                result = ChampionScores(champion, version, key, "scored", dict(evaluated.metrics))
+                table = row_table(evaluated.records, where=f"champion {champion} predictions")
+                result = ChampionScores(champion, version, key, "scored", dict(evaluated.metrics), table)
             run.set_tags({"otdistill.champion.source": result.source, "otdistill.champion.version": version})
             run.log_metrics({f"champion.{k}": v for k, v in result.metrics.items()})
     Path(scores_path).parent.mkdir(parents=True, exist_ok=True)

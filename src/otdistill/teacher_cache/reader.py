@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from otdistill.data import PairedBatch
-from otdistill.losses import MultiLevelOTLoss, TeacherSortedProbs, TeacherTopK, ULDLoss
+from otdistill.losses import MultiLevelOTLoss, TeacherSortedProbs, TeacherTopK
 from otdistill.teacher_cache.format import (
     MANIFEST,
     Manifest,
@@ -112,8 +112,9 @@ class TeacherCache:
     def __contains__(self, example_id: object) -> bool:
         return example_id in self._where
 
-    def check_compatible(self, loss: MultiLevelOTLoss | ULDLoss, teacher_revision: str | None = None) -> None:
-        """Refuse, with a clear error, a cache that cannot serve `loss` exactly as configured.
+    def check_compatible(self, loss: object, teacher_revision: str | None = None) -> None:
+        """Refuse, with a clear error, a cache that cannot serve `loss` (a registered loss that reads the
+        cache, `otdistill.losses.registry`) exactly as configured.
 
         MultiLevelOT needs the same two temperatures and at least min(top_k, teacher vocab) columns. ULD
         works with any K (approximately when K < the teacher vocabulary; see docs/teacher_cache.md). When

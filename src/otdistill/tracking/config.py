@@ -11,6 +11,8 @@ import math
 import os
 from dataclasses import dataclass
 
+from otdistill.stats import GATE_METHODS
+
 
 @dataclass
 class TrackingConfig:
@@ -27,6 +29,10 @@ class TrackingConfig:
     promotion_metric: evaluation metric that decides promotion (e.g. ``rougeLsum``).
     greater_is_better: direction of ``promotion_metric`` (False for losses / perplexity).
     promotion_margin: the candidate must beat the champion by strictly more than this (absolute units).
+    gate_method: how "beats by more than the margin" is judged (`otdistill.stats`): ``bootstrap`` (the
+      paired bootstrap interval's lower bound over the validation rows must be above the margin, so a
+      gain within noise does not promote) or ``point`` (the difference of the means must be).
+    gate_confidence / gate_resamples / gate_seed: the bootstrap's interval level, resamples and seed.
     request_timeout_s: per-request HTTP timeout of the MLflow client.
     max_retries: HTTP retries of the MLflow client on connection errors and 429/5xx.
     backoff_factor: urllib3 backoff factor of those retries (sleeps 0, 2f, 4f, ... seconds).
@@ -43,6 +49,10 @@ class TrackingConfig:
     promotion_metric: str = "rougeLsum"
     greater_is_better: bool = True
     promotion_margin: float = 0.0
+    gate_method: str = "bootstrap"
+    gate_confidence: float = 0.95
+    gate_resamples: int = 10_000
+    gate_seed: int = 0
     request_timeout_s: int = 30
     max_retries: int = 3
     backoff_factor: int = 1
@@ -61,6 +71,12 @@ class TrackingConfig:
             problems.append("promotion_metric must not be empty")
         if not math.isfinite(self.promotion_margin) or self.promotion_margin < 0:
             problems.append(f"promotion_margin must be a finite number >= 0, got {self.promotion_margin}")
+        if self.gate_method not in GATE_METHODS:
+            problems.append(f"gate_method must be one of {', '.join(GATE_METHODS)}, got {self.gate_method!r}")
+        if not 0.0 < self.gate_confidence < 1.0:
+            problems.append(f"gate_confidence must be in (0, 1), got {self.gate_confidence}")
+        if self.gate_resamples < 1:
+            problems.append(f"gate_resamples must be >= 1, got {self.gate_resamples}")
         if self.request_timeout_s < 1:
             problems.append(f"request_timeout_s must be >= 1, got {self.request_timeout_s}")
         if self.max_retries < 0:

@@ -29,6 +29,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from otdistill.stats import Comparison, clears_margin, point_comparison
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.connection import TrackingError, configure_client, preflight
 from otdistill.tracking.lineage import LINEAGE_PREFIX
@@ -79,15 +80,6 @@ def _client(config: TrackingConfig) -> MlflowClient:
         tracking_uri=config.resolved_tracking_uri() or None,
         registry_uri=config.resolved_registry_uri() or None,
     )
-
-
-def _improvement(candidate: float, champion: float, greater_is_better: bool) -> float:
-    return candidate - champion if greater_is_better else champion - candidate
-
-
-def _beats(gain: float, margin: float) -> bool:
-    """Strictly more than the margin; a gain equal to it up to float rounding (0.55 - 0.5) does not win."""
-    return gain > margin and not math.isclose(gain, margin, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _recorded_value(client: MlflowClient, mv: ModelVersion, metric: str) -> float | None:
@@ -180,13 +172,17 @@ def register_and_promote(
     config: TrackingConfig,
     *,
     model_uri: str | None = None,
+    champion_comparison: tuple[str, Comparison] | None = None,
 ) -> PromotionDecision:
     """Register the student logged in `run_id` and promote it to the champion alias if it wins.
 
     model_uri: the logged model (``ModelInfo.model_uri``); default ``runs:/<run_id>/student``.
-    The candidate wins when it beats the champion's recorded `promotion_metric` by strictly more than
-    `promotion_margin` (in the metric's direction), or when there is no champion yet. The server is checked
-    first (bounded), so an unreachable server fails before anything is registered.
+    The candidate wins when it clears `promotion_margin` against the champion
+    (`otdistill.stats.clears_margin`, the one promotion rule), or when there is no champion yet.
+    champion_comparison: (version, comparison) the caller took on its rows (the pipeline's bootstrap over
+    the validation rows); used when that version still holds the alias, else the champion's recorded
+    `promotion_metric` is compared as a point. The server is checked first (bounded), so an unreachable
+    server fails before anything is registered.
     """
     if not math.isfinite(metric_value):
         raise ValueError(f"{config.promotion_metric} must be a finite number to register, got {metric_value}")
@@ -229,19 +225,25 @@ def register_and_promote(
         _record(client, run_id, decision)
         return decision
     else:
-        gain = _improvement(float(metric_value), champion.value, config.greater_is_better)
-        if not _beats(gain, config.promotion_margin):
+        if champion_comparison is not None and champion_comparison[0] == champion.version:
+            comparison = champion_comparison[1]
+        else:
+            comparison = point_comparison(
+                float(metric_value), champion.value, greater_is_better=config.greater_is_better
+            )
+        if not clears_margin(comparison, config.promotion_margin):
             decision = decide(
                 False,
                 REJECTED,
                 f"{metric}={metric_value:.6g} vs champion v{champion.version} {champion.value:.6g}: "
-                f"improvement {gain:+.6g} is not more than the margin {config.promotion_margin:g}",
+                f"improvement {comparison.describe()} is not more than "
+                f"the margin {config.promotion_margin:g}",
             )
             _record(client, run_id, decision)
             return decision
         reason = (
             f"{metric}={metric_value:.6g} beats champion v{champion.version} ({champion.value:.6g}) by "
-            f"{gain:+.6g} > margin {config.promotion_margin:g}"
+            f"{comparison.describe()} > margin {config.promotion_margin:g}"
         )
 
     # Tag before the alias write: a concurrent promoter's re-check must be able to see this candidate.

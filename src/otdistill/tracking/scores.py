@@ -5,7 +5,9 @@ way. Scoring the champion again costs a GPU pass over the validation split, so a
 as a tag on the version: ``otdistill.scores.<validation sha256[:16]>.<settings sha256[:16]>`` holding the
 JSON ``{metric: value}``. A later run with the same validation data hash and the same scoring settings
 reuses it; any other run scores the champion again (in its `evaluate` step, where the GPU is) and records
-that score under its own key. Tags are never overwritten with numbers from other data.
+that score under its own key. Tags are never overwritten with numbers from other data. The per-row scores
+behind a recorded score (the bootstrap gate needs them, `otdistill.stats`) are a JSON artifact of the run
+that recorded it, named by the tag ``<key>.rows``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
@@ -21,6 +25,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 SCORES_TAG_PREFIX = "otdistill.scores."
+ROWS_TAG_SUFFIX = ".rows"  # <score key>.rows: where the per-row scores behind a recorded score are
+ROW_SCORES_DIR = "row_scores"
 MODELS_URI = "models:/"
 
 
@@ -67,6 +73,49 @@ def record_scores(
     """Keep `scores` on `name` v`version` under `key` (JSON, sorted; MLflow caps a tag at 8000 chars)."""
     text = json.dumps({k: float(v) for k, v in scores.items()}, sort_keys=True)
     client.set_model_version_tag(name, version, key, text)
+
+
+def record_row_scores(
+    client: MlflowClient,
+    run_id: str,
+    name: str,
+    version: str,
+    key: str,
+    rows: Mapping[str, Mapping[str, float]],
+) -> str:
+    """Keep the per-row scores (``{example id: {metric: value}}``) behind `scores` for the bootstrap gate.
+
+    Too large for a tag, so they are a JSON artifact of `run_id` (the registration step's run), and the
+    version's tag ``<key>.rows`` holds its ``runs:/`` URI. Returns that URI.
+    """
+    path = f"{ROW_SCORES_DIR}/{name}-v{version}.{key.removeprefix(SCORES_TAG_PREFIX)}.json"
+    data = {str(row): {k: float(v) for k, v in metrics.items()} for row, metrics in rows.items()}
+    client.log_dict(run_id, data, path)
+    uri = f"runs:/{run_id}/{path}"
+    client.set_model_version_tag(name, version, key + ROWS_TAG_SUFFIX, uri)
+    return uri
+
+
+def recorded_row_scores(
+    client: MlflowClient, name: str, version: str, key: str
+) -> dict[str, dict[str, float]] | None:
+    """The per-row scores recorded for `name` v`version` under `key`, or None (none recorded, unreadable)."""
+    try:
+        uri = client.get_model_version(name, version).tags.get(key + ROWS_TAG_SUFFIX, "")
+    except MlflowException:
+        return None
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    if not uri.startswith("runs:/") or not run_id or not path:
+        return None
+    with tempfile.TemporaryDirectory(prefix="otdistill-rows-") as scratch:
+        try:
+            local = client.download_artifacts(run_id, path, scratch)
+            data = json.loads(Path(local).read_text(encoding="utf-8"))
+            rows = {str(r): {str(k): float(v) for k, v in m.items()} for r, m in data.items()}
+        except (MlflowException, OSError, ValueError, TypeError, AttributeError):
+            return None
+    finite = all(math.isfinite(v) for m in rows.values() for v in m.values())
+    return rows if rows and finite else None
 
 
 def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

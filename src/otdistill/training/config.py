@@ -11,13 +11,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-LossName = Literal["multilevel_ot", "uld", "kl", "none"]
+from otdistill.losses.registry import get_loss, loss_names
+
+LossName = str  # a name in the loss registry (`otdistill.losses.registry`), checked by `validate`
 TeacherSource = Literal["live", "cache"]
 Precision = Literal["auto", "bf16", "fp32"]
 Distributed = Literal["ddp", "fsdp"]
 TeacherSharding = Literal["replicate", "fsdp"]
 
-LOSS_NAMES: tuple[str, ...] = ("multilevel_ot", "uld", "kl", "none")
+LOSS_NAMES: tuple[str, ...] = loss_names()  # the built-in losses; `validate` asks the registry itself
 
 
 def _finite(value: float) -> bool:
@@ -29,8 +31,9 @@ def _finite(value: float) -> bool:
 class TrainConfig:
     """One training stage (teacher SFT or student distillation).
 
-    Distillation term (`loss`): "multilevel_ot" (default), "uld", "kl" (teacher and student must share one
-    tokenizer) or "none" (the SFT baseline: student cross-entropy only). The training loss is the student's
+    Distillation term (`loss`), a name in the loss registry (`otdistill.losses.registry`): "multilevel_ot"
+    (default), "uld", "kl" (teacher and student must share one tokenizer) or "none" (the SFT baseline:
+    student cross-entropy only). The training loss is the student's
     response cross-entropy plus that term; its parameters default to the paper's values (top_k=50, tau=1,
     tau_sd=2, epsilon=0.1, 20 Sinkhorn iterations, alpha=0.15, beta=0.1, gamma=0.1; ULD weight 0.15).
 
@@ -122,8 +125,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field for any value that cannot work."""
+        spec = get_loss(self.loss, field="TrainConfig.loss")
         choices: dict[str, tuple[str, ...]] = {
-            "loss": LOSS_NAMES,
             "teacher_source": ("live", "cache"),
             "teacher_sharding": ("replicate", "fsdp"),
             "precision": ("auto", "bf16", "fp32"),
@@ -181,16 +184,12 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.save_total_limit must be >= 1 or null, got {self.save_total_limit}"
             )
-        if (
-            self.teacher_source == "cache"
-            and self.loss in ("multilevel_ot", "uld")
-            and not self.teacher_cache_uri
-        ):
+        if self.teacher_source == "cache" and spec.reads_cache and not self.teacher_cache_uri:
             raise ValueError("TrainConfig.teacher_source is 'cache' but teacher_cache_uri is not set")
-        if self.teacher_source == "cache" and self.loss == "kl":
+        if self.teacher_source == "cache" and spec.needs_teacher and not spec.reads_cache:
             raise ValueError(
-                "TrainConfig: loss 'kl' needs the teacher's full distribution, which the top-k teacher cache "
-                "does not hold; use teacher_source 'live'"
+                f"TrainConfig: loss {self.loss!r} needs the teacher's full distribution, which the top-k "
+                "teacher cache does not hold; use teacher_source 'live'"
             )
         if self.lora and self.distributed == "fsdp":
             raise ValueError(
@@ -203,7 +202,7 @@ class TrainConfig:
     @property
     def needs_teacher(self) -> bool:
         """Whether the distillation term uses the teacher at all ("none" is plain SFT of the student)."""
-        return self.loss != "none"
+        return get_loss(self.loss, field="TrainConfig.loss").needs_teacher
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

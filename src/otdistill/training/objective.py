@@ -11,23 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from otdistill.data import SideBatch
-from otdistill.losses import (
-    ForwardKLLoss,
-    MultiLevelOTLoss,
-    TeacherSortedProbs,
-    TeacherTopK,
-    ULDLoss,
-)
+from otdistill.losses import TeacherSortedProbs, TeacherTopK
+from otdistill.losses.registry import get_loss, part_labels
 from otdistill.training.config import TrainConfig
 
 COUNT_KEYS: tuple[str, ...] = ("tokens", "aligned", "sequences")
-PART_LABELS: dict[str, str] = {"ce": "CE", "had": "HAD", "sl": "SL", "sd": "SD", "uld": "ULD", "kl": "KL"}
+PART_LABELS: dict[str, str] = part_labels()  # part -> log label, of every registered loss
 
 
 @dataclass(frozen=True)
@@ -100,28 +96,20 @@ def combine(
 
 
 class DistillationObjective:
-    """Builds the terms of one micro-batch's loss from the config: CE and the chosen distillation term."""
+    """Builds the terms of one micro-batch's loss from the config: CE and the chosen distillation term.
+
+    Only the loss the config names is built, through the loss registry (`otdistill.losses.registry`),
+    which also says which parts it logs and over which count each is averaged.
+    """
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        self.mlot = MultiLevelOTLoss(
-            top_k=config.top_k,
-            temperature=config.temperature,
-            sinkhorn_temperature=config.sinkhorn_temperature,
-            sinkhorn_epsilon=config.sinkhorn_epsilon,
-            sinkhorn_iters=config.sinkhorn_iters,
-            alpha=config.alpha,
-            beta=config.beta,
-            gamma=config.gamma,
-            detach_plan=config.detach_sinkhorn_plan,
-        )
-        self.uld = ULDLoss(weight=config.uld_weight)
-        self.kl = ForwardKLLoss(weight=config.kl_weight, temperature=config.kl_temperature)
+        self.spec = get_loss(config.loss, field="TrainConfig.loss")
+        self.loss: Any = self.spec.load().from_train_config(config) if self.spec.needs_teacher else None
 
     @property
     def part_names(self) -> tuple[str, ...]:
-        extra = {"multilevel_ot": ("had", "sl", "sd"), "uld": ("uld",), "kl": ("kl",), "none": ()}
-        return ("ce", *extra[self.config.loss])
+        return ("ce", *(part.name for part in self.spec.parts))
 
     def terms(
         self, student_logits: Tensor, student: SideBatch, teacher: TeacherOutputs | None
@@ -129,31 +117,12 @@ class DistillationObjective:
         """The loss terms of one micro-batch; `student_logits` are the (B, R, V) response logits."""
         cfg = self.config
         terms = [LossTerm("ce", response_cross_entropy(student_logits, student), cfg.ce_weight, "tokens")]
-        if cfg.loss == "none":
+        if self.loss is None:
             return terms
         if teacher is None:
             raise ValueError(f"loss {cfg.loss!r} needs the teacher's outputs, got none")
-        s_mask = student.response_mask
-        if cfg.loss == "multilevel_ot":
-            source = teacher.topk if teacher.topk is not None else teacher.logits
-            if source is None:
-                raise ValueError("MultiLevelOT needs teacher logits or a cached TeacherTopK")
-            out = self.mlot(student_logits, source, s_mask, teacher.mask)
-            a = cfg.alpha
-            terms += [
-                LossTerm("had", out.had, a, "aligned"),
-                LossTerm("sl", out.sl, a * cfg.beta, "aligned"),
-                LossTerm("sd", out.sd, a * cfg.gamma, "sequences"),
-            ]
-        elif cfg.loss == "uld":
-            uld_source = teacher.sorted_probs if teacher.sorted_probs is not None else teacher.logits
-            if uld_source is None:
-                raise ValueError("ULD needs teacher logits or cached sorted teacher probabilities")
-            uld = self.uld(student_logits, uld_source, s_mask, teacher.mask)
-            terms.append(LossTerm("uld", uld.uld, cfg.uld_weight, "aligned"))
-        elif cfg.loss == "kl":
-            if teacher.logits is None:
-                raise ValueError("forward KL needs the live teacher's full logits")
-            kl = self.kl(student_logits, teacher.logits, s_mask, teacher.mask)
-            terms.append(LossTerm("kl", kl.kl, cfg.kl_weight, "aligned"))
+        parts = self.loss.weighted_parts(student_logits, teacher, student.response_mask)
+        for part in self.spec.parts:
+            value, weight = parts[part.name]
+            terms.append(LossTerm(part.name, value, weight, part.count))
         return terms

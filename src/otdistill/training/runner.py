@@ -31,6 +31,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from otdistill.data import DataConfig, Example, load_examples, tokenize_pair_split
 from otdistill.data.loading import LoadedSplit
 from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
+from otdistill.losses.registry import get_loss, loss_names
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
 from otdistill.training.callbacks import ProgressAndMetricsCallback, numeric
 from otdistill.training.checkpoints import (
@@ -134,13 +135,16 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
 def check_loss_for_tokenizers(
     config: TrainConfig, teacher_tok: PreTrainedTokenizerBase, student_tok: PreTrainedTokenizerBase
 ) -> None:
-    """Refuse forward KL across different tokenizers (its positions and vocabularies would not align)."""
-    if config.loss == "kl" and not same_tokenizer(teacher_tok, student_tok):
+    """Refuse a same-tokenizer loss (forward KL) across different tokenizers (its positions and
+    vocabularies would not align); the loss registry says which losses distil across tokenizers."""
+    spec = get_loss(config.loss, field="TrainConfig.loss")
+    if spec.needs_teacher and not spec.cross_tokenizer and not same_tokenizer(teacher_tok, student_tok):
+        across = [n for n in loss_names() if get_loss(n).needs_teacher and get_loss(n).cross_tokenizer]
         raise ValueError(
-            "loss 'kl' needs the teacher and the student to share one tokenizer, but they differ "
+            f"loss {config.loss!r} needs the teacher and the student to share one tokenizer, but they differ "
             f"(teacher {type(teacher_tok).__name__} with {len(teacher_tok)} tokens, student "
-            f"{type(student_tok).__name__} with {len(student_tok)} tokens); use loss 'multilevel_ot' or "
-            "'uld', which distil across tokenizers"
+            f"{type(student_tok).__name__} with {len(student_tok)} tokens); use one of "
+            f"{', '.join(repr(n) for n in across)}, which distil across tokenizers"
         )
 
 
@@ -436,9 +440,7 @@ def distill_student(
             assert config.teacher_cache_uri is not None  # TrainConfig.validate
             cache = TeacherCache(config.teacher_cache_uri, endpoint_url=config.s3_endpoint_url)
             objective = DistillationObjective(config)
-            cache.check_compatible(
-                objective.mlot if config.loss == "multilevel_ot" else objective.uld, t_resolved.revision
-            )
+            cache.check_compatible(objective.loss, t_resolved.revision)
             # Before any step: a cache of other data, tokenizers, k or temperatures is refused by name.
             cache.check_matches(
                 k=config.top_k,
