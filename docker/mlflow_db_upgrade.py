@@ -15,13 +15,19 @@ the session, so a pod that dies mid-upgrade releases it, and the next pod retrie
 keepalives are shortened for this session, so a lock held by a vanished node ends in about a minute,
 not the operating system's two hours.
 
-Exit status: that of `mlflow db upgrade`; 2 for a missing or non-PostgreSQL URI; 1 when the database
-stays unreachable past --connect-timeout-s (PostgreSQL may still be starting on a fresh install).
+The auth tables of MLflow's basic-auth app (users and grants, `docker/mlflow-basic-auth.ini`) are
+migrated under the same lock, right after, when MLFLOW_AUTH_CONFIG_PATH names that file: `mlflow server
+--app-name basic-auth` would otherwise create them in every pod at once, with the same race.
+
+Exit status: that of `mlflow db upgrade` (then of the auth tables' upgrade); 2 for a missing or
+non-PostgreSQL URI; 1 when the database stays unreachable past --connect-timeout-s (PostgreSQL may still
+be starting on a fresh install).
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import subprocess
 import sys
@@ -31,6 +37,7 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 URI_ENV = "MLFLOW_BACKEND_STORE_URI"
+AUTH_CONFIG_ENV = "MLFLOW_AUTH_CONFIG_PATH"
 # The advisory lock's key: any bigint that no other user of the database takes. Tests take it too.
 LOCK_KEY = 0x6D6C666C6F772D64  # b"mlflow-d"
 # Server-side keepalive of the lock session (seconds): a dead peer is noticed after idle + interval*count.
@@ -52,6 +59,18 @@ def connect(engine: sqlalchemy.Engine, timeout_s: float) -> sqlalchemy.Connectio
                 raise
             log(f"database not reachable yet, retrying in 2 s: {str(exc).splitlines()[0]}")
             time.sleep(2)
+
+
+def auth_database_uri() -> str | None:
+    """`database_uri` of the basic-auth app's config file (MLFLOW_AUTH_CONFIG_PATH), as MLflow's
+    `read_auth_config` reads it; None when the server runs without that app's config."""
+    path = os.environ.get(AUTH_CONFIG_ENV, "")
+    if not path:
+        return None
+    config = configparser.ConfigParser()
+    if not config.read(path):
+        raise SystemExit(f"mlflow-db-upgrade: {AUTH_CONFIG_ENV}={path} cannot be read")
+    return config["mlflow"]["database_uri"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             log("lock held; running mlflow db upgrade")
             # The URI is an argument of the CLI; only this container's processes can read it there.
             done = subprocess.run([sys.executable, "-m", "mlflow", "db", "upgrade", uri], check=False)
+            auth_uri = auth_database_uri()
+            if done.returncode == 0 and auth_uri is not None:
+                log("running the basic-auth tables' upgrade")
+                auth = [sys.executable, "-m", "mlflow.server.auth", "db", "upgrade", "--url", auth_uri]
+                done = subprocess.run(auth, check=False)
         # Closing the session released the lock.
     except sqlalchemy.exc.OperationalError as exc:
         log(f"database {url.host}:{url.port}/{url.database} unreachable: {str(exc).splitlines()[0]}")

@@ -5,9 +5,10 @@ command, args and env read out of the kustomize build, `docker run` with the pod
 emptyDir /tmp). One database goes through a pod's life: prod's two replicas start together on the empty
 database, their init containers wait for each other's advisory lock and both succeed (unguarded, one of two
 concurrent `mlflow db upgrade` runs fails on an empty database: see docker/mlflow_db_upgrade.py); the server
-starts on the new schema and takes data; a rolling restart upgrades the existing database again, two at
-once, and changes nothing: the same revision, tables and columns, and the data is kept. (The server is
-started once: on the second start it would find the very schema and rows it started on the first time.)
+starts on the new schema (the basic-auth app's tables included, created under the same lock) and takes
+data; a rolling restart upgrades the existing database again, two at once, and changes nothing: the same
+revision, tables and columns, and the data is kept. (The server is started once: on the second start it
+would find the very schema and rows it started on the first time.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import psycopg
 from mlflow.tracking import MlflowClient
 
+from otdistill.tracking.access import as_user
 from tests.containers.conftest import docker
 from tests.servers.manifest_pod import (
     IMAGE_SCRIPTS,
@@ -183,8 +185,10 @@ def test_replicas_start_on_an_empty_database_then_restart_on_the_existing_one(
     outputs = [finish(*one) for one in started]
     assert all("waiting for its lock" in out for out in outputs), outputs
     assert schema_revision(pg, pod.database) == head_revision()
+    # ...and the basic-auth app's tables, under the same lock, before any server starts.
+    assert {"users", "alembic_version_auth"} <= {table for table, *_ in _schema(uri)}
 
-    with serving(pod, tmp_path) as server:
+    with serving(pod, tmp_path) as server, as_user(pod.admin):
         client = MlflowClient(server)
         assert client.search_experiments(max_results=1)
         experiment = client.create_experiment("survives-the-second-upgrade")

@@ -2,9 +2,11 @@
 against `mlflow server` from the MLflow image, on PostgreSQL and an S3 artifact store, as the manifests
 deploy it; then the champion served by `mlflow models serve` from the CPU image and asked over HTTP.
 
-Run 1 registers v1 and promotes it to @champion, its artifacts landing in the S3 bucket (through the
-server's proxied artifact store: the steps hold no store credentials). Run 2, nothing changed: every
-work step is a cache hit (no step container runs for it), only the run-scoped steps execute.
+The server runs MLflow's basic-auth app as the Deployment does; the admin provisions the pipeline's user
+and every step logs in as it. Run 1 registers v1 and promotes it to @champion, its artifacts landing in
+the S3 bucket (through the server's proxied artifact store: the steps hold no store credentials). Run 2,
+nothing changed: every work step is a cache hit (no step container runs for it), only the run-scoped
+steps execute.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from otdistill.config import RunConfig, load_config
+from otdistill.tracking.access import as_user, provision_pipeline_identity
 from tests.containers.conftest import docker
 from tests.pipeline.test_e2e import WORK_STEPS, _steps
 from tests.servers.processes import ServerStack, free_port, http_ok
@@ -33,6 +37,7 @@ class Runs:
     first: object
     second: object
     seconds: tuple[float, float]
+    run_dir: Path
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +63,22 @@ def runs(
         },
     )
     run_dir = tmp_path_factory.mktemp("containers-run")
-    started = time.monotonic()
-    first = run_local(cfg, run_dir, runner="docker")
-    print(first.summary())
-    middle = time.monotonic()
-    second = run_local(cfg, run_dir, runner="docker")
-    print(second.summary())
-    done = time.monotonic()
-    print(f"container e2e: run 1 {middle - started:.0f} s, run 2 (cached) {done - middle:.0f} s")
-    yield Runs(cfg, first, second, (middle - started, done - middle))
+    # The server runs basic-auth: the steps log in as the pipeline's user, whose credentials reach every
+    # step container as environment (MLFLOW_TRACKING_USERNAME / _PASSWORD; on a cluster from the Secret
+    # in cluster.secrets). The admin provisions it first, as on a cluster.
+    mlflow_server = container_stack.mlflow
+    with as_user(mlflow_server.admin):
+        provision_pipeline_identity(mlflow_server.uri, container_stack.pipeline, [cfg.tracking])
+    with as_user(container_stack.pipeline):
+        started = time.monotonic()
+        first = run_local(cfg, run_dir, runner="docker")
+        print(first.summary())
+        middle = time.monotonic()
+        second = run_local(cfg, run_dir, runner="docker")
+        print(second.summary())
+        done = time.monotonic()
+        print(f"container e2e: run 1 {middle - started:.0f} s, run 2 (cached) {done - middle:.0f} s")
+        yield Runs(cfg, first, second, (middle - started, done - middle), run_dir)
 
 
 def test_first_run_registers_a_champion_with_its_artifacts_in_s3(
@@ -108,6 +120,26 @@ def test_first_run_registers_a_champion_with_its_artifacts_in_s3(
     assert weights, "the registered student's weights are not in the S3 bucket"
 
 
+def test_the_steps_ran_as_the_pipeline_user_and_no_password_reached_a_file(
+    runs: Runs, container_stack: ServerStack
+) -> None:
+    """The steps registered and promoted as the pipeline's user (a reader may not: so the grants the
+    admin provisioned were what the DAG needed); its password, which every step container had in its
+    environment, is in no log, KFP output or report the runs wrote."""
+    from mlflow.tracking import MlflowClient
+
+    first, name = runs.first, runs.cfg.tracking.registered_model_name
+    client = MlflowClient(tracking_uri=first.tracking_uri, registry_uri=first.tracking_uri)
+    assert first.status == "promoted"
+    with as_user(container_stack.reader):
+        with pytest.raises(MlflowException) as denied:
+            client.set_registered_model_alias(name, "champion", "1")
+        assert denied.value.error_code == "PERMISSION_DENIED"
+    secret = container_stack.pipeline.password.encode()
+    files = [p for p in runs.run_dir.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000]
+    assert files and not [p for p in files if secret in p.read_bytes()]
+
+
 def test_second_run_with_nothing_changed_is_all_cache_hits(runs: Runs) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -130,13 +162,16 @@ def test_champion_served_from_the_image_answers_a_raw_dialogue(
     name = runs.cfg.tracking.registered_model_name
     port = free_port()
     container = f"otdistill-test-serve-{port}"
-    docker(
-        "run", "-d", "--rm", "--name", container, "--network=host",
-        "-e", f"MLFLOW_TRACKING_URI={container_stack.mlflow.uri}",
-        built_images["cpu"],
-        "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
+    # Serving logs in as a reader: READ is all it needs (credentials passed by name, not on the command line).
+    with as_user(container_stack.reader):
+        docker(
+            "run", "-d", "--rm", "--name", container, "--network=host",
+            "-e", f"MLFLOW_TRACKING_URI={container_stack.mlflow.uri}",
+            "-e", "MLFLOW_TRACKING_USERNAME", "-e", "MLFLOW_TRACKING_PASSWORD",
+            built_images["cpu"],
+            "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
+            "--host", "127.0.0.1", "--port", str(port),
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while not http_ok(f"http://127.0.0.1:{port}/ping"):

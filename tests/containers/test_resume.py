@@ -38,6 +38,7 @@ from safetensors.torch import load_file
 
 from otdistill.config import RunConfig, TrackingConfig, load_config
 from otdistill.steps.runtime import RUN_ID_ENV
+from otdistill.tracking.access import as_user, provision_pipeline_identity
 from otdistill.tracking.runs import find_pipeline_run, finish_pipeline_run
 from otdistill.training import verify_checkpoint
 from tests.containers.conftest import docker
@@ -218,7 +219,9 @@ def runs(
     run_dir = tmp_path_factory.mktemp("resume-run")
     cache = tmp_path_factory.mktemp("resume-model-cache")
     seconds: dict[str, float] = {}
-    with pytest.MonkeyPatch.context() as mp:
+    with as_user(container_stack.mlflow.admin):  # the server runs basic-auth: the pipeline's user
+        provision_pipeline_identity(container_stack.mlflow.uri, container_stack.pipeline, [cfg.tracking])
+    with as_user(container_stack.pipeline), pytest.MonkeyPatch.context() as mp:
         mp.setenv("OTDISTILL_CACHE", str(cache))  # the PVC's role: checkpoints/<run id>/<step>/
         mp.setenv(RUN_ID_ENV, "")  # run_local sets it; restored afterwards
         kill = Kill()

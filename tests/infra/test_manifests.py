@@ -68,6 +68,7 @@ def test_secret_templates_validate_and_hold_only_placeholders() -> None:
         "mlflow-db.example.yaml",
         "mlflow-artifact-store.example.yaml",
         "minio-root.example.yaml",
+        "mlflow-auth.example.yaml",
     }
     for path in templates:
         result = kubernetes_validate(path)
@@ -122,6 +123,17 @@ def test_mlflow_server_deployment(built: tuple[str, Path]) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert "$(MLFLOW_DB_PASSWORD)" in env["MLFLOW_BACKEND_STORE_URI"]["value"]
     assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-db", "key": "password"}
+    # MLflow's basic-auth app: the admin password and CSRF key from Secret mlflow-auth; its users and
+    # grants in the server's own database (libpq's variables, from the same ConfigMap keys and Secret).
+    assert "--app-name=basic-auth" in container["args"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+    assert {k: env[k]["value"] for k in ("PGHOST", "PGDATABASE", "PGUSER", "PGPASSWORD")} == {
+        "PGHOST": "$(MLFLOW_DB_HOST)",
+        "PGDATABASE": "$(MLFLOW_DB_NAME)",
+        "PGUSER": "$(MLFLOW_DB_USER)",
+        "PGPASSWORD": "$(MLFLOW_DB_PASSWORD)",
+    }
     config = by_kind(docs, "ConfigMap")["mlflow-server"]["data"]
     assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert config["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -381,7 +393,10 @@ def test_a_typo_fails_the_check(broken_manifests: tuple[str, Path], tmp_path: Pa
 
 
 def test_secrets_made_from_the_templates_are_git_ignored() -> None:
-    made = [f"manifests/secrets/{name}" for name in ("mlflow-db.yaml", "minio-root.yaml", "prod.env")]
+    made = [
+        f"manifests/secrets/{name}"
+        for name in ("mlflow-db.yaml", "mlflow-auth.yaml", "minio-root.yaml", "prod.env")
+    ]
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *made], cwd=REPO, capture_output=True, text=True, check=False
     )

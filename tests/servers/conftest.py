@@ -1,4 +1,4 @@
-"""Session fixtures for the `servers` group: PostgreSQL + S3 + `mlflow server`, all on 127.0.0.1.
+"""Session fixtures for the `servers` group: PostgreSQL + S3 + `mlflow server` (basic-auth), all on 127.0.0.1.
 
 The stack starts once per test session (about 10 s) on first use and is always torn down: by the fixture's
 finaliser after the last test (also when tests fail) and, should the interpreter exit without running
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from otdistill.tracking import TrackingConfig
+from otdistill.tracking.access import as_user
 from tests.servers.processes import MlflowServer, ServerStack, running_stack
 from tests.tracking.mlflow_state import restore_mlflow_state
 
@@ -40,8 +41,10 @@ def _isolated_mlflow_state() -> Iterator[None]:
 
 @pytest.fixture()
 def mlflow_server(server_stack: ServerStack) -> Iterator[MlflowServer]:
-    """The running tracking server; restarted after a test that left it stopped."""
-    yield server_stack.mlflow
+    """The running tracking server, logged in as the pipeline's user for the test (the server runs
+    MLflow's basic-auth app); restarted after a test that left it stopped."""
+    with as_user(server_stack.pipeline):
+        yield server_stack.mlflow
     if not server_stack.mlflow.process.running:
         server_stack.mlflow.start()
 

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otdistill.tracking.access import Account
 from tests.infra.manifest_tools import MANIFESTS, REPO, by_kind, documents, kustomize_build
-from tests.servers.processes import LOCALHOST, VENV_BIN, PostgresServer, S3Server
+from tests.servers.processes import ADMIN_USERNAME, AUTH_CONFIG, LOCALHOST, VENV_BIN, PostgresServer, S3Server
 
 VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 # Commands the MLflow image installs besides the venv's (docker/Dockerfile.mlflow COPY), as their sources
 # here. tests/containers/test_db_migrations.py checks that the image holds these very files.
 IMAGE_SCRIPTS = {"mlflow-db-upgrade": REPO / "docker" / "mlflow_db_upgrade.py"}
+# The image's own environment (Dockerfile.mlflow ENV) that a container run from this venv needs: the
+# basic-auth config file, as its source here.
+IMAGE_ENV = {"MLFLOW_AUTH_CONFIG_PATH": str(AUTH_CONFIG)}
 # Password per (PostgreSQL port, role): a role is created once per test cluster and keeps its password.
 _ROLES: dict[tuple[int, str], str] = {}
 
@@ -88,6 +92,15 @@ class MlflowPod:
     def env(self, container: dict[str, Any]) -> dict[str, str]:
         return container_env(container, self.configmaps, self.secret_values)
 
+    def local_env(self, container: dict[str, Any]) -> dict[str, str]:
+        """The environment of the container run from this venv: the image's ENV, then the pod's."""
+        return {**IMAGE_ENV, **self.env(container)}
+
+    @property
+    def admin(self) -> Account:
+        """The basic-auth admin the server creates from Secret mlflow-auth on its first start."""
+        return Account(ADMIN_USERNAME, self.secret_values["mlflow-auth"]["admin-password"])
+
     def argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
         """`command` + `args` after the kubelet's expansion (the image has no ENTRYPOINT)."""
         return [kubelet_expand(a, env) for a in [*container["command"], *container.get("args", [])]]
@@ -147,6 +160,7 @@ def mlflow_pod(
     secret_values = {
         "mlflow-db": {"password": password},
         "mlflow-artifact-store": {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key},
+        "mlflow-auth": {"admin-password": secrets.token_hex(16), "secret-key": secrets.token_hex(32)},
     }
     return MlflowPod(spec, {"mlflow-server": configmap}, secret_values, database)
 

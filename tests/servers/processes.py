@@ -27,8 +27,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from otdistill.tracking.access import Account, as_user, ensure_user
+
 LOCALHOST = "127.0.0.1"
 VENV_BIN = Path(sys.executable).parent
+# The basic-auth settings the MLflow image ships (docker/Dockerfile.mlflow); a venv server reads the file.
+AUTH_CONFIG = Path(__file__).resolve().parents[2] / "docker" / "mlflow-basic-auth.ini"
+ADMIN_USERNAME = "admin"  # the file's admin_username
 # .ci/run sets this to a file; every server pid is appended so CI can prove none outlived the tests.
 PIDFILE_ENV = "OTDISTILL_TEST_SERVER_PIDFILE"
 
@@ -322,11 +327,15 @@ class S3Server:
 
 
 class MlflowServer:
-    """`mlflow server` with the PostgreSQL backend store and proxied S3 artifacts, one worker.
+    """`mlflow server` with the PostgreSQL backend store and proxied S3 artifacts, one worker, and MLflow's
+    basic-auth app as the manifests run it: `docker/mlflow-basic-auth.ini` (READ for every user), the
+    users and grants in the tracking database (libpq's PG* variables), the admin `admin` with a password
+    made here (`self.admin`). Every request but /health needs a login.
 
     With `image`, the server runs in that container image on the host network (the MLflow image the
-    manifests deploy, docker/Dockerfile.mlflow) instead of from this venv; its environment reaches the
-    container by name (`docker run -e NAME`), so no credential is on a command line.
+    manifests deploy, docker/Dockerfile.mlflow, with its own copy of the ini) instead of from this venv;
+    its environment reaches the container by name (`docker run -e NAME`), so no credential is on a
+    command line.
     """
 
     def __init__(
@@ -335,7 +344,15 @@ class MlflowServer:
         self.port = free_port()
         self.s3 = s3
         self.container = f"otdistill-test-mlflow-{self.port}" if image else None
+        self.admin = Account(ADMIN_USERNAME, secrets.token_hex(16))
         env = {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin.password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+            "PGHOST": LOCALHOST,
+            "PGPORT": str(postgres.port),
+            "PGUSER": "postgres",
+            "PGPASSWORD": postgres.password,
+            "PGDATABASE": postgres.database,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             # Without a bound, uvicorn waits on the clients' keep-alive connections at SIGTERM.
             "MLFLOW_UVICORN_OPTS": "--timeout-graceful-shutdown 2",
@@ -345,8 +362,12 @@ class MlflowServer:
             "AWS_SECRET_ACCESS_KEY": s3.secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
+        if not image:
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(AUTH_CONFIG)
         server = [
             "server",
+            "--app-name",
+            "basic-auth",
             "--backend-store-uri",
             postgres.uri,
             "--artifacts-destination",
@@ -402,12 +423,24 @@ class MlflowServer:
 
 @dataclass
 class ServerStack:
-    """PostgreSQL + S3 + `mlflow server` (from this venv, or from `mlflow_image` on the host network)."""
+    """PostgreSQL + S3 + `mlflow server` (from this venv, or from `mlflow_image` on the host network).
+
+    Besides the admin (`mlflow.admin`), two users exist once the stack runs: `pipeline`, the identity the
+    tests and the steps log in as (what `cluster.secrets` gives the steps on a cluster), and `reader`,
+    who holds only the server's default READ.
+    """
 
     postgres: PostgresServer
     s3: S3Server
     mlflow: MlflowServer
     workdir: Path
+    pipeline: Account = field(default_factory=lambda: Account("otdistill-pipeline", secrets.token_hex(16)))
+    reader: Account = field(default_factory=lambda: Account("reader", secrets.token_hex(16)))
+
+    def create_users(self) -> None:
+        with as_user(self.mlflow.admin):
+            for account in (self.pipeline, self.reader):
+                ensure_user(self.mlflow.uri, account)
 
     def stop(self) -> None:
         # Reverse order of start; each stop is idempotent and never raises for a dead process.
@@ -429,6 +462,7 @@ def running_stack(workdir: Path, mlflow_image: str | None = None) -> Iterator[Se
         postgres.start()
         s3.start()
         stack.mlflow.start()
+        stack.create_users()
         yield stack
     finally:
         stack.stop()

@@ -9,6 +9,7 @@ the artifact proxy, the allowed Host headers, the uvicorn options) is the manife
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from otdistill.tracking import TrackingConfig, start_pipeline_run, step_run
+from otdistill.tracking.access import as_user
 from tests.servers.manifest_pod import (
     head_revision,
     kubelet_expand,
@@ -42,13 +44,13 @@ def manifest_server(server_stack: ServerStack, tmp_path: Path) -> Iterator[tuple
     pod = mlflow_pod("dev", pg, server_stack.s3, prefix)
     # The init containers run to completion first, as the kubelet runs them (the schema upgrade).
     for init in pod.init_containers:
-        env = {**pod.env(init), "HOME": str(tmp_path)}
+        env = {**pod.local_env(init), "HOME": str(tmp_path)}
         done = subprocess.run(pod.local_argv(init, env), env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"init container {init['name']} failed:\n{done.stderr[-3000:]}"
     assert schema_revision(pg, pod.database) == head_revision()
 
     port = free_port()
-    env = pod.env(pod.server)
+    env = pod.local_env(pod.server)
     assert env["MLFLOW_BACKEND_STORE_URI"] == (
         f"postgresql://mlflow:{pod.secret_values['mlflow-db']['password']}@{LOCALHOST}:{pg.port}/{pod.database}"
     ), "the URI template did not expand"
@@ -65,7 +67,8 @@ def manifest_server(server_stack: ServerStack, tmp_path: Path) -> Iterator[tuple
     )
     process.start()
     try:
-        yield uri, prefix
+        with as_user(pod.admin):
+            yield uri, prefix
     finally:
         process.stop()
 
@@ -76,8 +79,12 @@ def test_manifest_server_serves_tracking_and_proxies_artifacts_to_s3(
     uri, prefix = manifest_server
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     # The Service DNS names and pod IPs are accepted Host headers; anything else is refused.
+    login = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"])
     for host in ("mlflow.otdistill-mlflow.svc.cluster.local:5000", "mlflow:5000", "10.12.0.7:5000"):
-        assert requests.get(uri + search, headers={"Host": host}, timeout=10).status_code == 200, host
+        got = requests.get(uri + search, headers={"Host": host}, auth=login, timeout=10)
+        assert got.status_code == 200, host
+        # The Deployment's basic-auth app: no login, no answer.
+        assert requests.get(uri + search, headers={"Host": host}, timeout=10).status_code == 401, host
     assert requests.get(uri + search, headers={"Host": "attacker.example.com"}, timeout=10).status_code == 403
 
     config = TrackingConfig(tracking_uri=uri, experiment="manifest", preflight_timeout_s=5)
