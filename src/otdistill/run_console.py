@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from otdistill.environment import environment
 from otdistill.progress import LINES, PROGRESS_ENV, parse_event
 
 # Set for the steps while a run is on: progress events instead of tqdm refreshes, unbuffered output (the
@@ -490,18 +491,8 @@ def _captured_output(console: RunConsole) -> Iterator[None]:
             os.close(saved)
 
 
-@contextlib.contextmanager
-def _step_environment() -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in STEP_ENV}
-    os.environ.update(STEP_ENV)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _step_environment() -> contextlib.AbstractContextManager[None]:
+    return environment(STEP_ENV)
 
 
 def _terminal_for(terminal: TextIO | None) -> tuple[TextIO, Callable[[], None]]:

@@ -33,6 +33,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from otdistill.environment import environment
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.connection import redact_uri
 from otdistill.tracking.runs import _experiment_id
@@ -58,20 +59,9 @@ class Account:
 def as_user(account: Account | None) -> Iterator[None]:
     """MLflow's clients read the credentials from the environment at every request: set them for the
     duration (None: no credentials, an anonymous client), then restore what was there."""
-    saved = {name: os.environ.get(name) for name in (USERNAME_ENV, PASSWORD_ENV)}
-    os.environ.pop(USERNAME_ENV, None)
-    os.environ.pop(PASSWORD_ENV, None)
-    if account is not None:
-        os.environ[USERNAME_ENV] = account.username
-        os.environ[PASSWORD_ENV] = account.password
-    try:
+    login = (account.username, account.password) if account is not None else (None, None)
+    with environment(dict(zip((USERNAME_ENV, PASSWORD_ENV), login, strict=True))):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def auth_client(tracking_uri: str) -> Any:
