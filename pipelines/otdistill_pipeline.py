@@ -22,8 +22,16 @@ from otdistill.components.score_champion.component import score_champion
 from otdistill.components.train_sft.component import train_sft
 from otdistill.config import RunConfig, pipeline_parameter_defaults
 from otdistill.pipelines.cluster import apply_cluster_settings
+from otdistill.training.config import TrainConfig
 
 PIPELINE_NAME = "otdistill"
+
+
+def validation_input(section: TrainConfig, validation_data: Any) -> dict[str, Any]:
+    """A training task's `validation_data` input, only when its section validates during training: an
+    input is part of the step's cache key, so new validation rows re-run no training that does not read
+    them."""
+    return {"validation_data": validation_data} if section.validates else {}
 
 
 def build_pipeline(cfg: RunConfig) -> Any:
@@ -131,6 +139,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                         config=opened.outputs["train_teacher"],
                         role="teacher",
                         train_data=train_data,
+                        **validation_input(cfg.teacher_sft, validation_data),
                     ),
                     "train_teacher",
                 )
@@ -146,6 +155,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                         config=opened.outputs["train_sft_baseline"],
                         role="student",
                         train_data=train_data,
+                        **validation_input(cfg.sft_baseline, validation_data),
                     ),
                     "train_sft_baseline",
                 )
@@ -163,6 +173,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
                     teacher_model=teacher,
                     teacher_cache=cached.outputs["teacher_cache"],
                     train_data=train_data,
+                    **validation_input(cfg.distill, validation_data),
                 ),
                 "distill_student",
             )

@@ -13,6 +13,7 @@ def distill_student(
     train_data: dsl.Input[dsl.Dataset],
     student_model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    validation_data: dsl.Input[dsl.Dataset] = None,  # type: ignore[assignment]  # only when validating
 ) -> None:
     """Train the student with the configured loss (MultiLevelOT by default); writes a Model artifact."""
     from otdistill.steps.distill_student import distill_student as run_step
@@ -24,6 +25,7 @@ def distill_student(
         cache_dir=teacher_cache.path,
         train_dir=train_data.path,
         model_dir=student_model.path,
+        validation_dir=validation_data.path if validation_data is not None else None,
     )
     student_model.metadata.update(result.metadata)
     log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

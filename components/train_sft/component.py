@@ -12,6 +12,7 @@ def train_sft(
     train_data: dsl.Input[dsl.Dataset],
     model: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    validation_data: dsl.Input[dsl.Dataset] = None,  # type: ignore[assignment]  # only when validating
 ) -> None:
     """Fine-tune the `role` model ("teacher" or "student") on the training split; writes a Model artifact."""
     from otdistill.steps.kfp_outputs import log_metrics
@@ -22,6 +23,7 @@ def train_sft(
         role=role,
         train_dir=train_data.path,
         model_dir=model.path,
+        validation_dir=validation_data.path if validation_data is not None else None,
     )
     model.metadata.update(result.metadata)
     log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

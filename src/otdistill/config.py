@@ -27,7 +27,7 @@ from otdistill.data.config import check_row_limit
 from otdistill.evaluation.evaluate import EvalConfig
 from otdistill.models import ModelSpec
 from otdistill.tracking.config import TrackingConfig
-from otdistill.training.config import TrainConfig
+from otdistill.training.config import TrainConfig, check_fair_baseline
 
 T = TypeVar("T")
 
@@ -409,6 +409,17 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
 
+    def check_whole(self) -> RunConfig:
+        """The checks across sections of a whole config (a file, or one with overrides), not run on a
+        step's sections (the others keep defaults there): the SFT baseline validates and stops like the
+        distillation it is compared with. Raises ConfigError; returns the config."""
+        if not self.steps.skip_sft_baseline:
+            try:
+                check_fair_baseline(self.sft_baseline, self.distill)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return self
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """Strict load: unknown keys anywhere are an error naming them."""
@@ -444,7 +455,7 @@ class RunConfig:
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         try:
             _check_structure(data)
-            return cls.from_dict(data)
+            return cls.from_dict(data).check_whole()
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
@@ -470,7 +481,7 @@ class RunConfig:
         data = self.to_dict()
         for dotted, value in overrides.items():
             set_dotted(data, dotted, value)
-        return self.from_dict(data)
+        return self.from_dict(data).check_whole()
 
     def section_json(self, step: str) -> str:
         """JSON of only the sections `step` reads (see STEP_SECTIONS).

@@ -8,7 +8,8 @@ that, in three readable parts, so that a refusal can say which part differs:
 
 - config: sha256 of the step's config section (`RunConfig.section_json(step)`), without the settings that
   do not change what is computed (where checkpoints and logs go, progress bars, tracking);
-- data: the training split's content hash (`DataReport.content_sha256` of the `prepare_data` snapshot);
+- data: the training split's content hash (`DataReport.content_sha256` of the `prepare_data` snapshot),
+  combined with the validation split's for a training step that validates (`combined_data_hash`);
 - models: sha256 of each model's `source@revision` by role (the base model trained, and for distillation
   the teacher's revision, a content hash).
 
@@ -94,6 +95,11 @@ def differences(ours: str | None, theirs: str | None) -> list[str]:
 def short(value: str | None) -> str:
     """A 12-hex name for a fingerprint (directory names); "none" for a checkpoint that records none."""
     return _sha256_text(value)[:12] if value else "none"
+
+
+def combined_data_hash(*hashes: str) -> str:
+    """One data hash for several splits, in order (training, then validation)."""
+    return _sha256_text("\n".join(hashes))
 
 
 def snapshot_data_hash(snapshot_dir: str | Path) -> str:

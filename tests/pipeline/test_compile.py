@@ -166,3 +166,19 @@ def test_several_gpus_run_the_training_steps_on_that_many_processes(tmp_path: Pa
     # one GPU: no extra shared memory, one process
     assert not executors[_executor(spec, tasks["prepare-data"])].empty_dir_mounts
     assert training_processes(RunConfig().cluster.gpus) == 1
+
+
+def test_validation_data_reaches_only_the_training_steps_that_validate(tmp_path: Path) -> None:
+    """An input is part of a step's cache key: without `eval_every_steps` no training step takes the
+    validation rows, so new validation rows re-run no training."""
+    spec, _ = _parse(compile_pipeline(RunConfig(), tmp_path / "off.yaml"))
+    tasks = _tasks(spec)
+    for name in ("train-sft", "train-sft-2", "distill-student"):
+        assert "validation_data" not in tasks[name].inputs.artifacts, name
+    on = {"eval_every_steps": 5}
+    cfg = RunConfig.from_dict({"sft_baseline": on, "distill": on})
+    tasks = _tasks(_parse(compile_pipeline(cfg, tmp_path / "on.yaml"))[0])
+    assert "validation_data" not in tasks["train-sft"].inputs.artifacts  # teacher SFT does not validate
+    for name in ("train-sft-2", "distill-student"):
+        source = tasks[name].inputs.artifacts["validation_data"].task_output_artifact
+        assert source.producer_task == "prepare-data-2" and source.output_artifact_key == "data", name

@@ -1,7 +1,9 @@
-"""Teacher SFT (full and LoRA merged), reproducible loss curves, MLflow metrics, precision choice."""
+"""Teacher SFT (full and LoRA merged), reproducible loss curves, MLflow metrics (validation loss included),
+precision choice."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,8 +81,10 @@ def test_metrics_go_to_the_active_mlflow_run(
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run() as run:
-            cfg = tiny_config(tmp_path / "out", max_steps=2, save_steps=10)
-            distill_student(cfg, student, teacher, examples, max_length=MAX_LENGTH)
+            cfg = tiny_config(tmp_path / "out", max_steps=2, save_steps=10, eval_every_steps=2)
+            result = distill_student(
+                cfg, student, teacher, examples[4:], validation=examples[:4], max_length=MAX_LENGTH
+            )
         client = MlflowClient(tracking_uri=uri)
         for name in (
             "loss",
@@ -94,6 +98,12 @@ def test_metrics_go_to_the_active_mlflow_run(
             history = client.get_metric_history(run.info.run_id, f"train/{name}")
             assert [m.step for m in history] == [1, 2], name
         assert client.get_metric_history(run.info.run_id, "train/memory_gb")[0].value > 0
+        # every eval_every_steps (2) steps, the student's response cross-entropy on the validation rows:
+        # about ln(400) for the random tiny student (the cache would hold no validation rows)
+        validation = client.get_metric_history(run.info.run_id, "val/loss")
+        assert [(m.step, m.value) for m in validation] == [(2, result.validation_history[0]["val/loss"])]
+        assert 0 < validation[0].value < 3 * math.log(400)
+        assert result.record["validation_examples"] == 4 and not result.stopped_early
         params = client.get_run(run.info.run_id).data.params
         assert params["distill.precision.name"] == "fp32" and params["distill.determinism.seed"] == "42"
         assert params["distill.determinism.torch.num_threads"] == str(torch.get_num_threads())

@@ -25,6 +25,7 @@ from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV, setup_logging  # noqa: F401
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, find_pipeline_run, open_pipeline_run
+from otdistill.training.config import TrainConfig
 
 # The image components are built with (the CPU image of docker/); `cluster.image` / `cluster.gpu_image`
 # override it per task at compile time.
@@ -139,3 +140,23 @@ def copy_model(src: str | Path, dst: str | Path) -> None:
             shutil.copytree(item, target, dirs_exist_ok=True)
         else:
             shutil.copy2(item, target)
+
+
+def validation_snapshot_config(
+    cfg: RunConfig, train: TrainConfig, snapshot_dir: str | Path | None
+) -> DataConfig | None:
+    """The DataConfig of the validation snapshot a training stage validates on, or None when it does not
+    (`train.eval_every_steps` is 0). The split is the one the snapshot's report records: a training step's
+    config sections hold no `validation` section (it would enter their cache key)."""
+    if not train.validates:
+        return None
+    if snapshot_dir is None:
+        raise ValueError(
+            f"eval_every_steps is {train.eval_every_steps} but the step got no validation data "
+            "(the pipeline passes prepare_validation_data's snapshot when it is set)"
+        )
+    report = Path(snapshot_dir) / "data_report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"{snapshot_dir} is not a prepared data snapshot: it has no data_report.json")
+    split = str(json.loads(report.read_text(encoding="utf-8"))["split"])
+    return snapshot_data_config(cfg, snapshot_dir, split)

@@ -10,17 +10,14 @@ from otdistill.losses.registry import get_loss
 from otdistill.models import resolve_model
 from otdistill.steps.common import (
     copy_model,
-    load_step_config,
-    pipeline_run,
     resolve_model_artifact,
-    setup_logging,
     snapshot_data_config,
-    step_tags,
+    validation_snapshot_config,
     write_model_info,
 )
+from otdistill.steps.prologue import step_prologue
 from otdistill.steps.resume import step_checkpoints
 from otdistill.steps.train_sft import TrainStepResult
-from otdistill.tracking.runs import step_run
 from otdistill.training.launch import TrainingJob, run_training, training_processes
 
 log = logging.getLogger(__name__)
@@ -32,6 +29,7 @@ def distill_student(
     cache_dir: str | Path,
     train_dir: str | Path,
     model_dir: str | Path,
+    validation_dir: str | Path | None = None,
 ) -> TrainStepResult:
     """Distil the configured student from the teacher; the distilled model is written to `model_dir`.
 
@@ -39,19 +37,22 @@ def distill_student(
     built by `cache_teacher`, which training verifies
     before its first step against this teacher's revision, the loss settings (k, temperatures), the
     training split's content hash and both tokenizers (`TeacherCache.check_matches`); "kl" needs the live
-    teacher.
+    teacher. `validation_dir`: the validation snapshot, read when `distill.eval_every_steps` is set; its
+    loss is the student's response cross-entropy (the cache holds no validation rows).
     """
-    setup_logging()
-    cfg = load_step_config(config_json)
-    teacher = resolve_model_artifact(teacher_dir)
-    parent = pipeline_run(cfg.tracking, cfg.name)
-    with step_checkpoints("distill_student", cfg.section_json("distill_student"), train_dir) as checkpoints:
+    with step_prologue(config_json, "distill_student") as step:
+        cfg = step.cfg
+        teacher = resolve_model_artifact(teacher_dir)
         train_cfg = cfg.distill
         if get_loss(train_cfg.loss, field="distill.loss").reads_cache:
             train_cfg = dataclasses.replace(
                 train_cfg, teacher_source="cache", teacher_cache_uri=str(cache_dir)
             )
-        with step_run(parent, "distill_student", params=train_cfg.to_dict(), tags=step_tags(cfg)):
+        step.run.log_params(train_cfg.to_dict())
+        validation = validation_snapshot_config(cfg, train_cfg, validation_dir)
+        used_validation = validation_dir if validation is not None else None
+        section = cfg.section_json("distill_student")
+        with step_checkpoints("distill_student", section, train_dir, used_validation) as checkpoints:
             student = resolve_model(cfg.student)
             train_cfg = checkpoints.for_training(train_cfg, {"base": student, "teacher": teacher})
             log.info(
@@ -62,24 +63,23 @@ def distill_student(
                 train_cfg.max_steps,
             )
             data = snapshot_data_config(cfg, train_dir, cfg.data.split)
-            job = TrainingJob("distill", train_cfg, data, student=student, teacher=teacher)
+            job = TrainingJob(
+                "distill", train_cfg, data, student=student, teacher=teacher, validation=validation
+            )
             # cluster.gpus > 1: that many processes through torchrun, rank 0 writing the model
             result = run_training(job, training_processes(cfg.cluster.gpus))
             copy_model(result.model_dir, model_dir)
-        metadata = {
-            "role": "student",
-            "kind": "trained",
-            "stage": "distill_student",
-            "loss": train_cfg.loss,
-            "base_source": student.source,
-            "base_revision": student.revision,
-            "teacher_source": teacher.source,
-            "teacher_revision": teacher.revision,
-            "global_step": str(result.global_step),
-        }
-        write_model_info(Path(model_dir), metadata)
+            metadata = {
+                "role": "student",
+                "kind": "trained",
+                "stage": "distill_student",
+                "loss": train_cfg.loss,
+                "base_source": student.source,
+                "base_revision": student.revision,
+                "teacher_source": teacher.source,
+                "teacher_revision": teacher.revision,
+                "global_step": str(result.global_step),
+            }
+            write_model_info(Path(model_dir), metadata)
     log.info("distillation done: %s steps, final train loss %.4f", result.global_step, result.train_loss)
-    return TrainStepResult(
-        metadata=metadata,
-        metrics={"train_loss": float(result.train_loss), "global_step": float(result.global_step)},
-    )
+    return TrainStepResult.of(metadata, result)

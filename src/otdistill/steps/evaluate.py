@@ -20,16 +20,8 @@ from typing import Any
 from otdistill.data import load_examples
 from otdistill.evaluation import EvalResult, compare_models, evaluate_model
 from otdistill.stats import row_table
-from otdistill.steps.common import (
-    load_step_config,
-    pipeline_run,
-    read_model_info,
-    resolve_model_artifact,
-    setup_logging,
-    snapshot_data_config,
-    step_tags,
-)
-from otdistill.tracking.runs import step_run
+from otdistill.steps.common import read_model_info, resolve_model_artifact, snapshot_data_config
+from otdistill.steps.prologue import step_prologue
 from otdistill.tracking.scores import score_key
 
 log = logging.getLogger(__name__)
@@ -49,11 +41,10 @@ def evaluate(
     report_path: str | Path,
 ) -> EvalStepResult:
     """Evaluate each Model artifact in `models` (label -> directory); write scores JSON and HTML report."""
-    setup_logging()
-    cfg = load_step_config(config_json)
-    data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
-    parent = pipeline_run(cfg.tracking, cfg.name)
-    with step_run(parent, "evaluate", params=cfg.eval.to_dict(), tags=step_tags(cfg)) as run:
+    with step_prologue(config_json, "evaluate") as step:
+        cfg, run = step.cfg, step.run
+        run.log_params(cfg.eval.to_dict())
+        data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
         loaded = load_examples(data)
         results: list[EvalResult] = []
         with tempfile.TemporaryDirectory(prefix="otdistill-eval-") as scratch:

@@ -16,8 +16,7 @@ from pathlib import Path
 from otdistill.config import RunConfig
 from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
 from otdistill.models import load_tokenizer, resolve_model
-from otdistill.steps.common import load_step_config, pipeline_run, setup_logging, step_tags
-from otdistill.tracking.runs import step_run
+from otdistill.steps.prologue import step_prologue
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +80,9 @@ def split_config(cfg: RunConfig, split: str) -> DataConfig:
 
 def prepare_data(config_json: str, split: str, data_dir: str | Path, report_dir: str | Path) -> PrepareResult:
     """Validate and snapshot one split (`train` or `validation`); record its report and content hash."""
-    setup_logging()
-    cfg = load_step_config(config_json)
-    data_cfg = split_config(cfg, split)
-    step = SPLIT_STEPS[split]
-    parent = pipeline_run(cfg.tracking, cfg.name)
-    with step_run(parent, step, tags=step_tags(cfg)) as run:
+    with step_prologue(config_json, SPLIT_STEPS[split]) as step:
+        cfg, run, parent = step.cfg, step.run, step.parent
+        data_cfg = split_config(cfg, split)
         run.log_params({split: data_cfg.to_dict()})
         log.info("loading tokenizers of %s and %s", cfg.teacher.source, cfg.student.source)
         t_tok = load_tokenizer(resolve_model(cfg.teacher))

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from otdistill.models import resolve_model
-from otdistill.steps.common import load_step_config, model_spec, setup_logging, write_model_reference
+from otdistill.steps.common import model_spec, write_model_reference
+from otdistill.steps.prologue import start_step
 
 log = logging.getLogger(__name__)
 
@@ -14,8 +15,7 @@ log = logging.getLogger(__name__)
 def reference_model(config_json: str, role: str, model_dir: str | Path) -> dict[str, str]:
     """Resolve the `role` model now (download / convert into the model cache, fail early on a bad source)
     and record it as a reference; returns the artifact metadata (source, revision, role)."""
-    setup_logging()
-    cfg = load_step_config(config_json)
+    cfg = start_step(config_json, "reference_model").cfg
     spec = model_spec(cfg, role)
     resolved = resolve_model(spec)
     log.info("%s used as is: %s @ %s", role, resolved.source, resolved.revision)

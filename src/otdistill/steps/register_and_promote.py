@@ -43,14 +43,8 @@ from otdistill.stats import (
     metric_column,
     point_comparison,
 )
-from otdistill.steps.common import (
-    load_step_config,
-    pipeline_run,
-    read_model_info,
-    setup_logging,
-    snapshot_data_config,
-    step_tags,
-)
+from otdistill.steps.common import read_model_info, snapshot_data_config
+from otdistill.steps.prologue import start_step
 from otdistill.tracking import (
     Lineage,
     PipelineRun,
@@ -61,7 +55,7 @@ from otdistill.tracking import (
 )
 from otdistill.tracking import register_and_promote as tracking_register
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
-from otdistill.tracking.runs import STEP_TAG, step_run
+from otdistill.tracking.runs import STEP_TAG
 from otdistill.tracking.scores import (
     alias_holder,
     record_row_scores,
@@ -346,8 +340,8 @@ def register_and_promote(
     scores_path: `evaluate`'s scores; champion_scores_path: `score_champion`'s (None: none taken, then
     only a score recorded on the champion's version for these rows and settings can be compared).
     """
-    setup_logging()
-    cfg = load_step_config(config_json)
+    step = start_step(config_json, STEP, parent_run_id=parent_run_id)
+    cfg = step.cfg
     tracking = cfg.tracking
     name, metric = tracking.registered_model_name, tracking.promotion_metric
     scores = json.loads(Path(scores_path).read_text(encoding="utf-8"))
@@ -358,7 +352,7 @@ def register_and_promote(
     if candidate is None:
         raise KeyError(f"{scores_path} has no scores for the distilled student")
     baseline = _metric(scores, "sft_baseline", metric)
-    parent = pipeline_run(tracking, cfg.name, parent_run_id)
+    parent = step.parent
     client = _client(tracking)
 
     done = existing_version(client, name, parent.experiment_id, parent.run_id)
@@ -418,7 +412,7 @@ def register_and_promote(
     info = read_model_info(student_dir)
     lineage = _lineage(cfg, scores, data_hash)
     task, example = data_input_example(snapshot_data_config(cfg, validation_dir, cfg.validation.split))
-    with step_run(parent, STEP, tags=step_tags(cfg)) as run:
+    with step.tracked() as run:
         log_lineage(run, lineage)
         log_lineage(parent, lineage)
         model_info = log_student_model(

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from otdistill.fingerprint import fingerprint, model_identity, snapshot_data_hash
+from otdistill.fingerprint import combined_data_hash, fingerprint, model_identity, snapshot_data_hash
 from otdistill.models import ResolvedModel
 from otdistill.models.cache import default_cache_dir
 from otdistill.steps.runtime import RUN_ID_ENV
@@ -55,7 +55,9 @@ class StepCheckpoints:
     """One step's resumable state in one pipeline run: its directory, and the fingerprint it must match
     (known once the step has resolved its models: `for_training` / `claim`)."""
 
-    def __init__(self, step: str, section_json: str, data_dir: str | Path) -> None:
+    def __init__(
+        self, step: str, section_json: str, data_dir: str | Path, validation_dir: str | Path | None = None
+    ) -> None:
         run_id = os.environ.get(RUN_ID_ENV, "").strip()
         if not run_id:
             raise RuntimeError(
@@ -67,6 +69,8 @@ class StepCheckpoints:
         self.directory = default_cache_dir() / CHECKPOINTS_DIR / self.run_id / self.step
         self.section_json = section_json
         self.data_sha256 = snapshot_data_hash(data_dir)
+        if validation_dir is not None:  # its rows choose when to stop and which checkpoint to end with
+            self.data_sha256 = combined_data_hash(self.data_sha256, snapshot_data_hash(validation_dir))
         self.fingerprint: str | None = None
         self._train: TrainConfig | None = None
 
@@ -127,10 +131,13 @@ class StepCheckpoints:
 
 
 @contextmanager
-def step_checkpoints(step: str, section_json: str, data_dir: str | Path) -> Iterator[StepCheckpoints]:
+def step_checkpoints(
+    step: str, section_json: str, data_dir: str | Path, validation_dir: str | Path | None = None
+) -> Iterator[StepCheckpoints]:
     """`StepCheckpoints` of `step` in this pipeline run; removed when the block ends without an error (the
-    block writes the step's output artifact), kept for a retry when it raises."""
-    checkpoints = StepCheckpoints(step, section_json, data_dir)
+    block writes the step's output artifact), kept for a retry when it raises. `validation_dir`: the
+    validation snapshot a training step validates on, part of the fingerprint's data."""
+    checkpoints = StepCheckpoints(step, section_json, data_dir, validation_dir)
     yield checkpoints
     checkpoints.finished()
 

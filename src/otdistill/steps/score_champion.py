@@ -21,14 +21,8 @@ from typing import Any
 from otdistill.data import load_examples
 from otdistill.evaluation import evaluate_model
 from otdistill.stats import row_table
-from otdistill.steps.common import (
-    load_step_config,
-    pipeline_run,
-    setup_logging,
-    snapshot_data_config,
-    step_tags,
-)
-from otdistill.tracking.runs import step_run
+from otdistill.steps.common import snapshot_data_config
+from otdistill.steps.prologue import start_step
 from otdistill.tracking.scores import parse_version_uri, recorded_row_scores, recorded_scores, score_key
 
 log = logging.getLogger(__name__)
@@ -64,8 +58,8 @@ def score_champion(
     Writes `scores_path` (JSON of `ChampionScores`). The registry name and version come from the URI
     `open_run` read when the run started, so the step's cache key moves when the champion does.
     """
-    setup_logging()
-    cfg = load_step_config(config_json)
+    step = start_step(config_json, "score_champion")
+    cfg = step.cfg
     data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
     loaded = load_examples(data)
     key = score_key(loaded.report.content_sha256, cfg.eval.scoring_settings())
@@ -74,8 +68,8 @@ def score_champion(
         result = ChampionScores("", "", key, "none", {})
     else:
         name, version = parse_version_uri(champion)
-        parent = pipeline_run(cfg.tracking, cfg.name)
-        with step_run(parent, "score_champion", params={"champion": champion}, tags=step_tags(cfg)) as run:
+        parent = step.parent
+        with step.tracked(params={"champion": champion}) as run:
             recorded = recorded_scores(parent.client, name, version, key)
             rows = recorded_row_scores(parent.client, name, version, key) if recorded is not None else None
             if recorded is not None and rows is not None:

@@ -143,24 +143,15 @@ def cache_teacher_step(
     `prepare_data` snapshot of the training split; cache_dir: the output Dataset. Returns its metadata.
     """
     # Imported here: otdistill.config imports the training stack, which imports this package.
-    from otdistill.steps.common import (
-        load_step_config,
-        pipeline_run,
-        resolve_model_artifact,
-        setup_logging,
-        snapshot_data_config,
-        step_tags,
-    )
+    from otdistill.steps.common import resolve_model_artifact, snapshot_data_config
+    from otdistill.steps.prologue import start_step
     from otdistill.steps.resume import step_checkpoints
-    from otdistill.tracking.runs import step_run
 
-    setup_logging()
-    cfg = load_step_config(config_json)
-    loss = cfg.distill
-    parent = pipeline_run(cfg.tracking, cfg.name)
+    step = start_step(config_json, "cache_teacher")
+    cfg, loss = step.cfg, step.cfg.distill
     with (
         step_checkpoints("cache_teacher", cfg.section_json("cache_teacher"), train_dir) as checkpoints,
-        step_run(parent, "cache_teacher", tags=step_tags(cfg)) as run,
+        step.tracked() as run,
     ):
         teacher = resolve_model_artifact(teacher_dir)
         student = resolve_model(cfg.student)

@@ -1,8 +1,9 @@
 """`python -m otdistill.training JOB.yaml`: run one training stage from a job file (also under torchrun).
 
 The job file holds `stage` ("teacher_sft" | "distill"), `train` (TrainConfig fields), `data` (DataConfig
-fields), `student` / `teacher` (model sources as `ModelSpec` takes them: paths, pypi:..., s3://...; or
-`{resolved: {...}}`, a model a step already resolved). Unknown keys fail naming them. The result
+fields), optionally `validation` (DataConfig fields: the rows of the validation loss), `student` /
+`teacher` (model sources as `ModelSpec` takes them: paths, pypi:..., s3://...; or `{resolved: {...}}`, a
+model a step already resolved). Unknown keys fail naming them. The result
 (`TrainResult`) is printed as JSON on the main process. This is what each rank runs when a training step
 launches several processes (`otdistill.training.launch`); rank 0 then logs to the step's MLflow run.
 """

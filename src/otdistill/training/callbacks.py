@@ -3,7 +3,9 @@
 The trainer puts every loss part (CE, HAD, SL, SD / ULD / KL), the learning rate, the gradient norm,
 tokens per second and memory into each training log; this callback shows them on one progress bar and,
 when an MLflow run is active in this process (the tracking part opens one per pipeline step), logs them as
-metrics at the optimizer step. Only the main process reports.
+metrics at the optimizer step (`train/<key>`). Validation logs (the Trainer's `eval_*` keys, when
+`eval_every_steps` is set) become `val/<key>`: `val/loss` is the response cross-entropy on the validation
+rows. Only the main process reports.
 
 The metrics go through the run's `RunLogBuffer` (`otdistill.tracking.metric_buffer`): a step only queues
 them, a background thread sends them, so a slow, hung or restarting tracking server never holds up
@@ -35,6 +37,18 @@ BAR_KEYS: tuple[str, ...] = (
 )
 
 
+VALIDATION_PREFIX = "val/"
+
+
+def validation_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """A validation log's `eval_<key>` numbers as `val/<key>` (`val/loss`, `val/runtime`, ...)."""
+    return {
+        f"{VALIDATION_PREFIX}{key.removeprefix('eval_')}": value
+        for key, value in numeric(logs).items()
+        if key.startswith("eval_")
+    }
+
+
 def numeric(logs: dict[str, Any]) -> dict[str, float]:
     """The finite numeric entries of a log dict (MLflow rejects NaN; booleans and strings are dropped)."""
     out = {}
@@ -54,6 +68,7 @@ class ProgressAndMetricsCallback(TrainerCallback):
         self.progress_bar = progress_bar
         self.mlflow_prefix = mlflow_prefix
         self.bar: Any = None
+        self.shown: dict[str, str] = {}  # the bar's postfix: the latest training parts and validation loss
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -83,12 +98,16 @@ class ProgressAndMetricsCallback(TrainerCallback):
     ) -> None:
         if not logs or not state.is_world_process_zero:
             return
+        if "eval_loss" in logs:
+            self._log_validation(validation_metrics(logs), state.global_step)
+            return
         values = numeric(logs)
         if "loss" not in values:  # the end-of-run summary, not a training step log
             return
         if self.bar is not None:
             shown = {k.removeprefix("loss_"): f"{values[k]:.4g}" for k in BAR_KEYS if k in values}
-            self.bar.set_postfix(shown, refresh=False)
+            self.shown = {**shown, **({"val": self.shown["val"]} if "val" in self.shown else {})}
+            self.bar.set_postfix(self.shown, refresh=False)
         import mlflow
 
         active = mlflow.active_run()
@@ -96,6 +115,16 @@ class ProgressAndMetricsCallback(TrainerCallback):
             run_buffer(active.info.run_id).log_metrics(
                 {f"{self.mlflow_prefix}{k}": v for k, v in values.items()}, step=state.global_step
             )
+
+    def _log_validation(self, values: dict[str, float], step: int) -> None:
+        if self.bar is not None:
+            self.shown["val"] = f"{values.get('val/loss', float('nan')):.4g}"
+            self.bar.set_postfix(self.shown, refresh=False)
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            run_buffer(active.info.run_id).log_metrics(values, step=step)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -14,12 +14,18 @@ from typing import Any, Literal
 from otdistill.losses.registry import get_loss, loss_names
 
 LossName = str  # a name in the loss registry (`otdistill.losses.registry`), checked by `validate`
-TeacherSource = Literal["live", "cache"]
+TeacherSourceKind = Literal["live", "cache"]  # where the teacher side comes from (teacher.TeacherSource)
 Precision = Literal["auto", "bf16", "fp32"]
 Distributed = Literal["ddp", "fsdp"]
 TeacherSharding = Literal["replicate", "fsdp"]
 
 LOSS_NAMES: tuple[str, ...] = loss_names()  # the built-in losses; `validate` asks the registry itself
+VALIDATION_FIELDS: tuple[str, ...] = (
+    "eval_every_steps",
+    "early_stopping_patience",
+    "early_stopping_min_delta",
+    "keep_best_checkpoint",
+)
 
 
 def _finite(value: float) -> bool:
@@ -61,6 +67,17 @@ class TrainConfig:
     `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32; under bf16 the base of a LoRA or
     FSDP run is loaded in bf16 (`PrecisionChoice.trained_dtype`).
     `deterministic` turns on torch's deterministic algorithms (and the cuBLAS workspace setting on GPUs).
+
+    Validation during training (off by default): every `eval_every_steps` optimizer steps the trained
+    model's response cross-entropy on the run's validation rows is logged (`val/loss`; the same measure for
+    teacher SFT, the SFT baseline and distillation: the teacher cache holds no validation rows).
+    `early_stopping_patience` > 0 stops training after that many evaluations in a row that do not improve
+    the best validation loss by more than `early_stopping_min_delta`; `keep_best_checkpoint` ends the run
+    with the weights of the checkpoint with the lowest validation loss (checkpoints are saved every
+    `save_steps`, which must then be a multiple of `eval_every_steps`) and never rotates it away.
+    `trainer_args`: any other `transformers.TrainingArguments` field, passed through as is (checked
+    against TrainingArguments' fields; the fields otdistill sets itself are refused, naming the setting
+    to use instead: `otdistill.training.arguments`).
     """
 
     # distillation objective
@@ -80,7 +97,7 @@ class TrainConfig:
     ce_weight: float = 1.0
 
     # teacher
-    teacher_source: TeacherSource = "live"
+    teacher_source: TeacherSourceKind = "live"
     teacher_cache_uri: str | None = None
     teacher_sharding: TeacherSharding = "replicate"
 
@@ -119,6 +136,15 @@ class TrainConfig:
     precision: Precision = "auto"
     distributed: Distributed = "ddp"
     progress_bar: bool = True
+
+    # validation during training (0: off), early stopping (0: off), the best checkpoint
+    eval_every_steps: int = 0
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
+    keep_best_checkpoint: bool = False
+
+    # any other transformers.TrainingArguments field (not one otdistill sets: see training/arguments.py)
+    trainer_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -165,6 +191,9 @@ class TrainConfig:
             "max_grad_norm": self.max_grad_norm,
             "lora_dropout": self.lora_dropout,
             "dataloader_num_workers": self.dataloader_num_workers,
+            "eval_every_steps": self.eval_every_steps,
+            "early_stopping_patience": self.early_stopping_patience,
+            "early_stopping_min_delta": self.early_stopping_min_delta,
         }
         for name, value in non_negative.items():
             if not (_finite(value) and value >= 0):
@@ -198,6 +227,32 @@ class TrainConfig:
             )
         if self.checkpoint_uri is not None and not self.checkpoint_uri.startswith("s3://"):
             raise ValueError(f"TrainConfig.checkpoint_uri must be an s3:// URI, got {self.checkpoint_uri!r}")
+        self._validate_validation()
+        if self.trainer_args:
+            from otdistill.training.arguments import check_trainer_args  # transformers: only when used
+
+            check_trainer_args(self.trainer_args)
+
+    def _validate_validation(self) -> None:
+        """Early stopping and the best checkpoint need the validation loss; the best must be a checkpoint."""
+        for name in ("early_stopping_patience", "keep_best_checkpoint"):
+            if getattr(self, name) and not self.eval_every_steps:
+                raise ValueError(f"TrainConfig.{name} needs the validation loss: set eval_every_steps > 0")
+        if self.keep_best_checkpoint and self.save_steps % self.eval_every_steps:
+            raise ValueError(
+                f"TrainConfig.keep_best_checkpoint: save_steps ({self.save_steps}) must be a multiple of "
+                f"eval_every_steps ({self.eval_every_steps}): the best is chosen among saved checkpoints"
+            )
+
+    @property
+    def validates(self) -> bool:
+        """Whether this stage reads validation rows (`eval_every_steps` > 0)."""
+        return self.eval_every_steps > 0
+
+    def validation_settings(self) -> dict[str, Any]:
+        """The settings that decide which weights a stage ends with besides the optimiser's: the SFT
+        baseline must share them with the distillation for a fair comparison (`check_fair_baseline`)."""
+        return {name: getattr(self, name) for name in VALIDATION_FIELDS}
 
     @property
     def needs_teacher(self) -> bool:
@@ -206,3 +261,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_fair_baseline(baseline: TrainConfig, distill: TrainConfig) -> None:
+    """Refuse an SFT baseline validated, stopped early or ending on its best checkpoint differently from the
+    distilled student it is compared with: the gate would then compare two selection rules, not two
+    losses. Raises ValueError naming each differing field with both values."""
+    ours, theirs = baseline.validation_settings(), distill.validation_settings()
+    differ = [f"{k} ({ours[k]!r} vs {theirs[k]!r})" for k in VALIDATION_FIELDS if ours[k] != theirs[k]]
+    if differ:
+        raise ValueError(
+            "sft_baseline must validate and stop like distill, so that the comparison stays fair; differs "
+            f"in {', '.join(differ)} (sft_baseline vs distill); set the same values in both sections, or "
+            "steps.skip_sft_baseline: true"
+        )

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["teacher_sft", "distill"]
 STAGES: tuple[str, ...] = ("teacher_sft", "distill")
-JOB_KEYS = {"stage", "train", "data", "student", "teacher"}
+JOB_KEYS = {"stage", "train", "data", "validation", "student", "teacher"}
 RESOLVED_KEYS = {"path", "source", "kind", "revision", "trust_remote_code", "gguf_file"}
 # The MLflow run (the step's) that rank 0 of a launched child logs its metrics to.
 STEP_RUN_ENV = "OTDISTILL_STEP_RUN_ID"
@@ -76,13 +76,15 @@ class DistributedTrainingError(TrainingError):
 @dataclass
 class TrainingJob:
     """One stage: "teacher_sft" trains `teacher`; "distill" trains `student` (from `teacher` unless the loss
-    is "none", the SFT baseline). Models are specs (resolved by the stage) or already resolved models."""
+    is "none", the SFT baseline). Models are specs (resolved by the stage) or already resolved models.
+    `validation`: the rows of the validation loss (read when `train.eval_every_steps` is set)."""
 
     stage: Stage
     train: TrainConfig
     data: DataConfig
     student: ModelArg = None
     teacher: ModelArg = None
+    validation: DataConfig | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -98,6 +100,7 @@ class TrainingJob:
             "stage": self.stage,
             "train": self.train.to_dict(),
             "data": self.data.to_dict(),
+            "validation": self.validation.to_dict() if self.validation is not None else None,
             "student": _model_to_dict(self.student),
             "teacher": _model_to_dict(self.teacher),
         }
@@ -113,9 +116,14 @@ class TrainingJob:
             stage=job.get("stage"),  # type: ignore[arg-type]  # checked in __post_init__
             train=from_dict(TrainConfig, job.get("train") or {}, "train"),
             data=from_dict(DataConfig, job.get("data") or {}, "data"),
+            validation=_validation_from(job.get("validation")),
             student=_model_from(job.get("student"), "student"),
             teacher=_model_from(job.get("teacher"), "teacher"),
         )
+
+
+def _validation_from(value: Any) -> DataConfig | None:
+    return from_dict(DataConfig, value, "validation") if value else None
 
 
 def _model_to_dict(model: ModelArg) -> Any:
@@ -150,9 +158,9 @@ def run_in_process(job: TrainingJob) -> TrainResult:
     """Run `job` in this process (also what each torchrun rank does)."""
     if job.stage == "teacher_sft":
         assert job.teacher is not None  # __post_init__
-        return train_teacher_sft(job.train, job.teacher, job.data)
+        return train_teacher_sft(job.train, job.teacher, job.data, validation=job.validation)
     assert job.student is not None  # __post_init__
-    return distill_student(job.train, job.student, job.teacher, job.data)
+    return distill_student(job.train, job.student, job.teacher, job.data, validation=job.validation)
 
 
 def training_processes(gpus: int) -> int:

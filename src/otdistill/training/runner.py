@@ -7,6 +7,9 @@ Both build the same `DistillationTrainer`; only the objective and the data diffe
 * `distill_student`: the student's response cross-entropy plus the chosen distillation term, the teacher
   live (frozen) or from its top-k cache.
 
+With `eval_every_steps` set, both log the trained model's response cross-entropy on the validation rows
+they are given (`val/loss`), and may stop early or end on the best checkpoint (`TrainConfig`).
+
 Each resumes from the newest complete checkpoint in `output_dir` (or S3) when `resume` is on, and ends by
 saving a plain Hugging Face model directory (weights + tokenizer) atomically to `<output_dir>/model`,
 with `training_result.json` next to it: what ran, on what precision, with which seeds, and its history.
@@ -26,14 +29,15 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback, ProgressCallback
 
 from otdistill.data import DataConfig, Example, load_examples, tokenize_pair_split
 from otdistill.data.loading import LoadedSplit
 from otdistill.data.tokenization import PairedFeature, PairEncoder, SideFeature
 from otdistill.losses.registry import get_loss, loss_names
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
-from otdistill.training.callbacks import ProgressAndMetricsCallback, numeric
+from otdistill.training.arguments import build_training_arguments
+from otdistill.training.callbacks import ProgressAndMetricsCallback, numeric, validation_metrics
 from otdistill.training.checkpoints import (
     STAGING,
     S3CheckpointStore,
@@ -71,6 +75,11 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: str | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    # validation during training (empty / None when off): `val/...` values per evaluation, the best one
+    validation_history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -150,72 +159,48 @@ def check_loss_for_tokenizers(
 
 # ---- trainer assembly ---------------------------------------------------------------------------------
 def training_arguments(config: TrainConfig, precision: PrecisionChoice) -> TrainingArguments:
-    """The Trainer's arguments for `config`; reporting and progress are ours (MLflow + one tqdm bar)."""
-    on_cpu = precision.device == "cpu"
-    distributed_launch = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun sets it
-    fsdp: dict[str, Any] = {}
-    if config.distributed == "fsdp":
-        fsdp = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"version": 2}}
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        per_device_train_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_steps=config.max_steps if config.max_steps > 0 else -1,
-        num_train_epochs=config.num_epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        optim=config.optimizer,
-        activation_checkpointing=config.gradient_checkpointing,
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        logging_nan_inf_filter=False,  # a NaN stops the run (DistillationTrainer), it is never averaged away
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        data_seed=config.seed,
-        full_determinism=config.deterministic,
-        bf16=precision.bf16,
-        use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu and distributed_launch else None,
-        ddp_find_unused_parameters=False,
-        dataloader_num_workers=config.dataloader_num_workers,
-        remove_unused_columns=False,  # the collator's dict is the contract, not the model's signature
-        report_to="none",
-        disable_tqdm=True,
-        include_num_input_tokens_seen="no",
-        **fsdp,
-    )
+    """The Trainer's arguments for `config` (`otdistill.training.arguments`: one declared table, the fixed
+    settings, those derived from the precision and the launch, and the config's `trainer_args`)."""
+    return build_training_arguments(config, bf16=precision.bf16, on_cpu=precision.device == "cpu")
 
 
-def _build_trainer(
-    config: TrainConfig,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_dataset: Sequence[PairedFeature] | Sequence[SideFeature],
-    collator: TrainCollator,
-    teacher: TeacherSource | None,
-    precision: PrecisionChoice,
-    args: TrainingArguments,
-    stage: str,
-) -> DistillationTrainer:
+@dataclass
+class StageParts:
+    """One stage's Trainer inputs: what is trained (LoRA applied by `_run`), on which data, how."""
+
+    stage: str
+    config: TrainConfig
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    train_dataset: Sequence[PairedFeature] | Sequence[SideFeature]
+    collator: TrainCollator
+    teacher: TeacherSource | None
+    precision: PrecisionChoice
+    args: TrainingArguments
+    eval_dataset: Sequence[SideFeature] | None = None  # the validation rows, when the stage validates
+
+
+def _build_trainer(parts: StageParts) -> DistillationTrainer:
+    config, stage, eval_dataset = parts.config, parts.stage, parts.eval_dataset
     store = (
         S3CheckpointStore(config.checkpoint_uri, config.s3_endpoint_url) if config.checkpoint_uri else None
     )
-    reporter = ProgressAndMetricsCallback(description=stage, progress_bar=config.progress_bar)
+    callbacks: list[Any] = [ProgressAndMetricsCallback(description=stage, progress_bar=config.progress_bar)]
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_min_delta)
+        )
     trainer = DistillationTrainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=list(train_dataset),
-        processing_class=tokenizer,
-        callbacks=[reporter],
+        model=parts.model,
+        args=parts.args,
+        data_collator=parts.collator,
+        train_dataset=list(parts.train_dataset),
+        eval_dataset=list(eval_dataset) if eval_dataset is not None and config.validates else None,
+        processing_class=parts.tokenizer,
+        callbacks=callbacks,
         objective=DistillationObjective(config),
-        teacher=teacher,
-        precision=precision,
+        teacher=parts.teacher,
+        precision=parts.precision,
         checkpoint_store=store,
     )
     for cb in (PrinterCallback, ProgressCallback):
@@ -223,24 +208,12 @@ def _build_trainer(
     return trainer
 
 
-def _run(
-    stage: str,
-    config: TrainConfig,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_dataset: Sequence[PairedFeature] | Sequence[SideFeature],
-    collator: TrainCollator,
-    teacher: TeacherSource | None,
-    precision: PrecisionChoice,
-    args: TrainingArguments,
-    record: dict[str, Any],
-) -> TrainResult:
+def _run(parts: StageParts, record: dict[str, Any]) -> TrainResult:
+    stage, config, precision, args = parts.stage, parts.config, parts.precision, parts.args
     output_dir = Path(config.output_dir)
     if config.lora:
-        model = apply_lora(model, config)  # type: ignore[assignment]
-    trainer = _build_trainer(
-        config, model, tokenizer, train_dataset, collator, teacher, precision, args, stage
-    )
+        parts = dataclasses.replace(parts, model=apply_lora(parts.model, config))  # type: ignore[arg-type]
+    trainer = _build_trainer(parts)
     if config.distributed == "fsdp" and args.world_size > 1 and not trainer.is_fsdp_enabled:
         raise RuntimeError(
             f"distributed 'fsdp' was requested but accelerate did not enable FSDP on {precision.device} "
@@ -274,8 +247,12 @@ def _run(
         metrics={k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)},
         resumed_from=str(resume_from) if resume_from else None,
         record=record,
+        validation_history=validation_history(trainer.state.log_history),
+        best_val_loss=float(trainer.state.best_metric) if trainer.state.best_metric is not None else None,
+        best_step=trainer.state.best_global_step or None,
+        stopped_early=bool(config.early_stopping_patience) and output.global_step < trainer.state.max_steps,
     )
-    save_final_model(trainer, tokenizer, model_dir, result)
+    save_final_model(trainer, parts.tokenizer, model_dir, result)
     if args.should_save:
         log_record_to_mlflow(stage, result.record)
     trainer.accelerator.wait_for_everyone()
@@ -314,6 +291,15 @@ def training_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]
     return [numeric(entry) for entry in log_history if "loss" in entry]
 
 
+def validation_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The validation logs of the whole run (resumed parts included) as `{"step": n, "val/loss": x, ...}`."""
+    return [
+        {"step": float(entry["step"]), **validation_metrics(entry)}
+        for entry in log_history
+        if "eval_loss" in entry
+    ]
+
+
 def save_final_model(
     trainer: DistillationTrainer, tokenizer: PreTrainedTokenizerBase, model_dir: Path, result: TrainResult
 ) -> None:
@@ -349,18 +335,47 @@ def _setup(config: TrainConfig) -> tuple[PrecisionChoice, TrainingArguments]:
 
 
 # ---- public stages ------------------------------------------------------------------------------------
+def validation_features(
+    config: TrainConfig,
+    validation: DataRef | None,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    max_prompt_tokens: int | None,
+    name: str,
+) -> list[SideFeature] | None:
+    """The trained model's features of the validation rows, cut as its training rows are (None when the
+    stage does not validate). The student's own tokenisation for distillation too: the validation loss is
+    its response cross-entropy, the measure the SFT baseline reports, and needs no teacher."""
+    if not config.validates:
+        return None
+    if validation is None:
+        raise ValueError(
+            f"eval_every_steps is {config.eval_every_steps} but no validation data was given "
+            "(pass `validation=`; in the pipeline the step receives the validation snapshot)"
+        )
+    examples, _ = _examples(validation)
+    if not examples:
+        raise ValueError("eval_every_steps is set but the validation data has no rows")
+    return encode_side_examples(
+        examples, tokenizer, max_length=max_length, max_prompt_tokens=max_prompt_tokens, name=name
+    )
+
+
 def train_teacher_sft(
     config: TrainConfig,
     teacher: ModelRef,
     data: DataRef,
     *,
+    validation: DataRef | None = None,
     max_length: int | None = None,
     max_prompt_tokens: int | None = None,
 ) -> TrainResult:
     """Supervised fine-tuning of the teacher on the task's responses; returns where the plain model is.
 
-    `data`: a DataConfig (loaded and validated by `otdistill.data`), a LoadedSplit, or Examples.
-    `max_length` defaults to the DataConfig's (or 1024).
+    `data`: a DataConfig (loaded and validated by `otdistill.data`), a LoadedSplit, or Examples;
+    `validation` the same, read when `eval_every_steps` is set. `max_length` defaults to the DataConfig's
+    (or 1024).
     """
     sft = dataclasses.replace(config, loss="none")
     precision, args = _setup(sft)
@@ -370,20 +385,18 @@ def train_teacher_sft(
     length = max_length or (data_cfg.max_length if data_cfg else 1024)
     prompt_cap = max_prompt_tokens or (data_cfg.max_prompt_tokens if data_cfg else None)
     features = encode_side_examples(examples, tokenizer, max_length=length, max_prompt_tokens=prompt_cap)
+    eval_features = validation_features(
+        sft, validation, tokenizer, max_length=length, max_prompt_tokens=prompt_cap, name="teacher"
+    )
     model = load_model(resolved, dtype=precision.trained_dtype(lora=sft.lora, distributed=sft.distributed))
     record = {"stage": "teacher_sft", "model": resolved.record(), "train_examples": len(features)}
-    return _run(
-        "teacher_sft",
-        sft,
-        model,
-        tokenizer,
-        features,
-        TrainCollator.for_model(tokenizer),
-        None,
-        precision,
-        args,
-        record,
+    if eval_features is not None:
+        record["validation_examples"] = len(eval_features)
+    collator = TrainCollator.for_model(tokenizer)
+    parts = StageParts(
+        "teacher_sft", sft, model, tokenizer, features, collator, None, precision, args, eval_features
     )
+    return _run(parts, record)
 
 
 def distill_student(
@@ -392,6 +405,7 @@ def distill_student(
     teacher: ModelRef | None,
     data: DataRef,
     *,
+    validation: DataRef | None = None,
     max_length: int | None = None,
     max_prompt_tokens: int | None = None,
 ) -> TrainResult:
@@ -399,6 +413,8 @@ def distill_student(
 
     `teacher` is needed for every loss but "none" (its tokenizer always, its weights only when
     `teacher_source` is "live"). With "none" the student is fine-tuned alone: the SFT baseline.
+    `validation`: rows whose response cross-entropy is logged every `eval_every_steps` (the student's own
+    tokenisation; no teacher is needed, so a teacher cache of the training rows suffices).
     """
     precision, args = _setup(config)
     s_resolved = resolve(student)
@@ -450,10 +466,18 @@ def distill_student(
             teacher_source = CachedTeacher(cache)
             record["teacher_cache"] = {"uri": cache.uri, "k": cache.k, "top_uld": cache.top_uld}
     record["train_examples"] = len(dataset)
+    eval_features = validation_features(
+        config, validation, s_tok, max_length=length, max_prompt_tokens=prompt_cap, name="student"
+    )
+    if eval_features is not None:
+        record["validation_examples"] = len(eval_features)
     model = load_model(
         s_resolved, dtype=precision.trained_dtype(lora=config.lora, distributed=config.distributed)
     )
-    return _run("distill", config, model, s_tok, dataset, collator, teacher_source, precision, args, record)
+    parts = StageParts(
+        "distill", config, model, s_tok, dataset, collator, teacher_source, precision, args, eval_features
+    )
+    return _run(parts, record)
 
 
 def set_torch_threads(default: int = 2) -> None:

@@ -10,7 +10,11 @@ DDP/FSDP and checkpoint contents. This subclass only:
   gradient norm before the optimizer applies it);
 * turns an out-of-memory error into one naming the batch size and sequence lengths;
 * adds every loss part, tokens/s and memory to each training log;
-* writes checkpoints atomically (staged, manifest, rename) and mirrors them to S3.
+* validates (when the Trainer evaluates: `eval_every_steps`) with the trained model's response
+  cross-entropy alone: the teacher cache holds the training rows only, and the SFT baseline reports the
+  same measure;
+* writes checkpoints atomically (staged, manifest, rename) and mirrors them to S3, keeping the best
+  checkpoint's final path (not its staging path) in the trainer state, and the best out of rotation.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from transformers import Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import rotate_checkpoints
 
 from otdistill.training.checkpoints import STAGING, S3CheckpointStore, finalize_checkpoint
@@ -40,6 +45,7 @@ from otdistill.training.objective import (
     TeacherOutputs,
     combine,
     local_counts,
+    response_cross_entropy,
 )
 from otdistill.training.precision import PrecisionChoice
 from otdistill.training.teacher import TeacherSource
@@ -122,6 +128,9 @@ class DistillationTrainer(Trainer):
             use_cache=False,
         )
         logits = outputs.logits
+        if not model.training:  # validation (see the module doc)
+            ce = response_cross_entropy(logits, student)
+            return (ce, outputs) if return_outputs else ce
         teacher_out: TeacherOutputs | None = None
         if self.objective.config.needs_teacher:
             assert self.teacher is not None
@@ -222,6 +231,7 @@ class DistillationTrainer(Trainer):
         finally:
             self._staging = False
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state into the staging dir
+        self._point_at_final_best(run_dir, run_dir / STAGING / name)
         if self.args.should_save:
             final = finalize_checkpoint(
                 run_dir / STAGING / name,
@@ -229,10 +239,27 @@ class DistillationTrainer(Trainer):
                 self.state.global_step,
                 self.objective.config.checkpoint_fingerprint,  # resume takes only matching checkpoints
             )
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit)
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+            )
             if self.checkpoint_store is not None:
                 uri = self.checkpoint_store.upload(final)
                 log.info("checkpoint %s uploaded to %s", name, uri)
         self.accelerator.wait_for_everyone()
         if self._last_log_time is not None:  # tokens/s measures training, not checkpoint writing
             self._last_log_time += time.perf_counter() - started
+
+    def _point_at_final_best(self, run_dir: Path, staged: Path) -> None:
+        """The Trainer looks for the best checkpoint where it wrote this one (the staging directory): point
+        the state at its final directory instead, also in the staged trainer state a resume reads."""
+        best_step = self.state.best_global_step
+        if not best_step:
+            return
+        best = run_dir / f"checkpoint-{best_step}"
+        if best_step != self.state.global_step and not best.is_dir():
+            return
+        self.state.best_model_checkpoint = str(best)
+        if self.args.should_save:
+            self.state.save_to_json(str(staged / TRAINER_STATE_NAME))
