@@ -28,6 +28,8 @@ from otdistill.pipelines.otdistill_pipeline import build_pipeline
 from otdistill.run_console import run_console
 from otdistill.steps.common import COMPONENT_IMAGE, RUN_ID_ENV
 from otdistill.tracking import TrackingConfig, configure_client
+from otdistill.tracking.connection import tracking_client
+from otdistill.tracking.metric_names import eval_metric
 from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
 
 log = logging.getLogger("otdistill.local")
@@ -121,9 +123,8 @@ def _ensure_experiment(tracking: TrackingConfig, artifact_root: Path) -> str:
 
 def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.resolved_registry_uri())
+    client = tracking_client(tracking, connect=False)
     runs = client.search_runs(
         [result.experiment_id],
         filter_string=(
@@ -135,7 +136,7 @@ def _collect(result: LocalRunResult, tracking: TrackingConfig) -> None:
     parent = runs[0]
     result.mlflow_run_id = parent.info.run_id
     for label, _ in LABELS:
-        value = parent.data.metrics.get(f"{label}.{result.metric}")
+        value = parent.data.metrics.get(eval_metric(label, result.metric))
         if value is not None:
             result.scores[label] = float(value)
     tags = parent.data.tags

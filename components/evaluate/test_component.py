@@ -31,6 +31,6 @@ def test_evaluate_scores_teacher_baseline_and_distilled(env: Env, upstream: Upst
     assert all(0.0 <= m["rougeLsum"] <= 1.0 for m in data["models"].values())
     assert "<html" in Path(report.path).read_text().lower()
     # One KFP metric per model and metric, and the same numbers in the file kfp.local needs.
-    expected = {f"{label}.{name}": value for label, m in data["models"].items() for name, value in m.items()}
-    assert metrics.metadata == expected and "distilled.rougeLsum" in expected
+    expected = {f"eval/{label}/{k}": value for label, m in data["models"].items() for k, value in m.items()}
+    assert metrics.metadata == expected and "eval/distilled/rougeLsum" in expected
     assert json.loads(Path(metrics.path).read_text()) == expected

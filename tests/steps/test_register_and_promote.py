@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from otdistill.config import RunConfig
+from otdistill.data import DataConfig, load_examples
 from otdistill.steps.common import RUN_ID_ENV
 from otdistill.steps.register_and_promote import check_gate, register_and_promote
 from otdistill.steps.score_champion import score_champion
@@ -78,13 +79,21 @@ def registry(tmp_path: Path, tiny_pair: tuple[Path, Path]) -> dict[str, object]:
             "data": {"task": "dialogsum", "source": str(SHARED), "max_length": 128},
             "validation": {"split": "validation"},
             "eval": {"max_new_tokens": 4, "batch_size": 4, "device": "cpu", "progress": False},
-            "tracking": {"tracking_uri": uri, "experiment": "gate", "registered_model_name": "tiny-gate"},
+            "tracking": {
+                "tracking_uri": uri,
+                "experiment": "gate",
+                "registered_model_name": "tiny-gate",
+                "system_metrics_interval_s": 0.2,  # the step runs last seconds
+            },
         }
     )
     val = tmp_path / "validation"
     val.mkdir()
     with open(SHARED / "validation.jsonl", encoding="utf-8") as src:
         (val / "validation.jsonl").write_text("".join(src.readlines()[:3]), encoding="utf-8")
+    # the report prepare_data writes beside a snapshot (the MLflow dataset the steps log is made from it)
+    report = load_examples(DataConfig(task="dialogsum", source=str(val), split="validation")).report
+    (val / "data_report.json").write_text(report.to_json(), encoding="utf-8")
     return {
         "cfg": cfg,
         "student": student,
@@ -174,6 +183,7 @@ def test_gate_cases_against_the_registry(registry: dict[str, object]) -> None:
     assert float(v2.tags["otdistill.gate.baseline_low"]) == pytest.approx(0.1)
     assert v2.tags["otdistill.eval.distilled.rougeLsum"] == "0.3"
     assert v2.tags["otdistill.lineage.data_hash"] == "a" * 64
+    _check_version_record(client, v2)
     # re-running the step for the same pipeline run registers nothing new
     again = _register(registry, "run-b", 0.30, 0.20)
     assert again.version == "2" and len(client.search_model_versions("name='tiny-gate'")) == 2
@@ -216,3 +226,25 @@ def test_gate_cases_against_the_registry(registry: dict[str, object]) -> None:
     )
     assert not moved.promoted and _champion(registry) == "3"
     assert "took the alias after this run's score_champion (v4)" in moved.reason
+
+
+def _check_version_record(client: MlflowClient, mv: Any) -> None:
+    """What the MLflow UI shows of a registered version: its description (provenance, scores, the gate with
+    its numbers) and its logged model's metrics (the evaluation on the validation dataset, the gate)."""
+    import mlflow
+
+    text = mv.description
+    assert "| Training data (sha256 of the kept rows) | `" + "a" * 64 + "` |" in text
+    assert "| distilled | 0.3 |" in text and "| sft_baseline | 0.2 |" in text  # the scores table
+    assert "## Promotion gate: tiny-gate v2" in text and "**Decision: promoted**" in text
+    assert "| SFT baseline (this run) | 0.2 | +0.1 [+0.1, +0.1] (3) | yes | evaluate |" in text
+    assert mv.source.startswith("models:/m-")  # the version is made from the logged model (MLflow 3)
+    logged = mlflow.get_logged_model(mv.source.removeprefix("models:/"))
+    by_name = {m.key: m for m in logged.metrics or []}
+    assert by_name["eval/distilled/rougeLsum"].value == 0.3
+    assert by_name["eval/distilled/rougeLsum"].dataset_name == "dialogsum/validation"
+    assert by_name["gate/candidate"].value == 0.3 and by_name["gate/baseline"].value == 0.2
+    assert by_name["gate/beats_baseline"].value == 1.0 and by_name["gate/promoted"].value == 1.0
+    run = client.get_run(mv.run_id)
+    assert {"eval/distilled/rougeLsum", "gate/margin", "gate/promoted"} <= set(run.data.metrics)
+    assert any(k.startswith("system/") for k in run.data.metrics)  # the step run's system metrics

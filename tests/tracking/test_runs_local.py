@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -71,5 +75,27 @@ def test_large_configs_and_metric_batches(config: TrackingConfig) -> None:
             step.log_metrics({"loss": math.nan})
     client = MlflowClient(config.tracking_uri)
     assert len(client.get_run(parent.run_id).data.params) == 250
-    assert len(client.get_run(step.run_id).data.metrics) == 1500
+    logged = client.get_run(step.run_id).data.metrics
+    assert len([k for k in logged if not k.startswith("system/")]) == 1500  # system metrics: sampled
     assert "loss" not in client.get_run(step.run_id).data.metrics
+
+
+def test_step_runs_sample_system_metrics_until_they_end(config: TrackingConfig) -> None:
+    """MLflow's system metrics (``system/...``) on a step run, sampled every `system_metrics_interval_s`
+    by a thread that ends with the run; the environment is left as it was."""
+    fast = dataclasses.replace(config, system_metrics_interval_s=0.1)
+    client = MlflowClient(config.tracking_uri)
+    before = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    with start_pipeline_run(fast, "system") as parent, step_run(parent, "train") as step:
+        deadline = time.monotonic() + 120
+        while not any(k.startswith("system/") for k in client.get_run(step.run_id).data.metrics):
+            assert time.monotonic() < deadline, "no system metrics logged within 120 s"
+            time.sleep(0.1)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(
+        client.get_run(step.run_id).data.metrics
+    )
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+    assert os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL") == before
+    off = dataclasses.replace(config, system_metrics_interval_s=0.0)
+    with start_pipeline_run(off, "no-system") as parent, step_run(parent, "train"):
+        assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]

@@ -61,15 +61,16 @@ class DataReport:
         """Inverse of `to_dict` (reading a report written by an earlier pipeline step)."""
         return cls(**data)
 
-    def metrics(self, prefix: str = "data") -> dict[str, float]:
-        """Flat numeric view for a tracker (e.g. `mlflow.log_metrics`)."""
+    def counts(self) -> dict[str, float]:
+        """The row counts as flat numbers (``rows_kept``, ``skipped/<reason>``, ...) for a tracker, which
+        names them (`otdistill.tracking.metric_names.data_metric`)."""
         out = {
-            f"{prefix}.rows_read": float(self.rows_read),
-            f"{prefix}.rows_kept": float(self.rows_kept),
-            f"{prefix}.rows_skipped": float(self.rows_skipped),
-            f"{prefix}.truncated": float(self.truncated),
+            "rows_read": float(self.rows_read),
+            "rows_kept": float(self.rows_kept),
+            "rows_skipped": float(self.rows_skipped),
+            "truncated": float(self.truncated),
         }
-        out.update({f"{prefix}.skipped.{k}": float(v) for k, v in self.skipped_by_reason.items()})
+        out.update({f"skipped/{k}": float(v) for k, v in self.skipped_by_reason.items()})
         return out
 
     def summary(self) -> str:

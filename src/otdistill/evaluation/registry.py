@@ -133,8 +133,10 @@ def resolve_registered_model(
     """
     import mlflow
 
+    from otdistill.tracking.connection import tracking_client
+
     ref = parse_registry_uri(uri)
-    client = mlflow.MlflowClient()
+    client = tracking_client()
     try:
         if ref.alias is not None:
             mv = client.get_model_version_by_alias(ref.name, ref.alias)

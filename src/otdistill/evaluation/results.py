@@ -110,6 +110,23 @@ def mean_scores(records: list[PredictionRecord], keys: tuple[str, ...]) -> dict[
     return out
 
 
+def prediction_table(records: list[PredictionRecord]) -> dict[str, list[Any]]:
+    """The records as columns (id, prompt, prediction, references one per line, each metric's score,
+    generated tokens, stopped, truncated): a table MLflow stores and its UI shows (``mlflow.log_table``)."""
+    metrics = sorted({k for r in records for k in r.scores})
+    table: dict[str, list[Any]] = {
+        "id": [r.id for r in records],
+        "prompt": [r.prompt for r in records],
+        "prediction": [r.prediction for r in records],
+        "references": ["\n".join(r.references) for r in records],
+    }
+    table.update({m: [r.scores.get(m) for r in records] for m in metrics})
+    table["generated_tokens"] = [r.generated_tokens for r in records]
+    table["stopped"] = [r.stopped for r in records]
+    table["truncated"] = [r.truncated for r in records]
+    return table
+
+
 def write_predictions(records: list[PredictionRecord], path: Path) -> Path:
     """Per-example predictions as JSON Lines (one record per line, UTF-8, non-ASCII kept readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)

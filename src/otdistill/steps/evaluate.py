@@ -22,6 +22,8 @@ from otdistill.evaluation import EvalResult, compare_models, evaluate_model
 from otdistill.stats import row_table
 from otdistill.steps.common import read_model_info, resolve_model_artifact, snapshot_data_config
 from otdistill.steps.prologue import step_prologue
+from otdistill.tracking.datasets import log_dataset, snapshot_dataset
+from otdistill.tracking.metric_names import eval_metrics
 from otdistill.tracking.scores import score_key
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def evaluate(
         run.log_params(cfg.eval.to_dict())
         data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
         loaded = load_examples(data)
+        log_dataset(snapshot_dataset(validation_dir, cfg.data.subset), "evaluation")
         results: list[EvalResult] = []
         with tempfile.TemporaryDirectory(prefix="otdistill-eval-") as scratch:
             for label, model_dir in models.items():
@@ -76,5 +79,5 @@ def evaluate(
         Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
         Path(scores_path).write_text(json.dumps(scores, indent=2, sort_keys=True), encoding="utf-8")
         run.log_artifact(scores_path, "eval")
-        metrics = {f"{r.label}.{k}": float(v) for r in results for k, v in r.metrics.items()}
+        metrics = {k: v for r in results for k, v in eval_metrics(r.label, r.metrics).items()}
     return EvalStepResult(scores=scores, metrics=metrics)

@@ -17,12 +17,16 @@ from otdistill.config import RunConfig
 from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.prologue import step_prologue
+from otdistill.tracking.datasets import log_dataset, prepared_dataset
+from otdistill.tracking.metric_names import data_metric
 
 log = logging.getLogger(__name__)
 
 
 # The two splits are two steps (two cache keys): the validation rows do not touch the training data artifact.
 SPLIT_STEPS = {"train": "prepare_data", "validation": "prepare_validation_data"}
+# The role each split plays, as the MLflow dataset input's context.
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation"}
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,9 @@ def prepare_data(config_json: str, split: str, data_dir: str | Path, report_dir:
         t_tok = load_tokenizer(resolve_model(cfg.teacher))
         s_tok = load_tokenizer(resolve_model(cfg.student))
         report = _split(data_cfg, t_tok, s_tok, Path(data_dir))
-        metrics = report.metrics(f"data.{split}")
+        metrics = {data_metric(split, k): v for k, v in report.counts().items()}
         run.log_metrics(metrics)
+        log_dataset(prepared_dataset(report, data_cfg.subset), SPLIT_CONTEXTS[split])
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "data_report.json").write_text(

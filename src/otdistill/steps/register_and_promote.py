@@ -49,11 +49,13 @@ from otdistill.tracking import (
     Lineage,
     PipelineRun,
     TrackingConfig,
-    configure_client,
     log_lineage,
     log_student_model,
 )
 from otdistill.tracking import register_and_promote as tracking_register
+from otdistill.tracking.connection import tracking_client
+from otdistill.tracking.datasets import snapshot_dataset
+from otdistill.tracking.metric_names import eval_metrics
 from otdistill.tracking.registry import METRIC_TAG_PREFIX, REASON_TAG, REJECTED, STATUS_TAG
 from otdistill.tracking.runs import STEP_TAG
 from otdistill.tracking.scores import (
@@ -239,14 +241,6 @@ class RegisterResult:
     champion_alias: str = ""
 
 
-def _client(tracking: TrackingConfig) -> MlflowClient:
-    configure_client(tracking)
-    return MlflowClient(
-        tracking_uri=tracking.resolved_tracking_uri() or None,
-        registry_uri=tracking.resolved_registry_uri() or None,
-    )
-
-
 def existing_version(client: MlflowClient, name: str, experiment_id: str, parent_run_id: str) -> Any | None:
     """The version an earlier attempt of this step registered for this pipeline run, if any.
 
@@ -353,7 +347,7 @@ def register_and_promote(
         raise KeyError(f"{scores_path} has no scores for the distilled student")
     baseline = _metric(scores, "sft_baseline", metric)
     parent = step.parent
-    client = _client(tracking)
+    client = tracking_client(tracking)
 
     done = existing_version(client, name, parent.experiment_id, parent.run_id)
     if done is not None:
@@ -478,6 +472,10 @@ def register_and_promote(
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         run.set_tags(gate.tags())
+        from otdistill.steps.version_record import log_model_metrics  # it imports this module
+
+        validation = snapshot_dataset(validation_dir, cfg.data.subset)
+        log_model_metrics(model_info.model_id, scores["models"]["distilled"], tags, status, validation)
     result = _result(name, version, {**tags, STATUS_TAG: status, REASON_TAG: reason}, tracking, client)
     _finish(parent, result, scores, decision_path)
     log.info("%s v%s: %s (%s)", name, version, status, reason)
@@ -487,15 +485,17 @@ def register_and_promote(
 def _finish(
     parent: PipelineRun, result: RegisterResult, scores: dict[str, Any], decision_path: str | Path
 ) -> None:
-    """Record the outcome and the scores on the parent run (even when `evaluate` was a cache hit: this
-    step always runs) and write the decision artifact. The parent run stays open: the pipeline's exit
-    handler (`close_run`) ends it, whatever happened."""
+    """Record the outcome, the scores and the gate's numbers on the parent run (even when `evaluate` was
+    a cache hit: this step always runs), describe the version, and write the decision artifact. The
+    parent run stays open: the pipeline's exit handler (`close_run`) ends it, whatever happened."""
     parent.set_tags(
         {"otdistill.model_uri": result.model_uri, STATUS_TAG: result.status, REASON_TAG: result.reason}
     )
-    parent.log_metrics(
-        {f"{label}.{k}": float(v) for label, m in scores["models"].items() for k, v in m.items()}
-    )
+    from otdistill.steps.version_record import describe_version, gate_metrics  # they import this module
+
+    evaluated = {k: v for label, m in scores["models"].items() for k, v in eval_metrics(label, m).items()}
+    parent.log_metrics({**evaluated, **gate_metrics(result.tags, result.status)})
+    describe_version(parent.client, result)
     _write_decision(decision_path, result)
 
 

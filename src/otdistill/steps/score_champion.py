@@ -23,6 +23,8 @@ from otdistill.evaluation import evaluate_model
 from otdistill.stats import row_table
 from otdistill.steps.common import snapshot_data_config
 from otdistill.steps.prologue import start_step
+from otdistill.tracking.datasets import log_dataset, snapshot_dataset
+from otdistill.tracking.metric_names import eval_metrics
 from otdistill.tracking.scores import parse_version_uri, recorded_row_scores, recorded_scores, score_key
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ def score_champion(
                 result = ChampionScores(champion, version, key, "recorded", recorded, rows)
             else:
                 log.info("scoring champion %s on %d rows", champion, len(loaded.examples))
+                log_dataset(snapshot_dataset(validation_dir, cfg.data.subset), "evaluation")
                 with tempfile.TemporaryDirectory(prefix="otdistill-champion-") as scratch:
                     evaluated = evaluate_model(
                         champion, loaded.task, loaded.examples, cfg.eval, Path(scratch), label="champion"
@@ -84,7 +87,7 @@ def score_champion(
                 table = row_table(evaluated.records, where=f"champion {champion} predictions")
                 result = ChampionScores(champion, version, key, "scored", dict(evaluated.metrics), table)
             run.set_tags({"otdistill.champion.source": result.source, "otdistill.champion.version": version})
-            run.log_metrics({f"champion.{k}": v for k, v in result.metrics.items()})
+            run.log_metrics(eval_metrics("champion", result.metrics))
     Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
     Path(scores_path).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     return result

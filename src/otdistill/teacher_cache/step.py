@@ -26,6 +26,7 @@ from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenize
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
 from otdistill.teacher_cache.format import MANIFEST
 from otdistill.teacher_cache.identity import CacheIdentity
+from otdistill.tracking.metric_names import cache_metric
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,10 @@ def cache_teacher_step(
         move_cache(work, Path(cache_dir))
         run.log_params({"examples": examples})
         run.log_metrics(
-            {"cache.shards_written": float(result.shards_written), "cache.examples": float(examples)}
+            {
+                cache_metric("shards_written"): float(result.shards_written),
+                cache_metric("examples"): float(examples),
+            }
         )
     return {
         "uri": str(cache_dir),

@@ -38,6 +38,8 @@ class TrackingConfig:
     backoff_factor: urllib3 backoff factor of those retries (sleeps 0, 2f, 4f, ... seconds).
     preflight_timeout_s: total time the reachability check waits for the server before failing.
     race_settle_s: pause before re-checking the alias after setting it (concurrent registrations).
+    system_metrics_interval_s: how often each step run samples MLflow's system metrics (CPU, memory,
+      disk, network, and GPU where NVML finds one), logged as ``system/...``; 0 turns them off.
     """
 
     tracking_uri: str = ""
@@ -58,6 +60,7 @@ class TrackingConfig:
     backoff_factor: int = 1
     preflight_timeout_s: float = 10.0
     race_settle_s: float = 0.5
+    system_metrics_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +90,8 @@ class TrackingConfig:
             problems.append(f"preflight_timeout_s must be > 0, got {self.preflight_timeout_s}")
         if self.race_settle_s < 0:
             problems.append(f"race_settle_s must be >= 0, got {self.race_settle_s}")
+        if not math.isfinite(self.system_metrics_interval_s) or self.system_metrics_interval_s < 0:
+            problems.append(f"system_metrics_interval_s must be >= 0, got {self.system_metrics_interval_s}")
         if problems:
             raise ValueError("invalid TrackingConfig: " + "; ".join(problems))
 

@@ -16,6 +16,7 @@ import urllib.parse
 
 import mlflow
 import requests
+from mlflow.tracking import MlflowClient
 
 from otdistill.tracking.config import TrackingConfig
 
@@ -66,6 +67,27 @@ def configure_client(config: TrackingConfig) -> None:
     registry_uri = config.resolved_registry_uri()
     if registry_uri:
         mlflow.set_registry_uri(registry_uri)
+
+
+def tracking_client(config: TrackingConfig | None = None, *, connect: bool = True) -> MlflowClient:
+    """The one way this package builds an MLflow client (tracking and registry).
+
+    config: whose tracking and registry URIs the client uses; None: the process's current ones
+      (``mlflow.get_tracking_uri()`` / ``get_registry_uri()``: what an earlier `configure_client` set,
+      else the environment), for code that gets no config (resolving a ``models:/`` URI in evaluation).
+    connect: first apply `config`'s retry/timeout settings and URIs (`configure_client`) and check that
+      the server answers (`preflight`, bounded), so a dead server fails here with its name, before the
+      caller changes anything. Off for a client of a run this process already reached (`TrackedRun`).
+    """
+    if config is None:
+        return MlflowClient()
+    if connect:
+        configure_client(config)
+        preflight(config)
+    return MlflowClient(
+        tracking_uri=config.resolved_tracking_uri() or None,
+        registry_uri=config.resolved_registry_uri() or None,
+    )
 
 
 def preflight(config: TrackingConfig) -> None:

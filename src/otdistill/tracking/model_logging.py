@@ -1,7 +1,8 @@
 """Logging the distilled student to MLflow as a model that serves its task.
 
 The student is logged with ``mlflow.pyfunc.log_model`` as an `otdistill.tracking.serving.StudentModel`: its
-Hugging Face directory (config, safetensors, tokenizer) as the pyfunc artifact ``hf``, and the prompt format
+Hugging Face directory (config, safetensors, tokenizer: the saved files as they are, so logging never loads
+the weights a second time) as the pyfunc artifact ``hf``, and the prompt format
 it was trained and evaluated with (`PromptFormat`: task, template, the evaluation's generation settings) as
 the pyfunc ``model_config``. Loaded with ``mlflow.pyfunc.load_model`` or served with ``mlflow models serve``
 it takes the task's raw input fields and returns the answer alone, decoded as the evaluation step decoded it.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STUDENT_ARTIFACT_NAME = "student"
+# The Trainer's state files, which a model directory holds when it is a checkpoint; serving needs none.
+TRAINER_STATE_FILES = frozenset(
+    {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+)
 STUDENT_RUNTIME_PACKAGES: tuple[str, ...] = (
     "otdistill",
     "mlflow",
@@ -58,6 +65,25 @@ def student_pip_requirements(packages: Sequence[str] = STUDENT_RUNTIME_PACKAGES)
             raise TrackingError(f"cannot pin {name!r} for the logged model: it is not installed") from exc
         reqs.append(f"{name}=={version.split('+', 1)[0]}")
     return reqs
+
+
+def _link_model_files(model_dir: Path, dst: Path) -> None:
+    """Put the files of `model_dir` that loading needs into `dst`, byte for byte, without reading them:
+    hard links (a copy across file systems). Left out: subdirectories (checkpoints), the Trainer's state,
+    and the pipeline's records beside the model (the training result with its step history, the Model
+    artifact's record and reference)."""
+    from otdistill.steps.common import MODEL_INFO, MODEL_REF
+    from otdistill.training.runner import RESULT_FILE
+
+    skip = TRAINER_STATE_FILES | {MODEL_INFO, MODEL_REF, RESULT_FILE}
+    dst.mkdir(parents=True)
+    for item in sorted(model_dir.iterdir()):
+        if not item.is_file() or item.name in skip:
+            continue
+        try:
+            os.link(item, dst / item.name)
+        except OSError:
+            shutil.copy2(item, dst / item.name)
 
 
 def log_student_model(
@@ -84,7 +110,7 @@ def log_student_model(
     """
     from otdistill.data import get_task
     from otdistill.evaluation import EvalConfig
-    from otdistill.models import ResolvedModel, load_model, load_tokenizer
+    from otdistill.models import ResolvedModel, load_tokenizer
     from otdistill.tracking.serving import HF_ARTIFACT, PromptFormat
 
     path = Path(model_dir)
@@ -105,10 +131,8 @@ def log_student_model(
     prompt_format = PromptFormat.build(task_obj, tokenizer, eval_config or EvalConfig(), input_example)
     requirements = list(pip_requirements) if pip_requirements is not None else student_pip_requirements()
     with tempfile.TemporaryDirectory(prefix="otdistill-student-") as tmp:
-        # Only what loading needs (no trainer state or step records), as the weights' own dtype.
         hf_dir = Path(tmp) / HF_ARTIFACT
-        load_model(resolved, dtype="auto").save_pretrained(hf_dir)
-        tokenizer.save_pretrained(hf_dir)
+        _link_model_files(path, hf_dir)
         info = mlflow.pyfunc.log_model(
             name=artifact_name,
             python_model=str(Path(__file__).with_name("student_pyfunc.py")),

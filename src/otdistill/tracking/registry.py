@@ -31,8 +31,9 @@ from mlflow.tracking import MlflowClient
 
 from otdistill.stats import Comparison, clears_margin, point_comparison
 from otdistill.tracking.config import TrackingConfig
-from otdistill.tracking.connection import TrackingError, configure_client, preflight
+from otdistill.tracking.connection import TrackingError, tracking_client
 from otdistill.tracking.lineage import LINEAGE_PREFIX
+from otdistill.tracking.metric_names import eval_metric
 from otdistill.tracking.model_logging import STUDENT_ARTIFACT_NAME
 from otdistill.tracking.scores import alias_holder
 
@@ -73,15 +74,6 @@ class _Scored:
     value: float | None
 
 
-def _client(config: TrackingConfig) -> MlflowClient:
-    configure_client(config)
-    preflight(config)
-    return MlflowClient(
-        tracking_uri=config.resolved_tracking_uri() or None,
-        registry_uri=config.resolved_registry_uri() or None,
-    )
-
-
 def _recorded_value(client: MlflowClient, mv: ModelVersion, metric: str) -> float | None:
     """A version's metric: its registry tag, else the metric logged on its run, else None."""
     raw = mv.tags.get(METRIC_TAG_PREFIX + metric)
@@ -92,9 +84,11 @@ def _recorded_value(client: MlflowClient, mv: ModelVersion, metric: str) -> floa
             log.warning("version %s has a non-numeric %s tag: %r", mv.version, metric, raw)
     if mv.run_id:
         try:
-            value = client.get_run(mv.run_id).data.metrics.get(metric)
+            logged = client.get_run(mv.run_id).data.metrics
         except MlflowException:
-            value = None
+            logged = {}
+        # the registering run's `eval/distilled/<metric>` (`metric_names`); a bare name from other tools
+        value = logged.get(eval_metric("distilled", metric), logged.get(metric))
         if value is not None:
             return float(value)
     return None
@@ -186,7 +180,7 @@ def register_and_promote(
     """
     if not math.isfinite(metric_value):
         raise ValueError(f"{config.promotion_metric} must be a finite number to register, got {metric_value}")
-    client = _client(config)
+    client = tracking_client(config)
     name, alias, metric = config.registered_model_name, config.champion_alias, config.promotion_metric
     source = model_uri or f"runs:/{run_id}/{STUDENT_ARTIFACT_NAME}"
     tags = {
@@ -274,7 +268,7 @@ def resolve_alias(name: str, alias: str, config: TrackingConfig, dst_dir: str | 
     from otdistill.evaluation.registry import assemble_hf_dir
     from otdistill.models import ModelSourceError
 
-    client = _client(config)
+    client = tracking_client(config)
     try:
         mv = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -35,7 +36,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from otdistill.tracking.config import TrackingConfig
-from otdistill.tracking.connection import TrackingError, configure_client, preflight
+from otdistill.tracking.connection import TrackingError, tracking_client
 from otdistill.tracking.metric_buffer import FLUSH_TIMEOUT_S, close_run_buffer
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ MAX_BATCH_METRICS = 1000
 # only a moment of the pod's grace period is spent on them.
 FAILED_FLUSH_TIMEOUT_S = 30.0
 KILLED_FLUSH_TIMEOUT_S = 5.0
+SYSTEM_METRICS_INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -90,10 +92,7 @@ class TrackedRun:
 
     @property
     def client(self) -> MlflowClient:
-        return MlflowClient(
-            tracking_uri=self.config.resolved_tracking_uri() or None,
-            registry_uri=self.config.resolved_registry_uri() or None,
-        )
+        return tracking_client(self.config, connect=False)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) parameters, flattened with dotted keys."""
@@ -147,15 +146,6 @@ class StepRun(TrackedRun):
     parent_run_id: str = ""
 
 
-def _client(config: TrackingConfig) -> MlflowClient:
-    configure_client(config)
-    preflight(config)
-    return MlflowClient(
-        tracking_uri=config.resolved_tracking_uri() or None,
-        registry_uri=config.resolved_registry_uri() or None,
-    )
-
-
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str = "") -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -179,7 +169,7 @@ def open_pipeline_run(
     tags: Mapping[str, Any] | None = None,
 ) -> PipelineRun:
     """Create the parent run, or return the existing one tagged with the same `pipeline_run_id`."""
-    client = _client(config)
+    client = tracking_client(config)
     experiment_id = _experiment_id(client, config.experiment, config.artifact_location)
     if pipeline_run_id:
         run = _find_pipeline_run(client, experiment_id, pipeline_run_id)
@@ -240,7 +230,7 @@ def find_pipeline_run(connection: TrackingConfig, pipeline_run_id: str) -> Pipel
     the server (`connection`, from the environment) and the pipeline run id, and `open_run` has opened the
     parent run. None when no experiment holds it.
     """
-    client = _client(connection)
+    client = tracking_client(connection)
     experiment_ids: list[str] = []
     page_token = None
     while True:
@@ -265,7 +255,7 @@ def find_pipeline_run(connection: TrackingConfig, pipeline_run_id: str) -> Pipel
 
 def attach_pipeline_run(config: TrackingConfig, run_id: str) -> PipelineRun:
     """The parent run opened by an earlier step (in another pod), after checking that it exists."""
-    client = _client(config)
+    client = tracking_client(config)
     try:
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
@@ -373,6 +363,20 @@ def _end_step(step: StepRun, status: str, error: str) -> None:
 
 
 @contextmanager
+def _system_metrics_interval(seconds: float) -> Iterator[None]:
+    """MLflow's system-metrics monitor reads its sampling interval from the environment when a run
+    starts, and nowhere else: set it for that moment only (a value the environment already sets wins)."""
+    if seconds <= 0 or SYSTEM_METRICS_INTERVAL_ENV in os.environ:
+        yield
+        return
+    os.environ[SYSTEM_METRICS_INTERVAL_ENV] = f"{seconds:g}"
+    try:
+        yield
+    finally:
+        os.environ.pop(SYSTEM_METRICS_INTERVAL_ENV, None)
+
+
+@contextmanager
 def step_run(
     parent: PipelineRun,
     name: str,
@@ -382,19 +386,24 @@ def step_run(
 ) -> Iterator[StepRun]:
     """A nested run for one step under `parent`, MLflow's active run inside the block.
 
-    Checks the server first (bounded, see `preflight`); ends FINISHED, FAILED if the block raises (the
+    It samples MLflow's system metrics (``system/...``: CPU, memory, disk, network, GPU where NVML finds
+    one) every `TrackingConfig.system_metrics_interval_s` in a background thread that stops when the run
+    ends. Checks the server first (bounded, see `preflight`); ends FINISHED, FAILED if the block raises (the
     error in the tag `otdistill.error`), or KILLED on SIGTERM (raised as `StepTerminated`, a SystemExit
     with code 143, while the block runs in the main thread) or Ctrl-C.
     """
-    _client(parent.config)
+    tracking_client(parent.config)
     all_tags = {STEP_TAG: name, ROLE_TAG: "step", **(dict(tags) if tags else {})}
-    active = mlflow.start_run(
-        experiment_id=parent.experiment_id,
-        run_name=name,
-        parent_run_id=parent.run_id,
-        nested=True,
-        tags={k: str(v) for k, v in all_tags.items()},
-    )
+    interval = parent.config.system_metrics_interval_s
+    with _system_metrics_interval(interval):
+        active = mlflow.start_run(
+            experiment_id=parent.experiment_id,
+            run_name=name,
+            parent_run_id=parent.run_id,
+            nested=True,
+            tags={k: str(v) for k, v in all_tags.items()},
+            log_system_metrics=interval > 0,
+        )
     step = StepRun(
         active.info.run_id, parent.experiment_id, parent.config, name=name, parent_run_id=parent.run_id
     )
@@ -453,7 +462,7 @@ def close_pipeline_run(
     and error message (`kfp_task`, `kfp_error`). Returns None when there is no parent run (the run failed
     before `open_run` opened it): nothing is left running then.
     """
-    client = _client(config)
+    client = tracking_client(config)
     experiment = client.get_experiment_by_name(config.experiment)
     parent = (
         _find_pipeline_run(client, experiment.experiment_id, pipeline_run_id)
