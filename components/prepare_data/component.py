@@ -6,7 +6,7 @@ rows have a cache key of their own and cannot change the training data artifact.
 
 from kfp import dsl
 
-from otdistill.steps.common import COMPONENT_IMAGE
+from otdistill.steps.runtime import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)

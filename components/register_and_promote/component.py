@@ -4,7 +4,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from otdistill.steps.common import COMPONENT_IMAGE
+from otdistill.steps.runtime import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, packages_to_install=[], install_kfp_package=False)

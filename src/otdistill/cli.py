@@ -27,6 +27,13 @@ import yaml
 from otdistill.config import ConfigError, RunConfig, load_config
 
 log = logging.getLogger("otdistill.cli")
+# Each command imports what it needs when it runs (the module itself imports the config only), so that the
+# light client (`pip install otdistill[client]`) can validate, compile, submit and schedule without the
+# training stack; a command that needs more says which extra brings it.
+MISSING_EXTRA_HINT = (
+    "otdistill[client] validates, shows, compiles, submits and schedules; running the pipeline or its steps"
+    " needs the training stack: pip install 'otdistill[all]'"
+)
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
@@ -297,6 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otdistill: config error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if args.verbose:
+            raise
+        print(f"otdistill {args.command} failed: {exc}\n{MISSING_EXTRA_HINT}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if args.verbose:
             raise

@@ -22,10 +22,9 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from otdistill import images
-from otdistill.data import DataConfig
-from otdistill.data.config import check_row_limit
-from otdistill.evaluation.evaluate import EvalConfig
-from otdistill.models import ModelSpec
+from otdistill.data.config import DataConfig, check_row_limit
+from otdistill.evaluation.config import EvalConfig
+from otdistill.models.spec import ModelSpec
 from otdistill.tracking.config import TrackingConfig
 from otdistill.training.config import TrainConfig, check_fair_baseline
 

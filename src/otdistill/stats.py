@@ -10,7 +10,9 @@ percentile interval. `clears_margin` is the only promotion rule in the codebase:
 it, with a bootstrap comparison (interval's lower bound against the margin) or a point one (the difference
 of means against the margin, the bound being the difference itself).
 
-Only numpy: the light registration step and the sweep's aggregation import it without torch.
+Only numpy, and only when a bootstrap runs: the light registration step and the sweep's aggregation import
+it without torch, and the run config (`TrackingConfig.gate_method`) reads `GATE_METHODS` from here in the
+light client, which has no numpy (`otdistill[client]`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
-
-import numpy as np
 
 GateMethod = Literal["bootstrap", "point"]
 GATE_METHODS: tuple[str, ...] = ("bootstrap", "point")
@@ -151,6 +151,8 @@ def compare_rows(
         )
     if not rows_a:
         raise ValueError(f"{names[0]} and {names[1]}: no rows to compare")
+    import numpy as np  # here, not at import: the light client reads GATE_METHODS without numpy
+
     ids = sorted(rows_a)
     va = np.array([rows_a[i] for i in ids], dtype=np.float64)
     vb = np.array([rows_b[i] for i in ids], dtype=np.float64)

@@ -23,7 +23,13 @@ def test_gpu_check_small_on_cpu(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sections = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    sections = report["sections"]
     assert set(sections) == {"correctness", "loss_speed", "train_step", "generation"}
     assert all(s["status"] == "ok" for s in sections.values()), {k: s["status"] for k, s in sections.items()}
     assert "FAIL" not in proc.stdout
+    # The real library code ran (no fallback copies), and it imported nothing a bare GPU device lacks.
+    assert all(
+        row["path"].startswith("otdistill DistillationObjective") for row in sections["train_step"]["rows"]
+    )
+    assert report["meta"]["imported_absent_on_device"] == []

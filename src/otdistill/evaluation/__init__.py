@@ -10,29 +10,34 @@ Typical use::
     compare_models(results, "out/compare")     # report.html + comparison.json, logged to the active run
 """
 
-from otdistill.evaluation.evaluate import (
-    EvalConfig,
-    ModelRef,
-    PreparedPrompts,
-    compare_models,
-    evaluate_model,
-    generate_answers,
-    load_model_ref,
-    prepare_prompts,
-)
-from otdistill.evaluation.generation import Generation, greedy_generate, stop_token_ids
-from otdistill.evaluation.metrics import (
-    ROUGE_KEYS,
-    SQUAD_KEYS,
-    metric_keys,
-    rouge_scores,
-    score,
-    split_sentences,
-    squad_em_f1,
-)
-from otdistill.evaluation.registry import is_registry_uri, resolve_registered_model
-from otdistill.evaluation.report import render_html, write_html
-from otdistill.evaluation.results import EvalResult, PredictionRecord, load_result, read_predictions
+from typing import TYPE_CHECKING
+
+from otdistill.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from otdistill.evaluation.config import EvalConfig
+    from otdistill.evaluation.evaluate import (
+        ModelRef,
+        PreparedPrompts,
+        compare_models,
+        evaluate_model,
+        generate_answers,
+        load_model_ref,
+        prepare_prompts,
+    )
+    from otdistill.evaluation.generation import Generation, greedy_generate, stop_token_ids
+    from otdistill.evaluation.metrics import (
+        ROUGE_KEYS,
+        SQUAD_KEYS,
+        metric_keys,
+        rouge_scores,
+        score,
+        split_sentences,
+        squad_em_f1,
+    )
+    from otdistill.evaluation.registry import is_registry_uri, resolve_registered_model
+    from otdistill.evaluation.report import render_html, write_html
+    from otdistill.evaluation.results import EvalResult, PredictionRecord, load_result, read_predictions
 
 __all__ = [
     "ROUGE_KEYS",
@@ -62,3 +67,6 @@ __all__ = [
     "stop_token_ids",
     "write_html",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -5,10 +5,15 @@ response-position logits, left-aligned, with boolean prefix masks, and returns a
 `.loss` is the weighted distillation term and whose other fields are its unweighted parts (for logging).
 """
 
-from otdistill.losses.kl import ForwardKLLoss, ForwardKLOutput
-from otdistill.losses.multilevel_ot import MultiLevelOTLoss, MultiLevelOTOutput, TeacherTopK
-from otdistill.losses.sinkhorn import sinkhorn_plan
-from otdistill.losses.uld import TeacherSortedProbs, ULDLoss, ULDOutput, teacher_sorted_probs
+from typing import TYPE_CHECKING
+
+from otdistill.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from otdistill.losses.kl import ForwardKLLoss, ForwardKLOutput
+    from otdistill.losses.multilevel_ot import MultiLevelOTLoss, MultiLevelOTOutput, TeacherTopK
+    from otdistill.losses.sinkhorn import sinkhorn_plan
+    from otdistill.losses.uld import TeacherSortedProbs, ULDLoss, ULDOutput, teacher_sorted_probs
 
 __all__ = [
     "ForwardKLLoss",
@@ -22,3 +27,6 @@ __all__ = [
     "sinkhorn_plan",
     "teacher_sorted_probs",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -6,10 +6,15 @@ model, tok = load_model(resolved, dtype="bfloat16", device="cuda"), load_tokeniz
 resolved.record()   # source, kind, revision (hub commit or sha256 of the content), path
 """
 
-from otdistill.models.cache import default_cache_dir, publish_once
-from otdistill.models.loading import load_model, load_tokenizer
-from otdistill.models.resolve import resolve_model
-from otdistill.models.spec import ModelSourceError, ModelSpec, ResolvedModel
+from typing import TYPE_CHECKING
+
+from otdistill.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from otdistill.models.cache import default_cache_dir, publish_once
+    from otdistill.models.loading import load_model, load_tokenizer
+    from otdistill.models.resolve import resolve_model
+    from otdistill.models.spec import ModelSourceError, ModelSpec, ResolvedModel
 
 __all__ = [
     "ModelSourceError",
@@ -21,3 +26,6 @@ __all__ = [
     "publish_once",
     "resolve_model",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

@@ -16,20 +16,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from otdistill import images
 from otdistill.config import RunConfig, from_dict, to_dict
 from otdistill.data import DataConfig
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 
-# The environment names and log setup, kept importable without the ML stack, are also importable from here.
-from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV, setup_logging  # noqa: F401
+# The environment names, component image and log setup, kept importable without the ML stack (the
+# components import them at compile time), are also importable from here.
+from otdistill.steps.runtime import (  # noqa: F401
+    CACHE_ENV,
+    COMPONENT_IMAGE,
+    IMAGE_ENV,
+    RUN_ID_ENV,
+    setup_logging,
+)
 from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.runs import PipelineRun, attach_pipeline_run, find_pipeline_run, open_pipeline_run
 from otdistill.training.config import TrainConfig
 
-# The image components are built with (the CPU image of docker/); `cluster.image` / `cluster.gpu_image`
-# override it per task at compile time.
-COMPONENT_IMAGE = images.CPU
 MODEL_INFO = "otdistill_model.json"
 MODEL_REF = "model_ref.json"
 

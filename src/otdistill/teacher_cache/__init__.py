@@ -15,11 +15,16 @@ pipeline's `cache_teacher` component calls it through `otdistill.teacher_cache.s
 Format and the ULD approximation: docs/teacher_cache.md.
 """
 
-from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
-from otdistill.teacher_cache.format import CacheSettings, Manifest, ShardInfo, TeacherCacheError
-from otdistill.teacher_cache.identity import CacheIdentity, tokenizer_sha256
-from otdistill.teacher_cache.reader import CachedTeacherBatch, TeacherCache
-from otdistill.teacher_cache.step import cache_teacher_for_run, length_sorted_batches
+from typing import TYPE_CHECKING
+
+from otdistill.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
+    from otdistill.teacher_cache.format import CacheSettings, Manifest, ShardInfo, TeacherCacheError
+    from otdistill.teacher_cache.identity import CacheIdentity, tokenizer_sha256
+    from otdistill.teacher_cache.reader import CachedTeacherBatch, TeacherCache
+    from otdistill.teacher_cache.step import cache_teacher_for_run, length_sorted_batches
 
 __all__ = [
     "BuildResult",
@@ -35,3 +40,6 @@ __all__ = [
     "length_sorted_batches",
     "tokenizer_sha256",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)

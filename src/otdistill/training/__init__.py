@@ -10,31 +10,36 @@ The distillation objective is a loss plug-in (`DistillationObjective`) of `Disti
 checkpoint contents are the Trainer's; checkpoints are made atomic and mirrored to S3 here.
 """
 
-from otdistill.training.checkpoints import (
-    S3CheckpointStore,
-    latest_complete_checkpoint,
-    resolve_resume,
-    verify_checkpoint,
-)
-from otdistill.training.config import LOSS_NAMES, TrainConfig
-from otdistill.training.errors import (
-    NonFiniteGradientError,
-    NonFiniteLossError,
-    TrainingError,
-    TrainingOOMError,
-)
-from otdistill.training.inputs import TrainCollator
-from otdistill.training.objective import DistillationObjective, LossTerm, TeacherOutputs
-from otdistill.training.precision import PrecisionChoice, choose_precision
-from otdistill.training.runner import (
-    TrainResult,
-    check_loss_for_tokenizers,
-    distill_student,
-    same_tokenizer,
-    train_teacher_sft,
-)
-from otdistill.training.teacher import CachedTeacher, LiveTeacher
-from otdistill.training.trainer import DistillationTrainer
+from typing import TYPE_CHECKING
+
+from otdistill.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from otdistill.training.checkpoints import (
+        S3CheckpointStore,
+        latest_complete_checkpoint,
+        resolve_resume,
+        verify_checkpoint,
+    )
+    from otdistill.training.config import LOSS_NAMES, TrainConfig
+    from otdistill.training.errors import (
+        NonFiniteGradientError,
+        NonFiniteLossError,
+        TrainingError,
+        TrainingOOMError,
+    )
+    from otdistill.training.inputs import TrainCollator
+    from otdistill.training.objective import DistillationObjective, LossTerm, TeacherOutputs
+    from otdistill.training.precision import PrecisionChoice, choose_precision
+    from otdistill.training.runner import (
+        TrainResult,
+        check_loss_for_tokenizers,
+        distill_student,
+        same_tokenizer,
+        train_teacher_sft,
+    )
+    from otdistill.training.teacher import CachedTeacher, LiveTeacher
+    from otdistill.training.trainer import DistillationTrainer
 
 __all__ = [
     "LOSS_NAMES",
@@ -62,3 +67,6 @@ __all__ = [
     "train_teacher_sft",
     "verify_checkpoint",
 ]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(__name__, __file__, __all__)
