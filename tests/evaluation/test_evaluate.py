@@ -110,14 +110,21 @@ def test_logs_metrics_and_artifacts_to_the_active_run(
         )
         compare_models([result], tmp_path / "cmp")
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data.metrics
-    assert logged["distilled.f1"] == pytest.approx(result.metrics["f1"])
-    assert logged["distilled.num_scored"] == 2.0
-    assert logged["distilled.gen.tokens_per_second"] > 0
+    assert logged["eval/distilled/f1"] == pytest.approx(result.metrics["f1"])
+    assert logged["eval/distilled/num_scored"] == 2.0
+    assert logged["eval/distilled/generation/tokens_per_second"] > 0
+    table = mlflow.MlflowClient().load_table(
+        mlflow_store, "eval/distilled/predictions_table.json", run_ids=[run.info.run_id]
+    )
+    assert [str(i) for i in table["id"]] == [r.id for r in result.records]  # pandas reads ids as ints
+    assert list(table["prediction"]) == [r.prediction for r in result.records]
+    assert list(table["f1"]) == pytest.approx([r.scores["f1"] for r in result.records])
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval/distilled")}
     assert artifacts == {
         "eval/distilled/predictions.jsonl",
         "eval/distilled/metrics.json",
         "eval/distilled/report.html",
+        "eval/distilled/predictions_table.json",
     }
     top = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "eval")}
     assert {"eval/report.html", "eval/comparison.json"} <= top

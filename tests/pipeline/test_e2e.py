@@ -15,10 +15,12 @@ run's log file.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,6 +102,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     assert v1.tags["otdistill.gate.baseline"] == ""  # no SFT baseline in this run
     assert "otdistill.eval.distilled.rougeLsum" in v1.tags
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    _check_what_the_mlflow_ui_shows(client, first.experiment_id, first.mlflow_run_id, v1)
 
     terminal = io.StringIO()
     second = run_local(cfg, tmp_path / "run", terminal=terminal)
@@ -157,6 +160,44 @@ def test_whole_pipeline_locally_with_tiny_models(
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert isinstance(tok.decode(out[0]), str)
     os.environ.pop("OTDISTILL_PIPELINE_RUN_ID", None)
+
+
+def _check_what_the_mlflow_ui_shows(client: Any, experiment_id: str, parent_id: str, version: Any) -> None:
+    """The MLflow store after a local run, read back through the client as the UI reads it: datasets,
+    system metrics, metric names in `/` groups, the version's description, its logged model's metrics,
+    and the predictions table."""
+    runs = {
+        r.data.tags["otdistill.step"]: client.get_run(r.info.run_id)
+        for r in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    }
+    data_hash = version.tags["otdistill.lineage.data_hash"]
+    (train,) = runs["prepare_data"].inputs.dataset_inputs
+    assert (train.dataset.name, train.dataset.digest) == ("dialogsum/train", data_hash[:16])
+    profile = json.loads(train.dataset.profile)
+    assert profile["content_sha256"] == data_hash and profile["rows"] == 8 and profile["split"] == "train"
+    assert {t.key: t.value for t in train.tags}["mlflow.data.context"] == "training"
+    (validation,) = runs["prepare_validation_data"].inputs.dataset_inputs
+    (evaluated,) = runs["evaluate"].inputs.dataset_inputs
+    assert validation.dataset.digest == evaluated.dataset.digest
+    assert {t.key: t.value for t in evaluated.tags}["mlflow.data.context"] == "evaluation"
+    for step in ("train_teacher", "cache_teacher", "distill_student", "evaluate"):
+        assert any(k.startswith("system/cpu_") for k in runs[step].data.metrics), step
+    groups = ("train/", "val/", "eval/", "gate/", "data/", "cache/", "system/")
+    for run in [*runs.values(), client.get_run(parent_id)]:
+        odd = [k for k in run.data.metrics if not k.startswith(groups)]
+        assert not odd, (run.data.tags.get("otdistill.step", "parent"), odd)
+    assert "train/loss" in runs["distill_student"].data.metrics
+    assert "eval/distilled/rougeLsum" in runs["evaluate"].data.metrics
+    assert {"gate/candidate", "gate/promoted"} <= set(client.get_run(parent_id).data.metrics)
+    text = version.description
+    assert f"| Training data (sha256 of the kept rows) | `{data_hash}` |" in text
+    assert "| Loss | `multilevel_ot` |" in text and "**Decision: promoted**" in text
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert {"eval/distilled/rougeLsum", "gate/promoted"} <= {m.key for m in model.metrics}
+    table = client.load_table(
+        experiment_id, "eval/distilled/predictions_table.json", run_ids=[runs["evaluate"].info.run_id]
+    )
+    assert len(table) == 4 and {"prompt", "prediction", "references", "rougeLsum"} <= set(table.columns)
 
 
 def _step_lines(shown: str, log_path: Path | None) -> list[tuple[str, str]]:

@@ -4,7 +4,8 @@
 or ``models:/student@champion``, a `ResolvedModel`, or an already loaded ``(model, tokenizer)`` pair) and
 writes its predictions (JSON Lines), metrics (JSON) and a one-model HTML report. `compare_models` writes the
 combined report of several results (teacher, SFT student, distilled student). When an MLflow run is active,
-both log what they wrote as artifacts and the means as metrics named ``<label>.<metric>``.
+both log what they wrote as artifacts, the predictions as a table and the means as metrics named
+``eval/<label>/<metric>``.
 
 Prompts are exactly the ones training uses (`otdistill.data.SideEncoder.prompt_ids`: the model's chat
 template or the plain template, BOS once), with the context cut at a word boundary when the prompt would
@@ -35,6 +36,7 @@ from otdistill.evaluation.results import (
     EvalResult,
     PredictionRecord,
     mean_scores,
+    prediction_table,
     write_metrics,
     write_predictions,
 )
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 LoadedPair = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 ModelRef = str | ModelSpec | ResolvedModel | LoadedPair
 MAX_RECORDED_SKIPS = 20
+# The predictions as an MLflow table artifact (``mlflow.log_table``) under ``eval/<label>/``.
+PREDICTIONS_TABLE = "predictions_table.json"
 
 
 def _safe_label(label: str) -> str:
@@ -185,17 +189,23 @@ def generate_answers(
 
 
 def _log_to_mlflow(result: EvalResult, files: Mapping[str, Path]) -> None:
+    """The means as ``eval/<label>/<metric>`` metrics (`otdistill.tracking.metric_names`), the predictions
+    as a table the MLflow UI shows (`PREDICTIONS_TABLE`), and the written files, to the active run."""
     import mlflow
+
+    from otdistill.tracking.metric_names import eval_metric, eval_metrics, generation_metric
 
     if mlflow.active_run() is None:
         return
-    metrics = {f"{result.label}.{k}": v for k, v in result.metrics.items()}
-    metrics[f"{result.label}.num_scored"] = float(result.num_scored)
-    metrics[f"{result.label}.num_skipped"] = float(result.num_skipped)
-    metrics.update({f"{result.label}.gen.{k}": v for k, v in result.generation.items()})
+    label = result.label
+    metrics = eval_metrics(label, result.metrics)
+    metrics[eval_metric(label, "num_scored")] = float(result.num_scored)
+    metrics[eval_metric(label, "num_skipped")] = float(result.num_skipped)
+    metrics.update({generation_metric(label, k): v for k, v in result.generation.items()})
     mlflow.log_metrics(metrics)
+    mlflow.log_table(prediction_table(result.records), f"eval/{label}/{PREDICTIONS_TABLE}")
     for path in files.values():
-        mlflow.log_artifact(str(path), artifact_path=f"eval/{result.label}")
+        mlflow.log_artifact(str(path), artifact_path=f"eval/{label}")
 
 
 def evaluate_model(
