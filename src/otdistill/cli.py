@@ -7,6 +7,7 @@
     otdistill submit --config ... --host https://kfp.example.com [--dry-run] [--wait]
     otdistill schedule create --config ... --host ... --cron "0 0 3 * * *"
     otdistill schedule list|pause|resume|delete ...
+    otdistill reproduce models:/<name>/<version> --local      # rebuild a registered student, compare
 
 Every command takes `--set section.key=value` (repeatable) to override the config without editing it.
 """
@@ -189,6 +190,38 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from otdistill import reproduce
+
+    if bool(args.local) == bool(args.host):
+        raise ConfigError("reproduce needs exactly one of --local and --host")
+    overrides = parse_set(args.set)
+    tracking_uri = args.tracking_uri or reproduce.find_tracking_uri(args.ref)
+    if args.local:
+        plan = reproduce.reproduce_local(
+            args.ref, tracking_uri, overrides, run_dir=args.run_dir, tolerance=args.tolerance
+        )
+    else:
+        from otdistill.pipelines import submit as kfp_ops
+
+        client = kfp_ops.make_client(
+            args.host, token=args.token, namespace=args.namespace, sa_token_path=args.sa_token_path
+        )
+        plan = reproduce.reproduce_on_cluster(
+            args.ref,
+            tracking_uri,
+            client,
+            overrides,
+            experiment=args.experiment,
+            namespace=args.namespace,
+            service_account=args.service_account,
+            wait_timeout=args.wait_timeout if args.wait else None,
+            tolerance=args.tolerance,
+        )
+    print(plan.describe())
+    return 0
+
+
 def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", "-c", required=required, help="run config YAML (see configs/)")
     p.add_argument(
@@ -288,6 +321,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=None, help="recurring run id (pause / resume / delete)")
     p.add_argument("--max-concurrency", type=int, default=1)
     p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered student from the tracking store alone and compare it bit for bit",
+    )
+    p.add_argument(
+        "ref", help="models:/<name>/<version>, models:/<name>@<alias>, or a pipeline's MLflow run id"
+    )
+    p.add_argument("--local", action="store_true", help="rebuild on this machine (kfp.local, every step)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the tracking store holding the model (default: env MLFLOW_TRACKING_URI, else the"
+        " runs/*/mlflow.db that has it)",
+    )
+    p.add_argument(
+        "--run-dir", default=None, help="--local: where the rebuild goes (default runs/<name>-reproduce)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest absolute weight difference still reported as 'within tolerance' (default 0)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change the recorded config: a deliberate deviation, recorded on the new run",
+    )
+    _add_kfp(p)
+    p.add_argument("--wait", action="store_true", help="--host: wait for the run, then give the verdict")
+    p.add_argument("--wait-timeout", type=int, default=7 * 24 * 3600, help="seconds --wait waits at most")
+    p.set_defaults(func=cmd_reproduce)
     return parser
 
 

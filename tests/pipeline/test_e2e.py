@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from otdistill.config import load_config
+from tests.pipeline.conftest import TinyRun
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK_STEPS = {
@@ -48,35 +48,22 @@ STEP_LINE = re.compile(r"  \[(\d+)/(\d+)\] (\S+) +(started|finished in \d+ s|cac
 
 @pytest.mark.e2e
 def test_whole_pipeline_locally_with_tiny_models(
-    tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
 
     from otdistill.pipelines.local import run_local
     from otdistill.tracking import TrackingConfig, resolve_alias
 
-    teacher, student = tiny_pair
-    cfg = load_config(
-        ROOT / "configs" / "tiny.yaml",
-        {
-            "teacher.source": str(teacher),
-            "student.source": str(student),
-            "data.source": str(ROOT.parent / "shared" / "data" / "dialogsum"),
-            "steps.skip_sft_baseline": True,
-            "distill.progress_bar": True,
-            "eval.progress": True,
-        },
-    )
-    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
-    started = time.monotonic()
-    terminal = io.StringIO()
-    first = run_local(cfg, tmp_path / "run", terminal=terminal)
-    print(terminal.getvalue() + first.summary())
-    events = _step_lines(terminal.getvalue(), first.log_path)
+    cfg, first, run_dir = tiny_run.cfg, tiny_run.result, tiny_run.run_dir  # run 1: the shared fixture
+    monkeypatch.setenv("OTDISTILL_CACHE", str(tiny_run.model_cache))
+    started = time.monotonic() - tiny_run.seconds
+    print(tiny_run.terminal + first.summary())
+    events = _step_lines(tiny_run.terminal, first.log_path)
     ran = [s for s, what in events if what == "started"]
     assert sorted(ran) == sorted(s for s, what in events if what == "finished") and set(ran) >= DISPLAYED
     assert len(ran) == len(set(ran)) == len(events) // 2  # each step once, started then finished
-    assert first.log_path == tmp_path / "run" / "logs" / f"{first.pipeline_run_id}.log"
+    assert first.log_path == run_dir / "logs" / f"{first.pipeline_run_id}.log"
     logged = first.log_path.read_text(encoding="utf-8")
     assert "Got executor_input" in logged and '"parameterValues"' in logged  # kfp.local's output, all of it
     assert "distill: 100%" in logged and "generate distilled: 100%" in logged  # progress bars: final states
@@ -105,7 +92,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     _check_what_the_mlflow_ui_shows(client, first.experiment_id, first.mlflow_run_id, v1)
 
     terminal = io.StringIO()
-    second = run_local(cfg, tmp_path / "run", terminal=terminal)
+    second = run_local(cfg, run_dir, terminal=terminal)
     print(terminal.getvalue() + second.summary())
     events = _step_lines(terminal.getvalue(), second.log_path)
     # the champion is new (v1): score_champion runs, and reuses v1's score recorded on these rows
@@ -138,7 +125,7 @@ def test_whole_pipeline_locally_with_tiny_models(
     # run 3: only gate and validation settings change; nothing on the training side runs again
     third_cfg = cfg.with_overrides({"tracking.promotion_margin": 0.5, "validation.limit": 3})
     terminal = io.StringIO()
-    third = run_local(third_cfg, tmp_path / "run", terminal=terminal)
+    third = run_local(third_cfg, run_dir, terminal=terminal)
     print(terminal.getvalue() + third.summary())
     events = _step_lines(terminal.getvalue(), third.log_path)
     cached = {s for s, what in events if what == "cached"}

@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from otdistill.config import RunConfig
+from otdistill.models.weights_hash import WEIGHTS_SHA256_TAG, weights_sha256
 from otdistill.stats import (
     GATE_METHODS,
     Comparison,
@@ -468,6 +469,8 @@ def register_and_promote(
             },
             **lineage.as_tags(),
             "otdistill.parent_run_id": parent.run_id,
+            # the student's identity by content, for `otdistill reproduce`'s bit-for-bit verdict
+            WEIGHTS_SHA256_TAG: weights_sha256(student_dir),
         }
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
