@@ -35,10 +35,11 @@ from otdistill.reproduce_record import (
     ReproduceError,
     deviation_json,
     load_original,
-    mlflow_client,
     rebuild_config,
 )
 from otdistill.reproduce_verdict import TAG_PREFIX, Verdict, compare_versions
+from otdistill.tracking.config import TrackingConfig
+from otdistill.tracking.connection import tracking_client
 from otdistill.tracking.lineage import code_version
 
 log = logging.getLogger("otdistill.reproduce")
@@ -68,6 +69,11 @@ class Reproduction:
         return "\n".join(lines)
 
 
+def _client(tracking_uri: str) -> Any:
+    """The project's MLflow client (`tracking_client`) for tracking and registry at `tracking_uri`."""
+    return tracking_client(TrackingConfig(tracking_uri=tracking_uri))
+
+
 def find_tracking_uri(ref: str, run_root: str | Path = "runs") -> str:
     """Where the model lives: env MLFLOW_TRACKING_URI, else the one local run store (`<run_root>/*/mlflow.db`)
     whose registry has the model `ref` names (what `otdistill run` leaves behind)."""
@@ -81,7 +87,7 @@ def find_tracking_uri(ref: str, run_root: str | Path = "runs") -> str:
     for store in stores:
         uri = f"sqlite:///{store.resolve()}"
         try:
-            if name and mlflow_client(uri).get_registered_model(name) is not None:
+            if name and _client(uri).get_registered_model(name) is not None:
                 return uri
         except MlflowException:
             continue
@@ -94,7 +100,7 @@ def find_tracking_uri(ref: str, run_root: str | Path = "runs") -> str:
 
 def prepare(ref: str, tracking_uri: str, overrides: Mapping[str, Any], *, local: bool) -> Reproduction:
     """Steps 1-3: the original, the rebuild's config, the availability checks (raise ReproduceError)."""
-    client = mlflow_client(tracking_uri)
+    client = _client(tracking_uri)
     original = load_original(client, ref)
     rebuild = rebuild_config(original, overrides, tracking_uri if local else "")
     checked = check_available(original, rebuild.config, rebuild.deviations)
@@ -114,7 +120,7 @@ def _conclude(
     """Step 5 for a finished rebuild whose parent run is `rebuild_run_id`: the verdict, tagged there."""
     import re
 
-    client = mlflow_client(plan.tracking_uri)
+    client = _client(plan.tracking_uri)
     match = re.fullmatch(r"models:/(.+)/(\d+)", parent_tags.get(MODEL_URI_TAG, ""))
     if match is None:
         raise ReproduceError(f"the rebuild's run {rebuild_run_id} registered no model ({MODEL_URI_TAG})")
@@ -153,7 +159,7 @@ def reproduce_local(
     root = Path(run_dir) if run_dir else Path(cfg.local.run_root) / f"{cfg.name}-reproduce"
     result = run_local(cfg, root, fresh=True, terminal=terminal)
     plan.notes.append(f"rebuilt in {result.seconds / 60:.1f} min: run {result.mlflow_run_id} in {root}")
-    parent = mlflow_client(tracking_uri).get_run(result.mlflow_run_id)
+    parent = _client(tracking_uri).get_run(result.mlflow_run_id)
     _conclude(plan, parent.data.tags, result.mlflow_run_id, tolerance)
     return plan
 
@@ -173,7 +179,6 @@ def reproduce_on_cluster(
     """Submit the rebuild to Kubeflow with the recorded images; with `wait_timeout`, wait for it and
     conclude (the tracking store at `tracking_uri` must be the one the cluster's steps log to)."""
     from otdistill.pipelines import submit as kfp_ops
-    from otdistill.tracking.config import TrackingConfig
     from otdistill.tracking.runs import find_pipeline_run
 
     plan = prepare(ref, tracking_uri, overrides or {}, local=False)
@@ -197,6 +202,6 @@ def reproduce_on_cluster(
     parent = find_pipeline_run(TrackingConfig(tracking_uri=tracking_uri), plan.kfp_run_id)
     if parent is None:
         raise ReproduceError(f"no MLflow run for KFP run {plan.kfp_run_id} in {tracking_uri}")
-    tags = mlflow_client(tracking_uri).get_run(parent.run_id).data.tags
+    tags = _client(tracking_uri).get_run(parent.run_id).data.tags
     _conclude(plan, tags, parent.run_id, tolerance)
     return plan

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from otdistill.config import ConfigError, RunConfig
-from otdistill.tracking.config import TrackingConfig
 from otdistill.tracking.lineage import LINEAGE_PREFIX
 
 CONFIG_ARTIFACT = "config.yaml"
@@ -64,16 +63,6 @@ class Original:
     def lineage(self) -> dict[str, str]:
         tags = self.version_tags or self.parent_tags
         return {k.removeprefix(LINEAGE_PREFIX): v for k, v in tags.items() if k.startswith(LINEAGE_PREFIX)}
-
-
-def mlflow_client(tracking_uri: str) -> Any:
-    """A client for tracking and registry at `tracking_uri` (also made MLflow's process-wide URIs)."""
-    from mlflow.tracking import MlflowClient
-
-    from otdistill.tracking.connection import configure_client
-
-    configure_client(TrackingConfig(tracking_uri=tracking_uri))
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def _version(client: Any, ref: str) -> Any:
