@@ -235,6 +235,7 @@ def _check_version_record(client: MlflowClient, mv: Any) -> None:
 
     text = mv.description
     assert "| Training data (sha256 of the kept rows) | `" + "a" * 64 + "` |" in text
+    assert "| Weights (sha256 of the tensors) | `" + mv.tags["otdistill.weights_sha256"] + "` |" in text
     assert "| distilled | 0.3 |" in text and "| sft_baseline | 0.2 |" in text  # the scores table
     assert "## Promotion gate: tiny-gate v2" in text and "**Decision: promoted**" in text
     assert "| SFT baseline (this run) | 0.2 | +0.1 [+0.1, +0.1] (3) | yes | evaluate |" in text
