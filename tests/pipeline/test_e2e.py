@@ -50,6 +50,7 @@ STEP_LINE = re.compile(r"  \[(\d+)/(\d+)\] (\S+) +(started|finished in \d+ s|cac
 def test_whole_pipeline_locally_with_tiny_models(
     tiny_run: TinyRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from otdistill.pipelines.local import run_local
@@ -57,6 +58,9 @@ def test_whole_pipeline_locally_with_tiny_models(
 
     cfg, first, run_dir = tiny_run.cfg, tiny_run.result, tiny_run.run_dir  # run 1: the shared fixture
     monkeypatch.setenv("OTDISTILL_CACHE", str(tiny_run.model_cache))
+    # as a run leaves it (the fixture restored MLflow's URIs; the autouse fixture restores them after this
+    # test): MLflow's table and model lookups go through the fluent API's tracking URI
+    mlflow.set_tracking_uri(first.tracking_uri)
     started = time.monotonic() - tiny_run.seconds
     print(tiny_run.terminal + first.summary())
     events = _step_lines(tiny_run.terminal, first.log_path)
