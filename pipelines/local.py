@@ -18,9 +18,10 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from otdistill.config import RunConfig
 from otdistill.pipelines.containers import existing_local_path
@@ -162,6 +163,7 @@ def run_local(
     runner: str = "subprocess",
     terminal: TextIO | None = None,
     resume: str | None = None,
+    build: Callable[[RunConfig], Any] = build_pipeline,
 ) -> LocalRunResult:
     """Execute the whole pipeline for `cfg` with kfp.local; returns what it produced.
 
@@ -172,6 +174,7 @@ def run_local(
     resume: the pipeline run id of an earlier run in this run directory to run again, as KFP retries a
       run: same run id, so the steps resume from that run's checkpoints (`otdistill.steps.resume`) and
       log into its MLflow parent run; its finished steps are step-cache hits (unless `fresh`).
+    build: the pipeline of the (local) config: the main DAG, or a sweep's (`sweep_pipeline.py`).
     """
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
@@ -209,7 +212,7 @@ def run_local(
             cache_root=str(root / "kfp-cache"),
         )
         log.info("local run %s in %s (MLflow: %s)", pipeline_run_id, root, cfg.tracking.tracking_uri)
-        pipeline = build_pipeline(cfg)
+        pipeline = build(cfg)
         console.expect_steps(pipeline)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")

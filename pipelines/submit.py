@@ -20,6 +20,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,13 +55,16 @@ def validate_cron(cron: str) -> str:
     return cron
 
 
-def compile_pipeline(cfg: RunConfig, output: str | Path) -> Path:
+Build = Callable[[RunConfig], Any]  # config -> KFP pipeline: `build_pipeline`, or a sweep's
+
+
+def compile_pipeline(cfg: RunConfig, output: str | Path, build: Build = build_pipeline) -> Path:
     """Write the KFP pipeline YAML for `cfg` (cluster settings applied) to `output`."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
 
     def _compile() -> None:
-        compiler.Compiler().compile(build_pipeline(cfg), package_path=str(output))
+        compiler.Compiler().compile(build(cfg), package_path=str(output))
 
     # On a fresh, shallow stack: kfp's PipelineTask calls inspect.stack() for every task setting, whose cost
     # grows with the caller's stack depth (~30 s per config under pytest, ~1 s from a worker thread).
@@ -128,12 +132,15 @@ def package_pipeline(
     *,
     params: dict[str, Any] | None = None,
     pipeline_name: str | None = None,
+    build: Build = build_pipeline,
+    extra_parameters: Mapping[str, Any] | None = None,
 ) -> PipelinePackage:
-    """Compile `cfg` into `workdir` and name the version it would be uploaded as."""
-    path = compile_pipeline(cfg, Path(workdir) / f"{cfg.name or PIPELINE_NAME}.yaml")
+    """Compile `cfg` (with `build`) into `workdir` and name the version it would be uploaded as;
+    `extra_parameters`: the defaults of the pipeline's parameters beyond PIPELINE_PARAMETERS."""
+    path = compile_pipeline(cfg, Path(workdir) / f"{cfg.name or PIPELINE_NAME}.yaml", build)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     name = pipeline_name or cfg.name or PIPELINE_NAME
-    parameters = {**pipeline_parameter_defaults(cfg), **(params or {})}
+    parameters = {**pipeline_parameter_defaults(cfg), **(extra_parameters or {}), **(params or {})}
     return PipelinePackage(path, name, f"{name}-{digest[:12]}", digest, parameters)
 
 
@@ -206,15 +213,17 @@ def submit(
     namespace: str | None = None,
     service_account: str | None = None,
     pipeline_name: str | None = None,
+    build: Build = build_pipeline,
 ) -> str:
-    """Upload `cfg`'s compiled pipeline as a version and start one run of it; returns the KFP run id.
+    """Upload `cfg`'s compiled pipeline (`build`: the main DAG or a sweep's) as a version and start one
+    run of it; returns the KFP run id.
 
     Caching is the compiled per-task setting (`steps.enable_caching`): kfp applies a run-time caching
     override only to packages, not to runs of a stored version.
     """
     experiment_id = _experiment_id(client, experiment, namespace)
     with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
-        pkg = package_pipeline(cfg, tmp, pipeline_name=pipeline_name)
+        pkg = package_pipeline(cfg, tmp, pipeline_name=pipeline_name, build=build)
         pipeline_id, version_id = upload_version(client, pkg, namespace)
     result = client.run_pipeline(
         experiment_id=experiment_id,

@@ -8,6 +8,7 @@
     otdistill schedule create --config ... --host ... --cron "0 0 3 * * *"
     otdistill schedule list|pause|resume|delete ...
     otdistill reproduce models:/<name>/<version> --local      # rebuild a registered student, compare
+    otdistill sweep --config configs/sweeps/cpu-small.yaml   # loss variants x seeds (--compile / --host)
 
 Every command takes `--set section.key=value` (repeatable) to override the config without editing it.
 """
@@ -55,15 +56,17 @@ def parse_set(values: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def parse_params(values: Sequence[str] | None) -> dict[str, Any]:
-    """``--param name=value`` pipeline parameters (YAML-typed); names are checked against the pipeline."""
+def parse_params(values: Sequence[str] | None, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """``--param name=value`` pipeline parameters (YAML-typed); names are checked against the pipeline's
+    (PIPELINE_PARAMETERS, plus `extra`: a sweep's own)."""
     from otdistill.config import PIPELINE_PARAMETERS
 
     params = parse_set(values)
-    unknown = sorted(set(params) - set(PIPELINE_PARAMETERS))
+    allowed = [*PIPELINE_PARAMETERS, *extra]
+    unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(
-            f"unknown pipeline parameter(s): {', '.join(unknown)} (allowed: {', '.join(PIPELINE_PARAMETERS)})"
+            f"unknown pipeline parameter(s): {', '.join(unknown)} (allowed: {', '.join(allowed)})"
         )
     return params
 
@@ -119,13 +122,23 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    return _submit(args, _config(args))
+
+
+def _submit(
+    args: argparse.Namespace, cfg: RunConfig, build: Any = None, extra: dict[str, Any] | None = None
+) -> int:
+    """`submit` (and `sweep --host / --dry-run`): `build` the config's pipeline (default the main DAG),
+    `extra` the defaults of its parameters beyond PIPELINE_PARAMETERS."""
     from otdistill.pipelines import submit as kfp_ops
 
-    cfg = _config(args)
-    params = parse_params(args.param)
+    build = build or kfp_ops.build_pipeline
+    params = parse_params(args.param, extra=list(extra or {}))
     if args.dry_run:
         with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
-            pkg = kfp_ops.package_pipeline(cfg, tmp, params=params, pipeline_name=args.pipeline_name)
+            pkg = kfp_ops.package_pipeline(
+                cfg, tmp, params=params, pipeline_name=args.pipeline_name, build=build, extra_parameters=extra
+            )
         print("dry run: nothing was contacted; a submit would upload and start:")
         print(pkg.describe(args.host))
         print(f"run name:   {args.run_name or cfg.name} (experiment {args.experiment})")
@@ -142,6 +155,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         service_account=args.service_account or cfg.cluster.service_account,
         pipeline_name=args.pipeline_name,
+        build=build,
     )
     url = kfp_ops.run_url(args.host, run_id)
     print(f"submitted run {run_id}: {url}")
@@ -220,6 +234,30 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         )
     print(plan.describe())
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """A sweep config: run it here (kfp.local), compile it (--compile), or submit it (--host / --dry-run)."""
+    from otdistill.pipelines.sweep_pipeline import build_sweep_pipeline, sweep_parameters, sweep_summary
+    from otdistill.sweep.config import load_sweep
+
+    cfg, sweep = load_sweep(args.config, parse_set(args.set))
+
+    def build(config: RunConfig) -> Any:
+        return build_sweep_pipeline(config, sweep)
+
+    if args.compile:
+        from otdistill.pipelines.submit import compile_pipeline
+
+        print(f"wrote {compile_pipeline(cfg, args.compile, build)}")
+        return 0
+    if not (args.host or args.dry_run):
+        from otdistill.pipelines.local import run_local
+
+        result = run_local(cfg, run_dir=args.run_dir, fresh=args.fresh, runner=args.runner, build=build)
+        print(sweep_summary(result))
+        return 0
+    return _submit(args, cfg, build, sweep_parameters(sweep))
 
 
 def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -355,6 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="--host: wait for the run, then give the verdict")
     p.add_argument("--wait-timeout", type=int, default=7 * 24 * 3600, help="seconds --wait waits at most")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "sweep",
+        help="loss variants x seeds as one pipeline (a sweep config: configs/sweeps/): run here, compile,"
+        " or submit",
+    )
+    _add_config(p)
+    p.add_argument("--run-dir", default=None, help="local run: default local.run_root/<name>")
+    p.add_argument("--fresh", action="store_true", help="local run: ignore the step cache of earlier runs")
+    p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess", help="as for `run`")
+    p.add_argument("--compile", default=None, metavar="OUTPUT", help="write the KFP pipeline YAML instead")
+    _add_kfp(p)
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--dry-run", action="store_true", help="compile and print what would be submitted")
+    p.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeded")
+    p.add_argument("--wait-timeout", type=int, default=7 * 24 * 3600, help="seconds --wait waits at most")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -224,6 +224,12 @@ STEP_NAMES: tuple[str, ...] = (
     "score_champion",  # the current champion on this run's validation rows (or its recorded score)
     "register_and_promote",
     "close_run",  # the exit handler: runs after the others, also when one failed
+    # the sweep pipeline's own steps (pipelines/sweep_pipeline.py); its rows' training and evaluation
+    # steps are train_sft_baseline / distill_student / evaluate
+    "prepare_test_data",
+    "sweep_row",
+    "register_student",
+    "aggregate_sweep",
 )
 GPU_STEPS: tuple[str, ...] = (
     "train_teacher",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -159,6 +160,7 @@ class RunConsole:
         self.ascii_only = encoding != "utf8"
         self.total: int | None = None
         self.names: dict[str, str] = {}  # kfp task name -> the step's display name
+        self.loop_items: set[str] = set()  # the DAG inputs that hold a dsl.ParallelFor iteration's item
         self.failed: tuple[str, list[str], str] | None = None  # step, error lines, headline
         self._log: TextIO | None = None
         self._lock = threading.RLock()
@@ -190,7 +192,7 @@ class RunConsole:
         inside an exit handler's sub-DAG included)."""
         try:
             spec = pipeline.pipeline_spec
-            self.total = _count_tasks(spec.root.dag, spec.components, self.names)
+            self.total = _count_tasks(spec.root.dag, spec.components, self.names, self.loop_items)
         except AttributeError:
             self.total = None
 
@@ -359,15 +361,34 @@ class RunConsole:
                 self._say(f"{pad}(everything it printed: {_display_path(self.log_path)})")
 
 
-def _count_tasks(dag: Any, components: Any, names: dict[str, str]) -> int:
-    """The container tasks of a compiled DAG, counting through sub-DAGs (exit handlers, conditions); records
-    each task's display name in `names`."""
+def _count_tasks(dag: Any, components: Any, names: dict[str, str], loop_items: set[str]) -> int:
+    """The container tasks of a compiled DAG, counting through sub-DAGs (exit handlers, conditions) and each
+    iteration of a `dsl.ParallelFor` over a compile-time list; records each task's display name in `names`
+    and the inputs that hold a loop's item in `loop_items`."""
     total = 0
     for key, task in dag.tasks.items():
         names[key] = task.task_info.name or key
         component = components[task.component_ref.name]
-        total += _count_tasks(component.dag, components, names) if component.HasField("dag") else 1
+        count = _count_tasks(component.dag, components, names, loop_items) if component.HasField("dag") else 1
+        if task.WhichOneof("iterator") == "parameter_iterator":
+            loop_items.add(task.parameter_iterator.item_input)
+            raw = task.parameter_iterator.items.raw
+            count *= len(json.loads(raw)) if raw else 1
+        total += count
     return total
+
+
+def loop_row(io_store: Any, loop_items: set[str]) -> str:
+    """The `row` field of the `dsl.ParallelFor` item a task runs for ("" outside a loop): kfp.local runs
+    every iteration's tasks under their one display name, and a sweep's items name their row (uld-s0)."""
+    for key in loop_items:
+        try:
+            item = io_store.get_parent_input(key)
+        except (ValueError, KeyError, AttributeError):
+            continue
+        if isinstance(item, dict) and item.get("row"):
+            return str(item["row"])
+    return ""
 
 
 def _is_tty(stream: Any) -> bool:
@@ -427,7 +448,8 @@ def _kfp_hooks(console: RunConsole) -> Iterator[None]:
         task_spec = kwargs.get("task_spec")
         name = str(kwargs.get("task_name") or (args[0] if args else "step"))
         display = getattr(getattr(task_spec, "task_info", None), "name", "") or name
-        console.step_begin(display)
+        row = loop_row(kwargs.get("io_store"), console.loop_items)
+        console.step_begin(f"{display}-{row}" if row else display)
         try:
             outputs, task_status = execute(*args, **kwargs)
         except KeyboardInterrupt:

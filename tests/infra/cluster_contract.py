@@ -182,16 +182,24 @@ class CompiledRun:
 
 
 def compile_run(path: Path, workdir: Path, label: str | None = None) -> CompiledRun:
-    from otdistill.pipelines.submit import compile_pipeline
+    from otdistill.pipelines.submit import build_pipeline, compile_pipeline
+    from otdistill.sweep.config import is_sweep_config, load_sweep
 
-    cfg = RunConfig.from_yaml(path)
+    build: Any = build_pipeline
+    if is_sweep_config(path):  # configs/sweeps/: the sweep pipeline over its run config
+        from otdistill.pipelines.sweep_pipeline import build_sweep_pipeline
+
+        cfg, sweep = load_sweep(path)
+        build = lambda c: build_sweep_pipeline(c, sweep)  # noqa: E731
+    else:
+        cfg = RunConfig.from_yaml(path)
     label = label or str(path.relative_to(REPO / "configs"))
     output = workdir / (label.replace("/", "__") + ".pipeline.yaml")
     # On a fresh, shallow stack: kfp's PipelineTask._ensure_container_spec_exists calls inspect.stack() for
     # every task setting, which under pytest's deep stack costs ~0.4 s each (~30 s per config) and ~1 s in
     # all from a worker thread. One compile at a time (kfp's pipeline context is global).
     with ThreadPoolExecutor(max_workers=1) as worker:
-        out = worker.submit(compile_pipeline, cfg, output).result()
+        out = worker.submit(compile_pipeline, cfg, output, build).result()
     docs = list(yaml.safe_load_all(out.read_text()))
     pipeline = docs[0]
     platform = docs[1] if len(docs) > 1 else {}

@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 
 
 # The two splits are two steps (two cache keys): the validation rows do not touch the training data artifact.
-SPLIT_STEPS = {"train": "prepare_data", "validation": "prepare_validation_data"}
+# A sweep's held-out rows (`test`) come from a source of their own: `prepare_data(..., data_config=...)`.
+SPLIT_STEPS = {"train": "prepare_data", "validation": "prepare_validation_data", "test": "prepare_test_data"}
+HASH_TAGS = {
+    "train": "otdistill.data_hash",
+    "validation": "otdistill.validation_hash",
+    "test": "otdistill.test_hash",
+}
 # The role each split plays, as the MLflow dataset input's context.
-SPLIT_CONTEXTS = {"train": "training", "validation": "validation"}
+SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
 
 @dataclass(frozen=True)
@@ -79,14 +85,24 @@ def split_config(cfg: RunConfig, split: str) -> DataConfig:
         return cfg.data
     if split == "validation":
         return dataclasses.replace(cfg.data, split=cfg.validation.split, limit=cfg.validation.limit)
+    if split == "test":
+        raise ValueError("the test split has its own source: pass prepare_data(..., data_config=...)")
     raise ValueError(f"split must be one of {sorted(SPLIT_STEPS)}, got {split!r}")
 
 
-def prepare_data(config_json: str, split: str, data_dir: str | Path, report_dir: str | Path) -> PrepareResult:
-    """Validate and snapshot one split (`train` or `validation`); record its report and content hash."""
+def prepare_data(
+    config_json: str,
+    split: str,
+    data_dir: str | Path,
+    report_dir: str | Path,
+    *,
+    data_config: DataConfig | None = None,
+) -> PrepareResult:
+    """Validate and snapshot one split (`train`, `validation`, or `test` with its own `data_config`);
+    record its report and content hash."""
     with step_prologue(config_json, SPLIT_STEPS[split]) as step:
         cfg, run, parent = step.cfg, step.run, step.parent
-        data_cfg = split_config(cfg, split)
+        data_cfg = data_config or split_config(cfg, split)
         run.log_params({split: data_cfg.to_dict()})
         log.info("loading tokenizers of %s and %s", cfg.teacher.source, cfg.student.source)
         t_tok = load_tokenizer(resolve_model(cfg.teacher))
@@ -101,7 +117,7 @@ def prepare_data(config_json: str, split: str, data_dir: str | Path, report_dir:
             json.dumps({split: report.to_dict()}, indent=2, sort_keys=True), encoding="utf-8"
         )
         run.log_artifact(report_dir / "data_report.json", f"data/{split}")
-        hash_tag = "otdistill.data_hash" if split == "train" else "otdistill.validation_hash"
+        hash_tag = HASH_TAGS[split]
         run.set_tags({hash_tag: report.content_sha256})
         parent.set_tags({hash_tag: report.content_sha256})
     log.info("%s: %s", split, report.summary())

@@ -7,6 +7,8 @@
 - ``gate/<name>``: the promotion gate's numbers (``gate/candidate``, ``gate/margin``, ``gate/promoted``);
 - ``data/<split>/<name>``: rows read, kept, skipped (``data/train/skipped/<reason>``);
 - ``cache/<name>``: the teacher cache's shards and examples;
+- ``sweep/<split>/<variant>/<name>``: a sweep's aggregate (``mean``, ``sd``; ``diff``, ``low``, ``high``
+  against its SFT row) on the parent run;
 - ``system/<name>``: MLflow's own system metrics (CPU, memory, disk, network, GPU).
 
 Tags keep their ``otdistill.`` namespace (the registry searches them); these names are the metrics', in
@@ -52,6 +54,11 @@ def data_metric(split: str, name: str) -> str:
 def cache_metric(name: str) -> str:
     """``cache/<name>``: a count of the teacher cache."""
     return _join(CACHE, name)
+
+
+def sweep_metric(split: str, variant: str, name: str) -> str:
+    """``sweep/<split>/<variant>/<name>``: one number of a sweep's aggregate table."""
+    return _join("sweep", split, variant, name)
 
 
 def eval_metrics(model: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -1,0 +1,283 @@
+"""The sweep's table: per variant and split, the seeds' scores, and the paired difference against the SFT
+row with its bootstrap interval (`otdistill.stats.compare_rows`, seeds averaged per row), as Markdown,
+CSV, a per-row CSV of the paired differences, JSON and a plot; `log_summary` writes them to the parent
+MLflow run. Reads the row records of `otdistill.sweep.steps` (nothing here loads a model).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from otdistill.stats import Comparison, compare_rows, metric_column
+from otdistill.tracking.metric_names import sweep_metric
+
+ARTIFACT_DIR = "sweep"
+SPLITS = ("validation", "test")
+
+
+class SweepRecordError(ValueError):
+    """The rows handed to the aggregation do not make one table (a missing split, a duplicate seed)."""
+
+
+@dataclass
+class VariantSplit:
+    """One variant on one split: per-seed means, the seed-averaged per-row scores, the comparison."""
+
+    variant: str
+    sft: bool
+    split: str
+    seeds: list[int] = field(default_factory=list)
+    seed_means: list[float] = field(default_factory=list)
+    seed_rows: list[dict[str, float]] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    comparison: Comparison | None = None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.seed_means)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.seed_means) if len(self.seed_means) > 1 else 0.0
+
+    def per_row(self) -> dict[str, float]:
+        """Example id -> the row's score averaged over seeds."""
+        return {i: math.fsum(s[i] for s in self.seed_rows) / len(self.seed_rows) for i in self.seed_rows[0]}
+
+
+@dataclass
+class SweepSummary:
+    metric: str
+    confidence: float
+    cells: dict[str, list[VariantSplit]]  # split -> variants in config order, the SFT row first
+    rows: dict[str, int]  # split -> evaluation rows
+
+    def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
+        """split -> variant -> the comparison against SFT (as_dict), for JSON and metrics."""
+        return {
+            split: {c.variant: c.comparison.as_dict() for c in cells if c.comparison is not None}
+            for split, cells in self.cells.items()
+        }
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    greater_is_better: bool = True,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> SweepSummary:
+    """Group the row records by split and variant; compare every variant with the SFT row (paired
+    bootstrap over the split's rows, each side's seeds averaged per row)."""
+    if not records:
+        raise SweepRecordError("no sweep rows to aggregate")
+    splits = [s for s in SPLITS if s in records[0]["splits"]]
+    for r in records:
+        if [s for s in SPLITS if s in r["splits"]] != splits:
+            raise SweepRecordError(f"row {r['row']} was scored on {sorted(r['splits'])}, another on {splits}")
+    sft_names = {str(r["variant"]) for r in records if r["sft"]}
+    if len(sft_names) != 1:
+        raise SweepRecordError(f"expected the rows of one SFT variant, got {sorted(sft_names) or 'none'}")
+    order = sorted(
+        {str(r["variant"]) for r in records}, key=lambda v: (v not in sft_names, _first(records, v))
+    )
+    cells: dict[str, list[VariantSplit]] = {}
+    rows: dict[str, int] = {}
+    for split in splits:
+        by_variant = {v: VariantSplit(v, v in sft_names, split) for v in order}
+        for r in sorted(records, key=lambda r: int(r["seed"])):
+            cell = by_variant[str(r["variant"])]
+            if int(r["seed"]) in cell.seeds:
+                raise SweepRecordError(f"variant {cell.variant}: seed {r['seed']} occurs twice")
+            scores = r["splits"][split]
+            label = str(r["row"])
+            table = scores["row_scores"][label]
+            cell.seeds.append(int(r["seed"]))
+            cell.seed_means.append(float(scores["models"][label][metric]))
+            cell.seed_rows.append(metric_column(table, metric, where=f"row {label} ({split})"))
+            if "registered" in r:
+                cell.models.append(str(r["registered"]["uri"]))
+        sft = by_variant[next(iter(sft_names))]
+        for cell in by_variant.values():
+            if not cell.sft:
+                cell.comparison = compare_rows(
+                    cell.seed_rows,
+                    sft.seed_rows,
+                    greater_is_better=greater_is_better,
+                    confidence=confidence,
+                    resamples=resamples,
+                    seed=seed,
+                    names=(f"{cell.variant} ({split})", f"{sft.variant} ({split})"),
+                )
+        cells[split] = list(by_variant.values())
+        rows[split] = len(sft.seed_rows[0])
+    return SweepSummary(metric=metric, confidence=confidence, cells=cells, rows=rows)
+
+
+def _first(records: Sequence[Mapping[str, Any]], variant: str) -> int:
+    return next(i for i, r in enumerate(records) if r["variant"] == variant)
+
+
+def _verdict(c: Comparison) -> str:
+    if c.low > 0:
+        return "better than SFT"
+    if c.high < 0:
+        return "worse than SFT"
+    return "not distinguishable from SFT"
+
+
+def markdown(summary: SweepSummary) -> str:
+    """The table per split: scores x100, mean ± sample sd over seeds, each seed, the difference with SFT."""
+    level = f"{summary.confidence:.0%}"
+    lines: list[str] = []
+    for split, cells in summary.cells.items():
+        lines += [
+            f"### {split}: {summary.metric} x100 on {summary.rows[split]} rows",
+            "",
+            f"| row | seeds | mean ± sd | per seed | vs SFT: mean difference [{level} interval] | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in cells:
+            per_seed = ", ".join(f"{100 * v:.2f}" for v in c.seed_means)
+            if c.comparison is None:
+                diff, verdict = "(the reference)", ""
+            else:
+                k = c.comparison
+                diff = f"{100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}]"
+                verdict = _verdict(k)
+            lines.append(
+                f"| {c.variant} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
+                f"| {diff} | {verdict} |"
+            )
+        lines.append("")
+    lines.append(
+        f"Differences: paired bootstrap over the evaluation rows (`otdistill.stats.compare_rows`), each "
+        f"row's score averaged over the seeds first; {level} percentile interval. A verdict other than "
+        "'not distinguishable' needs the whole interval on one side of 0."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(summary: SweepSummary) -> str:
+    """One line per split and variant: means, sd, per-seed values, the comparison and the models."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["split", "variant", "sft", "metric", "rows", "seeds", "mean", "sd", "per_seed",
+         "diff_vs_sft", "low", "high", "confidence", "models"]
+    )  # fmt: skip
+    for split, cells in summary.cells.items():
+        for c in cells:
+            k = c.comparison
+            writer.writerow(
+                [split, c.variant, c.sft, summary.metric, summary.rows[split], " ".join(map(str, c.seeds)),
+                 c.mean, c.std, " ".join(repr(v) for v in c.seed_means),
+                 k.mean_diff if k else "", k.low if k else "", k.high if k else "",
+                 k.confidence if k else "", " ".join(c.models)]
+            )  # fmt: skip
+    return out.getvalue()
+
+
+def differences_csv(summary: SweepSummary) -> str:
+    """The per-row paired differences behind each interval: split, variant, example id, the variant's and
+    the SFT row's seed-averaged scores and their difference."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["split", "variant", "example_id", "score", "sft_score", "difference"])
+    for split, cells in summary.cells.items():
+        sft = next(c for c in cells if c.sft).per_row()
+        for c in cells:
+            if c.sft:
+                continue
+            mine = c.per_row()
+            for example in sorted(mine):
+                writer.writerow(
+                    [split, c.variant, example, mine[example], sft[example], mine[example] - sft[example]]
+                )
+    return out.getvalue()
+
+
+def plot(summary: SweepSummary, path: Path, title: str) -> Path:
+    """Per split: the variants' means with each seed as a dot (left), the difference with SFT and its
+    interval (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(summary.cells)
+    fig, axes = plt.subplots(len(splits), 2, figsize=(10, 3.6 * len(splits)), squeeze=False)
+    for (left, right), split in zip(axes, splits, strict=True):
+        cells = summary.cells[split]
+        names = [c.variant for c in cells]
+        left.bar(
+            range(len(cells)), [100 * c.mean for c in cells], yerr=[100 * c.std for c in cells], capsize=4
+        )
+        for i, c in enumerate(cells):
+            left.scatter(
+                [i] * len(c.seed_means), [100 * v for v in c.seed_means], color="black", s=10, zorder=3
+            )
+        left.set_xticks(range(len(cells)), names, rotation=30, ha="right", fontsize=8)
+        left.set_title(f"{split}: {summary.metric} x100 (mean ± sd over seeds)")
+        compared = [c for c in cells if c.comparison is not None]
+        diffs = [100 * c.comparison.mean_diff for c in compared if c.comparison]
+        low = [d - 100 * c.comparison.low for d, c in zip(diffs, compared, strict=True) if c.comparison]
+        high = [100 * c.comparison.high - d for d, c in zip(diffs, compared, strict=True) if c.comparison]
+        right.errorbar(range(len(compared)), diffs, yerr=[low, high], fmt="o", capsize=5)
+        right.axhline(0.0, color="grey", linewidth=1)
+        right.set_xticks(
+            range(len(compared)), [c.variant for c in compared], rotation=30, ha="right", fontsize=8
+        )
+        right.set_title(f"{split}: difference with SFT, {summary.confidence:.0%} interval")
+        for ax in (left, right):
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, Path]:
+    """table.md, table.csv, row_differences.csv, comparisons.json and plot.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "table": out_dir / "table.md",
+        "csv": out_dir / "table.csv",
+        "differences": out_dir / "row_differences.csv",
+        "comparisons": out_dir / "comparisons.json",
+    }
+    files["table"].write_text(f"## {title}\n\n" + markdown(summary), encoding="utf-8")
+    files["csv"].write_text(table_csv(summary), encoding="utf-8")
+    files["differences"].write_text(differences_csv(summary), encoding="utf-8")
+    files["comparisons"].write_text(
+        json.dumps(summary.comparisons(), indent=2, sort_keys=True), encoding="utf-8"
+    )
+    files["plot"] = plot(summary, out_dir / "plot.png", title)
+    return files
+
+
+def metrics(summary: SweepSummary) -> dict[str, float]:
+    """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
+    against SFT (`otdistill.tracking.metric_names.sweep_metric`)."""
+    out: dict[str, float] = {}
+    for split, cells in summary.cells.items():
+        for c in cells:
+            out[sweep_metric(split, c.variant, "mean")] = c.mean
+            out[sweep_metric(split, c.variant, "sd")] = c.std
+            if c.comparison is not None:
+                out[sweep_metric(split, c.variant, "diff")] = c.comparison.mean_diff
+                out[sweep_metric(split, c.variant, "low")] = c.comparison.low
+                out[sweep_metric(split, c.variant, "high")] = c.comparison.high
+    return out

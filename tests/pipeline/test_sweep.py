@@ -1,0 +1,262 @@
+"""The sweep (issue 17 item 1): its config, its rows, its compiled pipeline for a cluster, its aggregation,
+and `otdistill sweep` end to end with the tiny random pair (2 variants x 2 seeds, held-out test rows).
+
+The tiny models score ~0: the end-to-end test checks the pipeline, the records, the table and intervals on
+the parent MLflow run and the registrations, not the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from otdistill.config import ConfigError
+from otdistill.sweep import aggregate
+from otdistill.sweep.config import load_sweep
+from otdistill.sweep.rows import loop_items, row_config, row_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
+CPU_SMALL = ROOT / "configs" / "sweeps" / "cpu-small.yaml"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_configs_load_with_an_sft_row(path: Path) -> None:
+    cfg, sweep = load_sweep(path)
+    assert sweep.sft_variant.name == "sft" and len(sweep.seeds) == 3
+    assert cfg.teacher.source == "pypi:smollm2-135m-instruct" and cfg.student.source == "pypi:gemma-3-270m"
+    assert {v.name for v in sweep.variants} >= {"sft", "uld", "multilevel_ot"}
+
+
+def test_cpu_small_is_one_task_three_rows_three_seeds() -> None:
+    cfg, sweep = load_sweep(CPU_SMALL)
+    assert [v.name for v in sweep.variants] == ["sft", "uld", "multilevel_ot"] and sweep.seeds == [0, 1, 2]
+    assert cfg.tracking.promotion_metric == "f1" and cfg.data.task == "qed"
+
+
+def test_sweep_config_is_strict_and_set_reaches_both_parts(tmp_path: Path) -> None:
+    cfg, sweep = load_sweep(CPU_SMALL, {"sweep.seeds": [4, 5], "distill.max_steps": 3})
+    assert sweep.seeds == [4, 5] and cfg.distill.max_steps == 3
+    data = yaml.safe_load(CPU_SMALL.read_text())
+    cases = {
+        "sweep: seedz": (
+            {**data, "sweep": {**data["sweep"], "seedz": [0]}},
+            r"unknown key\(s\) in sweep: seedz",
+        ),
+        "variant key": (
+            {
+                **data,
+                "sweep": {
+                    **data["sweep"],
+                    "variants": [{"name": "sft", "sft": True}, {"name": "x", "lr": 1}],
+                },
+            },
+            r"unknown key\(s\) in sweep.variants\[1\]: lr",
+        ),
+        "not distill": (
+            {
+                **data,
+                "sweep": {
+                    **data["sweep"],
+                    "variants": [
+                        {"name": "sft", "sft": True},
+                        {"name": "x", "overrides": {"eval.batch_size": 2}},
+                    ],
+                },
+            },
+            "must be a key of distill",
+        ),  # fmt: skip
+        "shared cache": (
+            {
+                **data,
+                "sweep": {
+                    **data["sweep"],
+                    "variants": [
+                        {"name": "sft", "sft": True},
+                        {"name": "x", "overrides": {"distill.top_k": 5}},
+                    ],
+                },
+            },
+            "teacher cache every row shares",
+        ),  # fmt: skip
+        "bad value": (
+            {
+                **data,
+                "sweep": {
+                    **data["sweep"],
+                    "variants": [
+                        {"name": "sft", "sft": True},
+                        {"name": "x", "overrides": {"distill.loss": "ot"}},
+                    ],
+                },
+            },
+            "sweep.variants.x",
+        ),  # fmt: skip
+        "no sft": (
+            {**data, "sweep": {**data["sweep"], "variants": [{"name": "x"}, {"name": "y"}]}},
+            "SFT row",
+        ),
+        "run config": ({**data, "distill": {**data["distill"], "learnig_rate": 1}}, "learnig_rate"),
+    }
+    for name, (doc, message) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(path)
+    with pytest.raises(ConfigError, match="needs a top-level `sweep:`"):
+        load_sweep(ROOT / "configs" / "tiny.yaml")
+
+
+def test_rows_differ_only_by_their_overrides_and_seed(tmp_path: Path) -> None:
+    cfg, sweep = load_sweep(ROOT / "configs" / "sweeps" / "paper-qed.yaml")
+    items = loop_items(sweep, sft=False)
+    assert [i["row"] for i in items[:3]] == ["uld-s0", "uld-s1", "uld-s2"] and len(items) == 4 * 3
+    assert [i["row"] for i in loop_items(sweep, sft=True)] == ["sft-s0", "sft-s1", "sft-s2"]
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    sft = json.loads(row_configs(path, loop_items(sweep, sft=True)[1])["train"])
+    no_sd = json.loads(row_configs(path, items[-4])["train"])  # multilevel_ot_no_sd, seed 2
+    assert sft["sft_baseline"]["loss"] == "none" and sft["sft_baseline"]["seed"] == 1
+    assert no_sd["distill"]["gamma"] == 0.0 and no_sd["distill"]["seed"] == 2
+    same = {k: v for k, v in sft["sft_baseline"].items() if k not in ("loss", "seed", "gamma")}
+    assert same == {k: v for k, v in no_sd["distill"].items() if k not in ("loss", "seed", "gamma")}
+    ot = row_config(cfg, sweep.variants[2], 0)
+    assert ot.distill.loss == "multilevel_ot" and ot.distill.gamma == cfg.distill.gamma
+
+
+def _record(variant: str, seed: int, scores: dict[str, float], sft: bool = False) -> dict[str, Any]:
+    row = f"{variant}-s{seed}"
+    split = {
+        "models": {row: {"f1": sum(scores.values()) / len(scores)}},
+        "row_scores": {row: {i: {"f1": v} for i, v in scores.items()}},
+    }
+    return {"row": row, "variant": variant, "seed": seed, "sft": sft, "splits": {"validation": split},
+            "registered": {"uri": f"models:/m-{variant}/{seed + 1}"}}  # fmt: skip
+
+
+def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_path: Path) -> None:
+    ids = [f"e{i}" for i in range(40)]
+    base = {i: 0.2 + 0.01 * (n % 7) for n, i in enumerate(ids)}
+    records = [
+        _record("sft", 0, base, sft=True),
+        _record("sft", 1, {i: v + 0.02 for i, v in base.items()}, sft=True),
+        _record("better", 0, {i: v + 0.1 for i, v in base.items()}),
+        _record("better", 1, {i: v + 0.12 for i, v in base.items()}),
+        _record("same", 0, {i: v + (0.05 if n % 2 else -0.05) for n, (i, v) in enumerate(base.items())}),
+        _record("same", 1, {i: v + (0.07 if n % 2 else -0.03) for n, (i, v) in enumerate(base.items())}),
+    ]
+    summary = aggregate.summarize(records, "f1", resamples=2000)
+    cells = {c.variant: c for c in summary.cells["validation"]}
+    assert list(cells) == ["sft", "better", "same"] and cells["sft"].comparison is None
+    better, same = cells["better"].comparison, cells["same"].comparison
+    assert better is not None and same is not None
+    assert better.mean_diff == pytest.approx(0.1) and better.low > 0 and better.rows == 40
+    assert same.low < 0 < same.high
+    files = aggregate.write_files(summary, tmp_path, "test")
+    table = files["table"].read_text()
+    assert "| better | 2 |" in table and "better than SFT" in table and "not distinguishable" in table
+    diffs = list(csv.DictReader(io.StringIO(files["differences"].read_text())))
+    assert len(diffs) == 2 * 40 and float(diffs[0]["difference"]) == pytest.approx(0.1)
+    assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(files["comparisons"].read_text())["validation"]["better"]["rows"] == 40
+    with pytest.raises(aggregate.SweepRecordError, match="seed 0 occurs twice"):
+        aggregate.summarize([*records, records[2]], "f1", resamples=10)
+
+
+def test_sweep_compiles_for_a_cluster(tmp_path: Path) -> None:
+    from tests.infra.cluster_contract import compile_run
+
+    run = compile_run(ROOT / "configs" / "sweeps" / "gpu.yaml", tmp_path)
+    spec = run.pipeline
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"test_data", "test_split", "test_rows", "distill_steps"} <= set(params)
+    loops = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
+             if "parameterIterator" in t]  # fmt: skip
+    assert len(loops) == 2 and all(t["iteratorPolicy"]["parallelismLimit"] == 1 for t in loops)
+    items = [json.loads(t["parameterIterator"]["items"]["raw"]) for t in loops]
+    assert sorted(len(i) for i in items) == [3, 12]
+    executors = run.executors
+    gpu = [n for n, e in executors.items() if "accelerator" in e["container"].get("resources", {})]
+    assert any("distill-student" in n for n in gpu) and any("evaluate-student" in n for n in gpu)
+    assert not any("aggregate" in n or "register-student" in n for n in gpu)
+
+
+@pytest.mark.e2e
+def test_sweep_end_to_end_with_tiny_models(
+    tiny_pair: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`otdistill sweep --config configs/sweeps/cpu-small.yaml --set ...` at tiny sizes: SFT and ULD x 2
+    seeds, 3 held-out test rows; the table and intervals land on the parent run, every student is
+    registered (not promoted)."""
+    from mlflow.tracking import MlflowClient
+
+    from otdistill.cli import main
+    from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
+
+    teacher, student = tiny_pair
+    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
+    overrides = {
+        "teacher.source": str(teacher),
+        "student.source": str(student),
+        "data.limit": 8,
+        "data.max_length": 128,
+        "validation.limit": 4,
+        "teacher_sft.max_steps": 1,
+        "teacher_sft.progress_bar": "false",
+        "distill.max_steps": 1,
+        "distill.top_k": 8,
+        "distill.progress_bar": "false",
+        # every row validates during training (the SFT row too: it trains with the distill section)
+        "distill.eval_every_steps": 1,
+        "sft_baseline.eval_every_steps": 1,
+        "eval.max_new_tokens": 4,
+        "eval.max_prompt_tokens": 96,
+        "eval.batch_size": 4,
+        "eval.progress": "false",
+        "sweep.seeds": "[0, 1]",
+        "sweep.variants": "[{name: sft, sft: true}, {name: uld, overrides: {distill.loss: uld}}]",
+        "sweep.test_data.source": str(ROOT.parent / "shared" / "data" / "qed"),
+        "sweep.test_data.split": "validation",
+        "sweep.test_data.limit": 3,
+    }
+    argv = ["sweep", "--config", str(CPU_SMALL), "--run-dir", str(tmp_path / "run")]
+    for key, value in overrides.items():
+        argv += ["--set", f"{key}={value}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for step in ("row-sft-s0", "train-sft-s1", "distill-uld-s0", "evaluate-uld-s1", "register-uld-s1"):
+        assert f"] {step} " in printed, step
+    assert "| uld | 2 |" in printed  # the table, printed at the end
+
+    uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("otdistill-sweep-cpu-small")
+    parent = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'pipeline'")[
+        0
+    ]
+    assert parent.data.tags[PIPELINE_RUN_ID_TAG].startswith("local-")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert {f"sweep/{n}" for n in ("table.md", "table.csv", "row_differences.csv", "plot.png")} <= artifacts
+    comparisons = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "sweep/comparisons.json", str(tmp_path))
+        ).read_text()
+    )
+    for split, rows in (("validation", 4), ("test", 3)):
+        uld = comparisons[split]["uld"]
+        assert uld["rows"] == rows and uld["low"] <= uld["mean_diff"] <= uld["high"]
+        assert f"sweep/{split}/uld/low" in parent.data.metrics
+    for variant in ("sft", "uld"):
+        versions = client.search_model_versions(f"name='otdistill-sweep-cpu-small-{variant}'")
+        assert sorted(v.tags["otdistill.sweep.seed"] for v in versions) == ["0", "1"]
+        assert all(not v.aliases for v in versions)  # registered, not promoted
+        assert all(v.tags["otdistill.sweep.parent_run_id"] == parent.info.run_id for v in versions)
