@@ -269,6 +269,15 @@ class SecretEnv:
     optional: bool = False
 
 
+# The pipeline's own MLflow login (manifests/README.md "Who can do what in the registry"): the deployed
+# server runs basic-auth, so every step needs it; the default of `ClusterConfig.secrets`.
+def pipeline_login() -> SecretEnv:
+    return SecretEnv(
+        name="mlflow-pipeline-credentials",
+        keys={"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+    )
+
+
 @dataclass
 class Resources:
     """Requests / limits for one class of step. Strings in Kubernetes quantity syntax."""
@@ -300,6 +309,9 @@ class ClusterConfig:
       `gpu_tolerations` and `retry`; the others get `cpu_resources` only. `manifests/components/
       gpu-nodepool` publishes a node pool's selector and tolerations for these fields.
     timeouts: seconds per step name (active_deadline_seconds); steps not named get `default_timeout`.
+    secrets: Secrets exposed as every step's environment. The default is the pipeline's MLflow login
+      (`mlflow-pipeline-credentials`; the deployed server runs basic-auth): a config that lists its own
+      secrets replaces the default and lists the login too (the cluster contract test checks it).
     model_cache_pvc: an existing PersistentVolumeClaim (`otdistill-model-cache` in `manifests/`) mounted at
       `model_cache_path` in every step; the images keep OTDISTILL_CACHE and HF_HOME under that path, so
       resolved / converted models and hub downloads are shared across steps and runs.
@@ -330,7 +342,7 @@ class ClusterConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     default_timeout: int = 6 * 3600
     timeouts: dict[str, int] = field(default_factory=dict)
-    secrets: list[SecretEnv] = field(default_factory=list)
+    secrets: list[SecretEnv] = field(default_factory=lambda: [pipeline_login()])
     model_cache_pvc: str | None = None
     model_cache_path: str = "/cache"
     service_account: str | None = "otdistill-runner"

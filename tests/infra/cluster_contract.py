@@ -805,6 +805,7 @@ def check_run(
             f"{run.label}: not every step gets MLFLOW_TRACKING_URI (tracking.tracking_uri or the tracking "
             "ConfigMap): steps would log to pod-local stores"
         )
+    problems += login_problems(run.label, pods, docs)
     for source in {(s["name"], s["key"]) for s in env_sources}:
         cm = find(docs, "ConfigMap", source[0], namespace)
         value = (cm or {}).get("data", {}).get(source[1])
@@ -813,6 +814,32 @@ def check_run(
             problems += [f"{run.label}: {p}" for p in check_tracking_uri(value, where, namespace, docs)]
         elif cm is not None:
             problems.append(f"{run.label}: ConfigMap {namespace}/{source[0]} has no value for {source[1]}")
+    return problems
+
+
+MLFLOW_LOGIN_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def login_problems(label: str, pods: dict[str, dict[str, Any]], docs: list[dict[str, Any]]) -> list[str]:
+    """When the overlay's MLflow runs the basic-auth app, every step logs in: each step pod gets the
+    pipeline's login (`cluster.secrets` mapping MLFLOW_TRACKING_USERNAME / _PASSWORD) from a Secret; a step
+    without it is answered 401 on its first call."""
+    auth = any(
+        "--app-name=basic-auth" in (c.get("args") or []) + (c.get("command") or [])
+        for _ns, _meta, spec in workload_pods(docs)
+        for c in spec.get("containers", [])
+    )
+    if not auth:
+        return []
+    problems = []
+    for step, pod in sorted(pods.items()):
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        missing = [n for n in MLFLOW_LOGIN_ENV if "secretKeyRef" not in env.get(n, {}).get("valueFrom", {})]
+        if missing:
+            problems.append(
+                f"{label}: {step} gets no {' / '.join(missing)} from a Secret, but the overlay's MLflow "
+                "runs basic-auth: list the pipeline's login (mlflow-pipeline-credentials) in cluster.secrets"
+            )
     return problems
 
 

@@ -455,3 +455,21 @@ def test_an_overlay_pinned_by_digest_is_checked(
         assert problems == []
     else:
         assert problems and all("sha256:0123" in p for p in problems), problems
+
+
+def test_a_config_without_the_pipeline_login_fails_the_contract(
+    tmp_path: Path,
+    overlays: dict[str, list[dict[str, Any]]],
+    documented: dict[tuple[str, str, str], frozenset[str]],
+) -> None:
+    """The MLflow server runs basic-auth: a config whose steps get no login would be answered 401."""
+    data = yaml.safe_load((REPO / "configs" / PAPER).read_text())
+    data["cluster"]["secrets"] = [
+        s for s in data["cluster"]["secrets"] if s["name"] != "mlflow-pipeline-credentials"
+    ]
+    mutated = tmp_path / "no-login.yaml"
+    mutated.write_text(yaml.safe_dump(data))
+    run = compile_run(mutated, tmp_path, label="mutated/no-login.yaml")
+    problems = check_run(run, overlays["dev"], documented)
+    assert problems and all("MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD" in p for p in problems)
+    assert len(problems) == len(run.executors), problems  # one per step
