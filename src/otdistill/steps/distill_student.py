@@ -79,6 +79,7 @@ def distill_student(
                 "teacher_source": teacher.source,
                 "teacher_revision": teacher.revision,
                 "global_step": str(result.global_step),
+                "dtype": str(result.record["precision.save_dtype"]),  # the weights' dtype on disk
             }
             write_model_info(Path(model_dir), metadata)
     log.info("distillation done: %s steps, final train loss %.4f", result.global_step, result.train_loss)

@@ -84,6 +84,7 @@ def train_sft(
                 "base_source": resolved.source,
                 "base_revision": resolved.revision,
                 "global_step": str(result.global_step),
+                "dtype": str(result.record["precision.save_dtype"]),  # the weights' dtype on disk
             }
             write_model_info(Path(model_dir), metadata)
     log.info("%s done: %s steps, final train loss %.4f", stage, result.global_step, result.train_loss)

@@ -16,6 +16,7 @@ from otdistill.losses.registry import get_loss, loss_names
 LossName = str  # a name in the loss registry (`otdistill.losses.registry`), checked by `validate`
 TeacherSourceKind = Literal["live", "cache"]  # where the teacher side comes from (teacher.TeacherSource)
 Precision = Literal["auto", "bf16", "fp32"]
+SaveDtype = Literal["auto", "bf16", "fp16", "fp32"]
 Distributed = Literal["ddp", "fsdp"]
 TeacherSharding = Literal["replicate", "fsdp"]
 
@@ -66,6 +67,9 @@ class TrainConfig:
     takes only checkpoints that record the same one: others are refused and moved aside (checkpoints.py).
     `precision`: "auto" is bf16 on a CUDA GPU that supports it, else fp32; under bf16 the base of a LoRA or
     FSDP run is loaded in bf16 (`PrecisionChoice.trained_dtype`).
+    `save_dtype`: the dtype the final model is written in, the one it is served in ("auto": bf16 when the
+    stage trained under bf16, fp32 otherwise, so a CPU run's model is bit-identical to its fp32 weights):
+    a 7B teacher saved in bf16 is half the bytes every later step downloads (`PrecisionChoice.save_dtype`).
     `deterministic` turns on torch's deterministic algorithms (and the cuBLAS workspace setting on GPUs).
 
     Validation during training (off by default): every `eval_every_steps` optimizer steps the trained
@@ -134,6 +138,7 @@ class TrainConfig:
     seed: int = 42
     deterministic: bool = False
     precision: Precision = "auto"
+    save_dtype: SaveDtype = "auto"
     distributed: Distributed = "ddp"
     progress_bar: bool = True
 
@@ -156,6 +161,7 @@ class TrainConfig:
             "teacher_source": ("live", "cache"),
             "teacher_sharding": ("replicate", "fsdp"),
             "precision": ("auto", "bf16", "fp32"),
+            "save_dtype": ("auto", "bf16", "fp16", "fp32"),
             "distributed": ("ddp", "fsdp"),
         }
         for name, allowed in choices.items():

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+SAVE_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
 
 @dataclass(frozen=True)
 class PrecisionChoice:
@@ -40,6 +42,17 @@ class PrecisionChoice:
         if self.bf16 and (lora or distributed == "fsdp"):
             return torch.bfloat16
         return torch.float32
+
+    def save_dtype(self, requested: str = "auto") -> torch.dtype:
+        """The dtype the final model is saved (and served) in: `requested` ("bf16", "fp16", "fp32"), or for
+        "auto" bf16 when this stage ran under bf16 and fp32 otherwise (a CPU run saves what it trained)."""
+        if requested == "auto":
+            return torch.bfloat16 if self.bf16 else torch.float32
+        if requested not in SAVE_DTYPES:
+            raise ValueError(
+                f"save_dtype must be 'auto' or one of {', '.join(SAVE_DTYPES)}; got {requested!r}"
+            )
+        return SAVE_DTYPES[requested]
 
     def record(self) -> dict[str, str]:
         return {f"precision.{k}": str(v) for k, v in asdict(self).items()}

@@ -51,6 +51,7 @@ from otdistill.training.inputs import TrainCollator, encode_side_examples
 from otdistill.training.lora import apply_lora, merge_lora
 from otdistill.training.objective import DistillationObjective
 from otdistill.training.precision import PrecisionChoice, choose_precision
+from otdistill.training.save_dtype import cast_saved_weights, dtype_name
 from otdistill.training.teacher import CachedTeacher, LiveTeacher, TeacherSource, shard_teacher
 from otdistill.training.trainer import DistillationTrainer
 
@@ -230,9 +231,11 @@ def _run(parts: StageParts, record: dict[str, Any]) -> TrainResult:
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     model_dir = output_dir / MODEL_DIR
+    save_dtype = precision.save_dtype(config.save_dtype)
     record = {
         **record,
         **precision.record(),
+        "precision.save_dtype": dtype_name(save_dtype),
         "determinism": determinism_record(config.seed, config.deterministic),
         "world_size": args.world_size,
         "distributed": "fsdp" if trainer.is_fsdp_enabled else ("ddp" if args.world_size > 1 else "none"),
@@ -252,7 +255,7 @@ def _run(parts: StageParts, record: dict[str, Any]) -> TrainResult:
         best_step=trainer.state.best_global_step or None,
         stopped_early=bool(config.early_stopping_patience) and output.global_step < trainer.state.max_steps,
     )
-    save_final_model(trainer, parts.tokenizer, model_dir, result)
+    save_final_model(trainer, parts.tokenizer, model_dir, result, save_dtype)
     if args.should_save:
         log_record_to_mlflow(stage, result.record)
     trainer.accelerator.wait_for_everyone()
@@ -301,9 +304,14 @@ def validation_history(log_history: list[dict[str, Any]]) -> list[dict[str, floa
 
 
 def save_final_model(
-    trainer: DistillationTrainer, tokenizer: PreTrainedTokenizerBase, model_dir: Path, result: TrainResult
+    trainer: DistillationTrainer,
+    tokenizer: PreTrainedTokenizerBase,
+    model_dir: Path,
+    result: TrainResult,
+    dtype: torch.dtype,
 ) -> None:
-    """Save the trained model (LoRA merged) + tokenizer + result, staged and renamed into `model_dir`.
+    """Save the trained model (LoRA merged) + tokenizer + result, staged and renamed into `model_dir`, its
+    weights in `dtype` (the config's `save_dtype`: `cast_saved_weights`).
 
     Called on every rank: under FSDP the full weights are gathered collectively (the Trainer's
     `save_model`); the main process writes the files and renames.
@@ -319,6 +327,7 @@ def save_final_model(
         model.save_pretrained(staging, safe_serialization=True)  # type: ignore[operator]
     if not trainer.args.should_save:
         return
+    cast_saved_weights(staging, dtype)
     tokenizer.save_pretrained(staging)
     (staging / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=str), encoding="utf-8")
     if model_dir.exists():
