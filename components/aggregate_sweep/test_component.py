@@ -1,0 +1,71 @@
+"""aggregate_sweep: from every row's record (both loops' collected artifacts), the table with each
+variant's difference from the SFT row and its interval, on the parent MLflow run and as the step's
+Markdown; rows whose outcome is known (one variant better on every row, one worse on every row)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kfp import dsl
+from mlflow.tracking import MlflowClient
+
+from otdistill.components.aggregate_sweep.component import aggregate_sweep
+from otdistill.components.conftest import Env
+from otdistill.tracking import open_pipeline_run
+from otdistill.tracking.metric_names import sweep_metric
+
+IDS = [f"ex{i}" for i in range(12)]
+
+
+def _row(env: Env, variant: str, seed: int, shift: float, metric: str) -> dsl.Artifact:
+    """A row's record as register_student writes it: each example's score is 0.3 + its offset + `shift`."""
+    row = f"{variant}-s{seed}"
+    scores = {i: 0.3 + 0.01 * (n % 5) + shift for n, i in enumerate(IDS)}
+    split = {
+        "models": {row: {metric: sum(scores.values()) / len(scores)}},
+        "row_scores": {row: {i: {metric: v} for i, v in scores.items()}},
+    }
+    record: dict[str, Any] = {
+        "row": row,
+        "variant": variant,
+        "seed": seed,
+        "sft": variant == "sft",
+        "splits": {"validation": split},
+        "registered": {"uri": f"models:/comp-{variant}/{seed + 1}"},
+    }
+    artifact = env.artifact(dsl.Artifact, f"aggregate-{row}")
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(record))
+    return artifact
+
+
+def test_aggregate_sweep_writes_the_table_and_intervals_to_the_parent_run(env: Env) -> None:
+    metric = env.cfg.tracking.promotion_metric
+    parent = open_pipeline_run(env.cfg.tracking, "aggregate-test", pipeline_run_id="aggregate-test")
+    sft = [_row(env, "sft", s, 0.01 * s, metric) for s in (0, 1)]
+    distilled = [_row(env, "better", s, 0.1 + 0.01 * s, metric) for s in (0, 1)]
+    distilled += [_row(env, "worse", s, -0.05, metric) for s in (0, 1)]
+    table = env.artifact(dsl.Markdown, "aggregate-table")
+    aggregate_sweep.python_func(
+        config=env.section("register_and_promote"),
+        parent_run_id=parent.run_id,
+        sft_rows=sft,
+        distill_rows=distilled,
+        table=table,
+    )
+    text = Path(table.path).read_text()
+    assert f"### validation: {metric} x100 on 12 rows" in text
+    assert "| sft | 2 |" in text and "(the reference)" in text
+    assert "| better | 2 |" in text and "+10.00 [+10.00, +10.00] | better than SFT |" in text
+    assert "| worse | 2 |" in text and "-5.50 [-5.50, -5.50] | worse than SFT |" in text
+    client = MlflowClient(env.cfg.tracking.tracking_uri)
+    run = client.get_run(parent.run_id)
+    assert run.data.metrics[sweep_metric("validation", "better", "diff")] == pytest.approx(0.1)
+    assert run.data.metrics[sweep_metric("validation", "worse", "high")] == pytest.approx(-0.055)
+    assert run.data.metrics[sweep_metric("validation", "sft", "mean")] == pytest.approx(
+        0.3225
+    )  # 0.3 + mean offset 0.0175 + mean shift 0.005
+    assert "| better | 2 |" in run.data.tags["otdistill.sweep.table"]
+    logged = {Path(f.path).name for f in client.list_artifacts(parent.run_id, "sweep")}
+    assert logged == {"table.md", "table.csv", "row_differences.csv", "comparisons.json", "plot.png"}
