@@ -118,9 +118,8 @@ def upstream(env: Env) -> Upstream:
         config=env.section("cache_teacher"), teacher_model=teacher, train_data=train, teacher_cache=cache
     )
     distilled = env.artifact(dsl.Model, "up-distilled")
-    distill_student.python_func(
+    distill_student.python_func(  # as the pipeline calls it for a loss reading the cache: no teacher_model
         config=env.section("distill_student"),
-        teacher_model=teacher,
         teacher_cache=cache,
         train_data=train,
         student_model=distilled,

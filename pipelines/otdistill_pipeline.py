@@ -12,7 +12,7 @@ the sweep pipeline (`sweep_pipeline.py`) through `build_dag`: each pipeline adds
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from otdistill.components.register_and_promote.component import register_and_pro
 from otdistill.components.score_champion.component import score_champion
 from otdistill.components.train_sft.component import train_sft
 from otdistill.config import PIPELINE_PARAMETERS, RunConfig, pipeline_parameter_defaults
+from otdistill.losses.registry import get_loss
 from otdistill.pipelines.cluster import apply_cluster_settings
 from otdistill.training.config import TrainConfig
 
@@ -66,6 +67,14 @@ def validation_input(section: TrainConfig, validation_data: Any) -> dict[str, An
     input is part of the step's cache key, so new validation rows re-run no training that does not read
     them."""
     return {"validation_data": validation_data} if section.validates else {}
+
+
+def teacher_model_input(losses: Iterable[str], teacher: Any) -> dict[str, Any]:
+    """`distill_student`'s `teacher_model` input, only when one of the `losses` it may train with needs
+    the live teacher (`LossSpec.needs_teacher_model`): a loss reading the teacher cache gets what it needs
+    of the teacher from the cache artifact, and KFP's launcher then downloads no teacher weights."""
+    live = any(get_loss(name, field="distill.loss").needs_teacher_model for name in losses)
+    return {"teacher_model": teacher} if live else {}
 
 
 def _trunk(cfg: RunConfig, params: Mapping[str, Any], configure: Configure) -> Trunk:
@@ -174,10 +183,10 @@ def build_pipeline(cfg: RunConfig) -> Any:
         distilled = configure(
             distill_student(
                 config=opened.outputs["distill_student"],
-                teacher_model=trunk.teacher,
                 teacher_cache=trunk.teacher_cache,
                 train_data=trunk.train_data,
                 **validation_input(cfg.distill, trunk.validation_data),
+                **teacher_model_input([cfg.distill.loss], trunk.teacher),
             ),
             "distill_student",
         )

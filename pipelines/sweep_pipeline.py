@@ -34,9 +34,15 @@ from otdistill.components.register_student.component import register_student
 from otdistill.components.sweep_row.component import sweep_row
 from otdistill.components.train_sft.component import train_sft
 from otdistill.config import RunConfig
-from otdistill.pipelines.otdistill_pipeline import Configure, Trunk, build_dag, validation_input
+from otdistill.pipelines.otdistill_pipeline import (
+    Configure,
+    Trunk,
+    build_dag,
+    teacher_model_input,
+    validation_input,
+)
 from otdistill.sweep.config import SweepConfig
-from otdistill.sweep.rows import loop_items
+from otdistill.sweep.rows import distilled_losses, loop_items
 
 # Display names inside a loop; a local run appends the row (`distill-uld-s0`, otdistill.run_console).
 ROW_STEPS = ("row", "train", "distill", "evaluate", "register")
@@ -85,10 +91,10 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
                     trained = configure(
                         distill_student(
                             config=row.outputs["train"],
-                            teacher_model=trunk.teacher,
                             teacher_cache=trunk.teacher_cache,
                             train_data=trunk.train_data,
                             **validation_input(cfg.distill, trunk.validation_data),
+                            **teacher_model_input(distilled_losses(cfg, sweep), trunk.teacher),
                         ),
                         "distill_student",
                         display="distill",

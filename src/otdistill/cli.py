@@ -71,6 +71,13 @@ def parse_params(values: Sequence[str] | None, extra: Sequence[str] = ()) -> dic
     return params
 
 
+def compiled_for(cfg: RunConfig, params: dict[str, Any]) -> RunConfig:
+    """The config a submit compiles: with the `loss` run parameter applied, because the loss decides the
+    DAG's shape (only a loss needing the live teacher gives distillation the teacher model: the
+    pipeline's `teacher_model_input`). The other parameters change no task's inputs."""
+    return cfg.with_overrides({"distill.loss": params["loss"]}) if "loss" in params else cfg
+
+
 def _config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, parse_set(args.set))
 
@@ -134,6 +141,7 @@ def _submit(
 
     build = build or kfp_ops.build_pipeline
     params = parse_params(args.param, extra=list(extra or {}))
+    cfg = compiled_for(cfg, params)
     if args.dry_run:
         with tempfile.TemporaryDirectory(prefix="otdistill-") as tmp:
             pkg = kfp_ops.package_pipeline(
@@ -175,14 +183,15 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.config or not args.cron:
             raise ConfigError("schedule create needs --config and --cron")
-        cfg = _config(args)
+        params = parse_params(args.param)
+        cfg = compiled_for(_config(args), params)
         rid = kfp_ops.create_schedule(
             client,
             cfg,
             cron=args.cron,
             name=args.name,
             experiment=args.experiment,
-            params=parse_params(args.param),
+            params=params,
             max_concurrency=args.max_concurrency,
             service_account=args.service_account or cfg.cluster.service_account,
             namespace=args.namespace,

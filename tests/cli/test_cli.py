@@ -198,6 +198,15 @@ def test_submit_dry_run_contacts_nothing(capsys: pytest.CaptureFixture[str]) -> 
     assert "  distill_steps: 3\n" in out and '  task: "dialogsum"' in out
 
 
+def test_a_loss_parameter_is_compiled_in() -> None:
+    """The `loss` run parameter decides whether distillation takes the teacher model (only a loss that
+    needs the live teacher does): submit and schedule compile the config with it."""
+    cfg = load_config(TINY)
+    assert cfg.distill.loss == "multilevel_ot"
+    assert cli.compiled_for(cfg, {"loss": "kl", "distill_steps": 3}).distill.loss == "kl"
+    assert cli.compiled_for(cfg, {"distill_steps": 3}) is cfg
+
+
 def test_validate_passes_a_shipped_cluster_config(capsys: pytest.CaptureFixture[str]) -> None:
     config = str(ROOT / "configs" / "paper" / "opt-350m-dialogsum.yaml")
     assert cli.main(["validate", "--config", config]) == 0

@@ -182,3 +182,25 @@ def test_validation_data_reaches_only_the_training_steps_that_validate(tmp_path:
     for name in ("train-sft-2", "distill-student"):
         source = tasks[name].inputs.artifacts["validation_data"].task_output_artifact
         assert source.producer_task == "prepare-data-2" and source.output_artifact_key == "data", name
+
+
+def _producer(task: Any, name: str) -> str | None:
+    """The task that produces `task`'s input artifact `name` (None: the task has no such input)."""
+    if name not in task.inputs.artifacts:
+        return None
+    return str(task.inputs.artifacts[name].task_output_artifact.producer_task)
+
+
+@pytest.mark.parametrize(("loss", "live"), [("multilevel_ot", False), ("uld", False), ("kl", True)])
+def test_the_teacher_model_reaches_distillation_only_for_a_live_teacher(
+    loss: str, live: bool, tmp_path: Path
+) -> None:
+    """KFP's launcher downloads every input artifact in full before a step starts: a loss that reads the
+    teacher cache gets the teacher's tokenizer and record from the cache artifact, not the teacher model;
+    the cache and evaluation steps run the teacher and keep it."""
+    cfg = RunConfig.from_dict({"distill": {"loss": loss}})
+    tasks = _tasks(_parse(compile_pipeline(cfg, tmp_path / "p.yaml"))[0])
+    assert _producer(tasks["distill-student"], "teacher_model") == ("train-sft" if live else None)
+    assert _producer(tasks["distill-student"], "teacher_cache") == "cache-teacher"
+    for name in ("cache-teacher", "evaluate"):
+        assert _producer(tasks[name], "teacher_model") == "train-sft", name

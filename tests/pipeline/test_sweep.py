@@ -185,6 +185,10 @@ def test_sweep_compiles_for_a_cluster(tmp_path: Path) -> None:
     gpu = [n for n, e in executors.items() if "accelerator" in e["container"].get("resources", {})]
     assert any("distill-student" in n for n in gpu) and any("evaluate-student" in n for n in gpu)
     assert not any("aggregate" in n or "register-student" in n for n in gpu)
+    # ULD and MultiLevelOT read the teacher cache: the loop's distill step downloads no teacher model
+    tasks = {n: t for c in spec["components"].values() for n, t in c.get("dag", {}).get("tasks", {}).items()}
+    assert "teacher_model" not in tasks["distill-student"]["inputs"].get("artifacts", {})
+    assert "teacher_model" in tasks["cache-teacher"]["inputs"]["artifacts"]
 
 
 @pytest.mark.e2e

@@ -63,6 +63,13 @@ class LossSpec:
     def reads_cache(self) -> bool:
         return self.cache is not None
 
+    @property
+    def needs_teacher_model(self) -> bool:
+        """Whether distillation needs the teacher's weights (the live teacher). A loss that reads the cache
+        needs only what the cache artifact carries of the teacher (tokenizer, record): the pipeline then
+        gives the distillation step no teacher Model artifact to download."""
+        return self.needs_teacher and not self.reads_cache
+
     def load(self) -> Any:
         """The loss class (imports its module: torch): it has `from_train_config` and `weighted_parts`."""
         if self.target is None:

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from otdistill.losses.registry import get_loss
-from otdistill.models import resolve_model
+from otdistill.losses.registry import LossSpec, get_loss
+from otdistill.models import ResolvedModel, resolve_model
 from otdistill.steps.common import (
     copy_model,
     resolve_model_artifact,
@@ -18,6 +18,7 @@ from otdistill.steps.common import (
 from otdistill.steps.prologue import step_prologue
 from otdistill.steps.resume import step_checkpoints
 from otdistill.steps.train_sft import TrainStepResult
+from otdistill.teacher_cache.teacher_files import cached_teacher
 from otdistill.training.launch import TrainingJob, run_training, training_processes
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def distill_student(
     config_json: str,
-    teacher_dir: str | Path,
+    teacher_dir: str | Path | None,
     cache_dir: str | Path,
     train_dir: str | Path,
     model_dir: str | Path,
@@ -39,12 +40,16 @@ def distill_student(
     training split's content hash and both tokenizers (`TeacherCache.check_matches`); "kl" needs the live
     teacher. `validation_dir`: the validation snapshot, read when `distill.eval_every_steps` is set; its
     loss is the student's response cross-entropy (the cache holds no validation rows).
+    `teacher_dir`: the teacher Model artifact, given only to a loss that needs the live teacher
+    (`LossSpec.needs_teacher_model`); otherwise the teacher is the one the cache carries (its tokenizer
+    and record: `cached_teacher`), and the step downloads no teacher weights.
     """
     with step_prologue(config_json, "distill_student") as step:
         cfg = step.cfg
-        teacher = resolve_model_artifact(teacher_dir)
         train_cfg = cfg.distill
-        if get_loss(train_cfg.loss, field="distill.loss").reads_cache:
+        spec = get_loss(train_cfg.loss, field="distill.loss")
+        teacher = _teacher(spec, teacher_dir, cache_dir)
+        if spec.reads_cache:
             train_cfg = dataclasses.replace(
                 train_cfg, teacher_source="cache", teacher_cache_uri=str(cache_dir)
             )
@@ -84,3 +89,18 @@ def distill_student(
             write_model_info(Path(model_dir), metadata)
     log.info("distillation done: %s steps, final train loss %.4f", result.global_step, result.train_loss)
     return TrainStepResult.of(metadata, result)
+
+
+def _teacher(spec: LossSpec, teacher_dir: str | Path | None, cache_dir: str | Path) -> ResolvedModel:
+    """The teacher Model artifact when the step got one, else the teacher the cache carries; a loss that
+    needs the live teacher without one is refused by name (the pipeline is compiled for the configured
+    loss: a run that changes the `loss` parameter to one needing the live teacher must be recompiled)."""
+    if teacher_dir is not None:
+        return resolve_model_artifact(teacher_dir)
+    if spec.needs_teacher_model:
+        raise ValueError(
+            f"distill.loss {spec.name!r} needs the live teacher, but the distill_student step got no "
+            "teacher_model: the pipeline was compiled for a loss that reads the teacher cache; compile "
+            f"(or submit) it with distill.loss {spec.name!r} in the config"
+        )
+    return cached_teacher(cache_dir)

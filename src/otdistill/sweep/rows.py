@@ -61,6 +61,12 @@ def row_config(cfg: RunConfig, variant: Variant, seed: int) -> RunConfig:
     return out
 
 
+def distilled_losses(cfg: RunConfig, sweep: SweepConfig) -> list[str]:
+    """The distillation loss of every distilled row (its variant's overrides on `cfg`): the pipeline
+    gives the loop's distill step the teacher model only when one of them needs the live teacher."""
+    return [row_config(cfg, r.variant, r.seed).distill.loss for r in rows(sweep, sft=False)]
+
+
 def row_configs(run_config_path: str | Path, item: Mapping[str, Any]) -> dict[str, str]:
     """The step configs of one row (`item`: `Row.item`) from the run's resolved config (the YAML file
     `open_run` writes): "train" (the `train_sft_baseline` section for the SFT row, else `distill_student`'s),

@@ -26,6 +26,7 @@ from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenize
 from otdistill.teacher_cache.builder import BuildResult, build_teacher_cache
 from otdistill.teacher_cache.format import MANIFEST
 from otdistill.teacher_cache.identity import CacheIdentity
+from otdistill.teacher_cache.teacher_files import save_teacher_tokenizer
 from otdistill.tracking.metric_names import cache_metric
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ def cache_teacher_step(
             progress=loss.progress_bar,  # the distillation's switch: the cache is built for it
         )
         examples = result.manifest.count
+        # What distillation needs of the teacher travels with the cache: it then takes no teacher model.
+        save_teacher_tokenizer(teacher, work, result.manifest.settings.teacher_tokenizer_sha256)
         move_cache(work, Path(cache_dir))
         run.log_params({"examples": examples})
         run.log_metrics(
@@ -194,4 +197,5 @@ def cache_teacher_step(
         "teacher_revision": result.manifest.settings.teacher.get("revision", ""),
         "examples": str(examples),
         "data_sha256": result.manifest.settings.data_sha256,
+        "teacher_source": teacher.source,
     }
