@@ -171,6 +171,9 @@ def _check_what_the_mlflow_ui_shows(client: Any, experiment_id: str, parent_id: 
     (evaluated,) = runs["evaluate"].inputs.dataset_inputs
     assert validation.dataset.digest == evaluated.dataset.digest
     assert {t.key: t.value for t in evaluated.tags}["mlflow.data.context"] == "evaluation"
+    for step in ("train_teacher", "cache_teacher", "distill_student"):  # the training snapshot they read
+        digests = [d.dataset.digest for d in runs[step].inputs.dataset_inputs]
+        assert digests == [train.dataset.digest], step
     for step in ("train_teacher", "cache_teacher", "distill_student", "evaluate"):
         assert any(k.startswith("system/cpu_") for k in runs[step].data.metrics), step
     groups = ("train/", "val/", "eval/", "gate/", "data/", "cache/", "system/")

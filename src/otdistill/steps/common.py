@@ -145,6 +145,16 @@ def copy_model(src: str | Path, dst: str | Path) -> None:
             shutil.copy2(item, target)
 
 
+def log_training_datasets(cfg: RunConfig, train_dir: str | Path, validation_dir: str | Path | None) -> None:
+    """Record on the step run (MLflow's active run) the prepared snapshots a training step reads: the
+    training split, and the validation split when the stage validates on it (the UI's Datasets view)."""
+    from otdistill.tracking.datasets import log_dataset, snapshot_dataset
+
+    log_dataset(snapshot_dataset(train_dir, cfg.data.subset), "training")
+    if validation_dir is not None:
+        log_dataset(snapshot_dataset(validation_dir, cfg.data.subset), "validation")
+
+
 def validation_snapshot_config(
     cfg: RunConfig, train: TrainConfig, snapshot_dir: str | Path | None
 ) -> DataConfig | None:

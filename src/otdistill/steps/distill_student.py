@@ -10,6 +10,7 @@ from otdistill.losses.registry import LossSpec, get_loss
 from otdistill.models import ResolvedModel, resolve_model
 from otdistill.steps.common import (
     copy_model,
+    log_training_datasets,
     resolve_model_artifact,
     snapshot_data_config,
     validation_snapshot_config,
@@ -56,6 +57,7 @@ def distill_student(
         step.run.log_params(train_cfg.to_dict())
         validation = validation_snapshot_config(cfg, train_cfg, validation_dir)
         used_validation = validation_dir if validation is not None else None
+        log_training_datasets(cfg, train_dir, used_validation)
         section = cfg.section_json("distill_student")
         with step_checkpoints("distill_student", section, train_dir, used_validation) as checkpoints:
             student = resolve_model(cfg.student)

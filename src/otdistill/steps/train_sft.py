@@ -10,6 +10,7 @@ from pathlib import Path
 from otdistill.models import resolve_model
 from otdistill.steps.common import (
     copy_model,
+    log_training_datasets,
     model_spec,
     snapshot_data_config,
     validation_snapshot_config,
@@ -66,6 +67,7 @@ def train_sft(
         validation = validation_snapshot_config(cfg, train_cfg, validation_dir)
         data = snapshot_data_config(cfg, train_dir, cfg.data.split)
         used_validation = validation_dir if validation is not None else None
+        log_training_datasets(cfg, train_dir, used_validation)
         with step_checkpoints(stage, cfg.section_json(stage), train_dir, used_validation) as checkpoints:
             resolved = resolve_model(spec)
             train_cfg = checkpoints.for_training(train_cfg, {"base": resolved})

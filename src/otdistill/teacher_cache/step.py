@@ -145,7 +145,7 @@ def cache_teacher_step(
     `prepare_data` snapshot of the training split; cache_dir: the output Dataset. Returns its metadata.
     """
     # Imported here: otdistill.config imports the training stack, which imports this package.
-    from otdistill.steps.common import resolve_model_artifact, snapshot_data_config
+    from otdistill.steps.common import log_training_datasets, resolve_model_artifact, snapshot_data_config
     from otdistill.steps.prologue import start_step
     from otdistill.steps.resume import step_checkpoints
 
@@ -169,6 +169,7 @@ def cache_teacher_step(
                 "teacher": teacher.source,
             }
         )
+        log_training_datasets(cfg, train_dir, None)
         result = cache_teacher_for_run(
             teacher,
             student,
