@@ -1,6 +1,6 @@
 """One-shot GPU check: loss correctness and speed, training-step and generation throughput on CUDA.
 
-Why: every number in benchmarks/README.md was measured on a 2-core CPU, and configs/paper_table/gpu.yaml
+Why: every number in benchmarks/README.md was measured on a 2-core CPU, and configs/sweeps/gpu.yaml
 budgets a GPU run from estimates (~0.15 s per student step at batch 8 x 1024 tokens in bf16, ~0.3 s per
 Gemma-3-270M SFT step). This script checks the CUDA path once, on a lent GPU, in a few minutes, with random
 weights at the real sizes (no checkpoints, no internet), and writes what it measured.
@@ -85,7 +85,7 @@ SECTIONS = ("correctness", "loss_speed", "train_step", "generation")
 # accelerate is not listed: transformers imports it itself wherever it is installed.
 ABSENT_ON_DEVICE = frozenset({"mlflow", "kfp", "peft", "datasets", "rouge_score"})
 GIB = 2**30
-# configs/paper_table/gpu.yaml's estimates for one GPU at batch 8 x 1024 tokens in bf16
+# configs/sweeps/gpu.yaml's estimates for one GPU at batch 8 x 1024 tokens in bf16
 EST_STUDENT_STEP_S, EST_GEMMA_STEP_S = 0.15, 0.3
 # fp32 on the device against float64 on the CPU (relative): the losses run in fp32 for fp32 and bf16 logits
 FP32_VALUE_TOL, FP32_GRAD_TOL = 1e-4, 1e-3

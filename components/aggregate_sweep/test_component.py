@@ -4,7 +4,6 @@ Markdown; rows whose outcome is known (one variant better on every row, one wors
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kfp import dsl
@@ -14,29 +13,17 @@ from otdistill.components.aggregate_sweep.component import aggregate_sweep
 from otdistill.components.conftest import Env
 from otdistill.tracking import open_pipeline_run
 from otdistill.tracking.metric_names import sweep_metric
+from tests.sweep_records import row_record
 
 IDS = [f"ex{i}" for i in range(12)]
 
 
 def _row(env: Env, variant: str, seed: int, shift: float, metric: str) -> dsl.Artifact:
     """A row's record as register_student writes it: each example's score is 0.3 + its offset + `shift`."""
-    row = f"{variant}-s{seed}"
     scores = {i: 0.3 + 0.01 * (n % 5) + shift for n, i in enumerate(IDS)}
-    split = {
-        "models": {row: {metric: sum(scores.values()) / len(scores)}},
-        "row_scores": {row: {i: {metric: v} for i, v in scores.items()}},
-    }
-    record: dict[str, Any] = {
-        "row": row,
-        "variant": variant,
-        "seed": seed,
-        "sft": variant == "sft",
-        "splits": {"validation": split},
-        "registered": {"uri": f"models:/comp-{variant}/{seed + 1}"},
-    }
-    artifact = env.artifact(dsl.Artifact, f"aggregate-{row}")
+    artifact = env.artifact(dsl.Artifact, f"aggregate-{variant}-s{seed}")
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(artifact.path).write_text(json.dumps(record))
+    Path(artifact.path).write_text(json.dumps(row_record(variant, seed, scores, metric)))
     return artifact
 
 

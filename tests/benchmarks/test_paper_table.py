@@ -1,193 +1,127 @@
-"""The paper-table harness end to end on the tiny random pair: every stage in its own child process, the
-markdown table with mean and spread, per-row cost columns, the PNG, registration, loading by model URI,
-and resuming without retraining.
-
-The tiny models score ~0 on any metric: the test checks the harness, not the numbers.
+"""The paper table as a thin layer over the sweep: its plans load every task's sweep config (with the
+task's and the command line's overrides), bad plans fail naming the file and the task, and the report is
+rendered from sweep aggregates whose outcome is known (built by `otdistill.sweep.aggregate` from
+constructed row records) and from a parent MLflow run's `sweep/` files. Running the sweeps themselves is
+tests/pipeline/test_sweep.py's end-to-end test.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from benchmarks.paper_table import (
-    STUDENT_ROWS,
-    BenchmarkConfigError,
-    load_plan,
-    main,
-    parse_overrides,
-    row_config,
-    run_task,
-    task_config,
-    write_report,
-)
+import yaml
+from benchmarks.paper_table import CONFIG_DIR, download_aggregate, load_plan, main, read_table, render_report
 
 from otdistill.config import ConfigError
+from otdistill.sweep import aggregate
+from tests.sweep_records import row_record
 
-SEEDS = (0, 1)
-
-
-def _argv(teacher: Path, student: Path, tmp_path: Path) -> list[str]:
-    overrides = {
-        "teacher.source": str(teacher),
-        "student.source": str(student),
-        "data.limit": 8,
-        "data.max_length": 128,
-        "validation.limit": 4,
-        "teacher_sft.max_steps": 2,
-        "teacher_sft.learning_rate": 1e-3,
-        "distill.max_steps": 2,
-        "distill.learning_rate": 1e-3,
-        "distill.top_k": 8,
-        "eval.max_new_tokens": 8,
-        "eval.max_prompt_tokens": 96,
-        "eval.batch_size": 4,
-    }
-    argv = ["--budget", "cpu", "--tasks", "dialogsum", "--seeds", *map(str, SEEDS)]
-    argv += ["--run-dir", str(tmp_path / "run"), "--results", str(tmp_path / "out" / "paper_table.md")]
-    for key, value in overrides.items():
-        argv += ["--config-override", f"{key}={value}"]
-    return argv
+IDS = [f"e{i}" for i in range(20)]
+SWEEPS = "configs/sweeps/"
 
 
-def test_rows_differ_only_by_loss_and_seed() -> None:
-    plan = load_plan("cpu", None, [], None)
-    base = task_config(plan, "qed")
-    sft, ot, no_sd = (row_config(base, r, 7) for r in ("sft", "multilevel_ot", "multilevel_ot_no_sd"))
-    assert sft.sft_baseline.loss == "none" and sft.sft_baseline.max_steps == ot.distill.max_steps
-    assert sft.sft_baseline.learning_rate == ot.distill.learning_rate == no_sd.distill.learning_rate
-    assert ot.distill.seed == no_sd.distill.seed == sft.sft_baseline.seed == 7
-    assert no_sd.distill.gamma == 0.0 and no_sd.distill.beta == ot.distill.beta > 0
-    assert base.tracking.promotion_metric == "f1" and base.tracking.tracking_uri.startswith("sqlite:///")
+def _scores(shift: float) -> dict[str, float]:
+    """Example i scores 0.3 + 0.01 (i mod 4) + `shift`."""
+    return {i: 0.3 + 0.01 * (n % 4) + shift for n, i in enumerate(IDS)}
+
+
+def _aggregate(folder: Path, metric: str, shifts: dict[str, float]) -> Path:
+    """The aggregation's files for variants shifted by `shifts` from SFT (seeds 0 and 1, 0.01 apart)."""
+    records = [
+        row_record(v, s, _scores(d + 0.01 * s), metric)
+        for v, d in [("sft", 0.0), *shifts.items()]
+        for s in (0, 1)
+    ]
+    aggregate.write_files(aggregate.summarize(records, metric, resamples=500), folder, folder.parent.name)
+    return folder
 
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu"])
-def test_budget_configs_load_for_every_task_and_row(budget: str) -> None:
-    plan = load_plan(budget, None, [], None)  # validates every task x row config
-    assert set(plan.spec.tasks) == {"dialogsum", "fairytaleqa", "qed"} and len(plan.spec.seeds) >= 2
-    for task in plan.spec.tasks:
-        cfg = task_config(plan, task)
-        assert cfg.data.task == task and Path(cfg.data.source).name == task
-        assert cfg.teacher.source == "pypi:gemma-3-270m"
-        assert cfg.student.source == "pypi:smollm2-135m-instruct"
+def test_plans_load_each_task_sweep_with_its_overrides(budget: str) -> None:
+    plan = load_plan(CONFIG_DIR / f"{budget}.yaml", {"distill.max_steps": 3})
+    assert set(plan.tasks) == {"dialogsum", "qed"} and plan.results.parent.name == "results"
+    for task, item in plan.tasks.items():
+        assert item.cfg.data.task == task and item.cfg.distill.max_steps == 3
+        assert [v.name for v in item.sweep.variants][:3] == ["sft", "uld", "multilevel_ot"]
+        assert item.cfg.tracking.promotion_metric == {"dialogsum": "rougeLsum", "qed": "f1"}[task]
+    assert len({item.cfg.tracking.registered_model_name for item in plan.tasks.values()}) == 2
 
 
-def test_config_errors_name_the_problem() -> None:
-    with pytest.raises(ConfigError, match="learnig_rate"):
-        load_plan("cpu", None, ["distill.learnig_rate=1e-4"], None)
-    with pytest.raises(BenchmarkConfigError, match="unknown row"):
-        load_plan("cpu", None, ["benchmark.rows=[sft, ot]"], None)
-    with pytest.raises(BenchmarkConfigError, match="budget has"):
-        load_plan("cpu", None, [], None, tasks=["squad"])
-    with pytest.raises(BenchmarkConfigError, match="key=value"):
-        parse_overrides(["distill.max_steps"])
-    assert parse_overrides(["distill.learning_rate=1e-4", "benchmark.seeds=[3]"]) == (
-        {"distill.learning_rate": 1e-4},
-        {"seeds": [3]},
-    )
+BAD_PLANS = {  # a change to the cpu plan -> what the error must say
+    "task": ({"tasks": {"qed": {"sweep": SWEEPS + "paper-dialogsum.yaml"}}}, "prepares task"),
+    "file": ({"tasks": {"qed": {"sweep": SWEEPS + "nope.yaml"}}}, r"tasks\.qed\.sweep: no file"),
+    "key": ({"budget": 1}, r"unknown key\(s\) budget"),
+    "set": (
+        {"tasks": {"qed": {"sweep": SWEEPS + "paper-qed.yaml", "set": {"distill.lr": 1}}}},
+        r"tasks\.qed \(configs/sweeps/paper-qed\.yaml\):.*lr",
+    ),
+}
 
 
-class StubRunner:
-    """Stands in for the child processes: records the stages asked for, fails the rows it is told to."""
-
-    def __init__(self, fail: set[str]) -> None:
-        self.fail = fail
-        self.calls: list[str] = []
-
-    def run(self, stage: str, run_id: str, **kwargs: object) -> dict[str, object]:
-        name = str(kwargs.get("row", stage))
-        self.calls.append(name if kwargs.get("seed") is None else f"{name}-seed{kwargs['seed']}")
-        if name in self.fail:
-            raise FloatingPointError(f"{name}: non-finite gradient norm")
-        if stage in ("prepare", "teacher", "cache"):
-            return {"seconds": 1.0, "peak_rss_mb": 10.0, "train_rows": 8, "validation_rows": 4, "examples": 8}
-        score = 0.1 * (len(self.calls) % 3)
-        out: dict[str, object] = {"metric": "f1", "score": score, "eval_seconds": 1.0, "eval_rows": 4}
-        if stage == "student":
-            out.update(train_seconds=2.0, train_peak_rss_mb=20.0, global_step=2, model_uri="models:/x/1")
-        return out
+@pytest.mark.parametrize("case", BAD_PLANS)
+def test_bad_plans_name_the_file_and_the_task(case: str, tmp_path: Path) -> None:
+    change, message = BAD_PLANS[case]
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load((CONFIG_DIR / "cpu.yaml").read_text()), **change}))
+    with pytest.raises(ConfigError, match=message):
+        load_plan(path)
 
 
-def test_a_failing_row_is_reported_and_the_others_run(tmp_path: Path) -> None:
-    plan = load_plan("cpu", None, [], tmp_path / "run", tasks=["qed"], seeds=[0, 1])
-    runner = StubRunner(fail={"uld"})
-    results, failures = run_task(plan, runner, "qed", keep_models=False)  # type: ignore[arg-type]
-    assert [f["row"] for f in failures] == ["uld-seed0", "uld-seed1"]
-    assert len(results) == 2 + 4 * 2 and "uld" not in {r["row"] for r in results}
-    md = tmp_path / "paper_table.md"
-    write_report(plan, results, md, 1.0, failures, notes="Tried a 4x longer run: same picture.")
-    text = md.read_text(encoding="utf-8")
-    assert "## Analysis" in text and "Tried a 4x longer run" in text
-    assert "## Failed (not in the table)" in text and "FloatingPointError" in text
-    assert "| qed | Student SFT (CE only) |" in text
-
-    # resume: only the failed rows run again; a changed student setting re-runs the student rows only
-    again = StubRunner(fail=set())
-    run_task(plan, again, "qed", keep_models=False)  # type: ignore[arg-type]
-    assert again.calls == ["uld-seed0", "uld-seed1"]
-    plan.run_overrides["distill.learning_rate"] = 1e-4
-    changed = StubRunner(fail=set())
-    run_task(plan, changed, "qed", keep_models=False)  # type: ignore[arg-type]
-    assert len(changed.calls) == 5 * 2
-    assert not {"prepare", "teacher", "cache", "zero_shot"} & set(changed.calls)
+def test_a_task_outside_the_plan_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no task fairytaleqa"):
+        load_plan(CONFIG_DIR / "cpu.yaml", tasks=["fairytaleqa"])
 
 
-@pytest.mark.e2e
-def test_paper_table_end_to_end_on_tiny_pair(
-    tiny_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mlflow
-    import pandas as pd
-    from mlflow.tracking import MlflowClient
-
-    teacher, student = tiny_pair
-    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "model-cache"))
-    argv = _argv(teacher, student, tmp_path)
-    assert main(argv) == 0
-
-    md_path = tmp_path / "out" / "paper_table.md"
-    md = md_path.read_text(encoding="utf-8")
-    assert "| row | dialogsum (rougeLsum) |" in md
-    for title in ("Teacher", "Student zero-shot", *(r.title for r in STUDENT_ROWS.values())):
-        assert f"| {title}" in md
-    assert "±" in md  # mean ± spread over the two seeds
+def test_report_puts_the_tasks_side_by_side_with_intervals_and_verdicts(tmp_path: Path) -> None:
+    dialogsum = _aggregate(tmp_path / "d" / "sweep", "rougeLsum", {"uld": 0.0, "multilevel_ot": 0.05})
+    qed = _aggregate(tmp_path / "q" / "sweep", "f1", {"uld": -0.02, "multilevel_ot": 0.0})
+    tables = {"dialogsum": read_table(dialogsum), "qed": read_table(qed)}
+    text = render_report("plan-x", tables, command="python benchmarks/paper_table.py", notes="Seen: noise.")
+    assert "| row | dialogsum (rougeLsum, 20 rows) | qed (f1, 20 rows) |" in text
+    assert "| sft | 32.00 ± 0.71 | 32.00 ± 0.71 |" in text  # 0.3 + 0.015 + the seeds' 0.005; sd of 0, 0.01
+    assert "| multilevel_ot | 37.00 ± 0.71 | 32.00 ± 0.71 |" in text
     assert (
-        "| task | row | train s | peak RSS MiB | peak GPU MiB | eval s | optimizer steps | train rows |" in md
+        "| multilevel_ot | +5.00 [+5.00, +5.00] better than SFT | +0.00 [+0.00, +0.00] not distinguishable "
+        "from SFT |" in text
     )
-    assert "## Package versions" in md and "## Machine" in md and "```yaml" in md
-    png = md_path.with_suffix(".png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        "| uld | +0.00 [+0.00, +0.00] not distinguishable from SFT | -2.00 [-2.00, -2.00] worse than SFT |"
+        in text
+    )
+    assert "| sft | (the reference) | (the reference) |" in text
+    assert "| multilevel_ot | 37.61 | 58.97 |" in text  # the paper's, for scale
+    assert "- qed: `models:/m-sft/1`, `models:/m-sft/2`, `models:/m-uld/1`" in text
+    assert "## Analysis\n\nSeen: noise." in text
 
-    rows_dir = tmp_path / "run" / "dialogsum" / "rows"
-    results = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*/result.json"))]
-    assert len(results) == 2 + len(STUDENT_ROWS) * len(SEEDS)
-    trained = [r for r in results if r["seed"] is not None]
-    for r in trained:
-        assert r["train_seconds"] > 0 and r["train_peak_rss_mb"] > 0 and r["global_step"] == 2
-        assert r["metric"] == "rougeLsum" and 0.0 <= r["score"] <= 1.0
-        cost_row = f"| dialogsum | {STUDENT_ROWS[r['row']].title} | "
-        assert cost_row in md
-    # every trained student is registered once, with its config, and loads by its models:/ URI
-    uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)  # an earlier test in this process may have pointed the registry elsewhere
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert len({r["model_uri"] for r in trained}) == len(trained)
-    for r in trained:
-        name, version = r["registered_name"], r["version"]
-        mv = client.get_model_version(name, version)
-        assert mv.tags["otdistill.paper_table.seed"] == str(r["seed"])
-        assert mv.run_id and "config.yaml" in {a.path for a in client.list_artifacts(mv.run_id)}
-        assert r["model_uri"] in md
-        served = mlflow.pyfunc.load_model(r["model_uri"])  # answers a raw DialogSum input
-        dialogue = "#Person1#: Hello, how are you?\n#Person2#: Fine, thanks."
-        answers = served.predict(pd.DataFrame([{"dialogue": dialogue}]), params={"max_new_tokens": 2})
-        assert len(answers) == 1 and isinstance(answers[0], str) and dialogue not in answers[0]
 
-    # resuming: nothing is retrained or registered again, the report is rewritten from the stored results
-    stamps = {p: p.stat().st_mtime_ns for p in rows_dir.glob("*/result.json")}
+def test_main_renders_from_an_earlier_run_and_from_a_parent_mlflow_run(tmp_path: Path) -> None:
+    import mlflow
+
+    run_dir = tmp_path / "run"
+    _aggregate(run_dir / "dialogsum" / "sweep", "rougeLsum", {"uld": 0.01, "multilevel_ot": 0.02})
+    # qed's sweep ran elsewhere: its aggregate is on a parent MLflow run
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.create_experiment("paper", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    parent = client.create_run(experiment).info.run_id
+    for f in _aggregate(
+        tmp_path / "qed-elsewhere" / "sweep", "f1", {"uld": 0.0, "multilevel_ot": -0.03}
+    ).iterdir():
+        client.log_artifact(parent, str(f), aggregate.ARTIFACT_DIR)
+    out = tmp_path / "report.md"
+    argv = ["--budget", "cpu", "--report-only", "--run-dir", str(run_dir), "--results", str(out)]
+    argv += ["--set", f"tracking.tracking_uri={uri}", "--mlflow-run", f"qed={parent}"]
     assert main(argv) == 0
-    assert {p: p.stat().st_mtime_ns for p in rows_dir.glob("*/result.json")} == stamps
-    for r in trained:
-        assert len(client.search_model_versions(f"name='{r['registered_name']}'")) == len(SEEDS)
+    text = out.read_text()
+    assert (
+        "| multilevel_ot | +2.00 [+2.00, +2.00] better than SFT | -3.00 [-3.00, -3.00] worse than SFT |"
+        in text
+    )
+    assert f"Made by `python benchmarks/paper_table.py {' '.join(argv)}`" in text
+    assert (out.parent / "report_qed.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "qed" / "sweep" / "comparisons.json").is_file()  # downloaded next to the run
+    with pytest.raises(FileNotFoundError, match="no sweep/table.csv"):
+        download_aggregate(uri, client.create_run(experiment).info.run_id, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no sweep table here"):
+        main(["--budget", "cpu", "--report-only", "--run-dir", str(tmp_path / "none"), "--results", str(out)])

@@ -11,7 +11,6 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -20,6 +19,7 @@ from otdistill.config import ConfigError
 from otdistill.sweep import aggregate
 from otdistill.sweep.config import load_sweep
 from otdistill.sweep.rows import loop_items, row_config, row_configs
+from tests.sweep_records import row_record
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
@@ -130,26 +130,16 @@ def test_rows_differ_only_by_their_overrides_and_seed(tmp_path: Path) -> None:
     assert ot.distill.loss == "multilevel_ot" and ot.distill.gamma == cfg.distill.gamma
 
 
-def _record(variant: str, seed: int, scores: dict[str, float], sft: bool = False) -> dict[str, Any]:
-    row = f"{variant}-s{seed}"
-    split = {
-        "models": {row: {"f1": sum(scores.values()) / len(scores)}},
-        "row_scores": {row: {i: {"f1": v} for i, v in scores.items()}},
-    }
-    return {"row": row, "variant": variant, "seed": seed, "sft": sft, "splits": {"validation": split},
-            "registered": {"uri": f"models:/m-{variant}/{seed + 1}"}}  # fmt: skip
-
-
 def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_path: Path) -> None:
     ids = [f"e{i}" for i in range(40)]
     base = {i: 0.2 + 0.01 * (n % 7) for n, i in enumerate(ids)}
     records = [
-        _record("sft", 0, base, sft=True),
-        _record("sft", 1, {i: v + 0.02 for i, v in base.items()}, sft=True),
-        _record("better", 0, {i: v + 0.1 for i, v in base.items()}),
-        _record("better", 1, {i: v + 0.12 for i, v in base.items()}),
-        _record("same", 0, {i: v + (0.05 if n % 2 else -0.05) for n, (i, v) in enumerate(base.items())}),
-        _record("same", 1, {i: v + (0.07 if n % 2 else -0.03) for n, (i, v) in enumerate(base.items())}),
+        row_record("sft", 0, base, sft=True),
+        row_record("sft", 1, {i: v + 0.02 for i, v in base.items()}, sft=True),
+        row_record("better", 0, {i: v + 0.1 for i, v in base.items()}),
+        row_record("better", 1, {i: v + 0.12 for i, v in base.items()}),
+        row_record("same", 0, {i: v + (0.05 if n % 2 else -0.05) for n, (i, v) in enumerate(base.items())}),
+        row_record("same", 1, {i: v + (0.07 if n % 2 else -0.03) for n, (i, v) in enumerate(base.items())}),
     ]
     summary = aggregate.summarize(records, "f1", resamples=2000)
     cells = {c.variant: c for c in summary.cells["validation"]}

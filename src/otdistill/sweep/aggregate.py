@@ -128,10 +128,12 @@ def _first(records: Sequence[Mapping[str, Any]], variant: str) -> int:
     return next(i for i, r in enumerate(records) if r["variant"] == variant)
 
 
-def _verdict(c: Comparison) -> str:
-    if c.low > 0:
+def verdict(low: float, high: float) -> str:
+    """A difference from the SFT row in words: only an interval wholly on one side of 0 is a difference
+    (the sweep's table and the paper-table report say it the same way)."""
+    if low > 0:
         return "better than SFT"
-    if c.high < 0:
+    if high < 0:
         return "worse than SFT"
     return "not distinguishable from SFT"
 
@@ -150,14 +152,14 @@ def markdown(summary: SweepSummary) -> str:
         for c in cells:
             per_seed = ", ".join(f"{100 * v:.2f}" for v in c.seed_means)
             if c.comparison is None:
-                diff, verdict = "(the reference)", ""
+                diff, said = "(the reference)", ""
             else:
                 k = c.comparison
                 diff = f"{100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}]"
-                verdict = _verdict(k)
+                said = verdict(k.low, k.high)
             lines.append(
                 f"| {c.variant} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
-                f"| {diff} | {verdict} |"
+                f"| {diff} | {said} |"
             )
         lines.append("")
     lines.append(
