@@ -57,7 +57,7 @@ def test_skip_policy_counts_every_bad_row_by_reason(messy_file: Path) -> None:
     assert split.source_indices == [0, 8]
     assert "line 5" in r.issues[3]["message"]
     assert json.loads(r.to_json())["skipped_by_reason"]["wrong_type"] == 2
-    assert r.metrics()["data.skipped.too_long"] == 1.0
+    assert r.counts()["skipped/too_long"] == 1.0
     assert "skipped 7" in r.summary()
 
 
