@@ -148,11 +148,15 @@ def copy_model(src: str | Path, dst: str | Path) -> None:
 def log_training_datasets(cfg: RunConfig, train_dir: str | Path, validation_dir: str | Path | None) -> None:
     """Record on the step run (MLflow's active run) the prepared snapshots a training step reads: the
     training split, and the validation split when the stage validates on it (the UI's Datasets view)."""
-    from otdistill.tracking.datasets import log_dataset, snapshot_dataset
+    from otdistill.tracking.datasets import REPORT_FILE, log_dataset, snapshot_dataset
 
-    log_dataset(snapshot_dataset(train_dir, cfg.data.subset), "training")
-    if validation_dir is not None:
-        log_dataset(snapshot_dataset(validation_dir, cfg.data.subset), "validation")
+    for snapshot, context in ((train_dir, "training"), (validation_dir, "validation")):
+        if snapshot is None:
+            continue
+        if not (Path(snapshot) / REPORT_FILE).is_file():  # not a prepare_data output: nothing to describe it
+            log.warning("%s has no %s: its dataset input is not logged", snapshot, REPORT_FILE)
+            continue
+        log_dataset(snapshot_dataset(snapshot, cfg.data.subset), context)
 
 
 def validation_snapshot_config(
