@@ -18,6 +18,7 @@ from typing import Any
 
 from otdistill.config import RunConfig, from_dict, to_dict
 from otdistill.data import DataConfig
+from otdistill.fingerprint import DATA_REPORT
 from otdistill.models import ModelSpec, ResolvedModel, resolve_model
 
 # The environment names, component image and log setup, kept importable without the ML stack (the
@@ -148,13 +149,13 @@ def copy_model(src: str | Path, dst: str | Path) -> None:
 def log_training_datasets(cfg: RunConfig, train_dir: str | Path, validation_dir: str | Path | None) -> None:
     """Record on the step run (MLflow's active run) the prepared snapshots a training step reads: the
     training split, and the validation split when the stage validates on it (the UI's Datasets view)."""
-    from otdistill.tracking.datasets import REPORT_FILE, log_dataset, snapshot_dataset
+    from otdistill.tracking.datasets import log_dataset, snapshot_dataset
 
     for snapshot, context in ((train_dir, "training"), (validation_dir, "validation")):
         if snapshot is None:
             continue
-        if not (Path(snapshot) / REPORT_FILE).is_file():  # not a prepare_data output: nothing to describe it
-            log.warning("%s has no %s: its dataset input is not logged", snapshot, REPORT_FILE)
+        if not (Path(snapshot) / DATA_REPORT).is_file():  # not a prepare_data output: nothing to describe it
+            log.warning("%s has no %s: its dataset input is not logged", snapshot, DATA_REPORT)
             continue
         log_dataset(snapshot_dataset(snapshot, cfg.data.subset), context)
 
@@ -172,8 +173,8 @@ def validation_snapshot_config(
             f"eval_every_steps is {train.eval_every_steps} but the step got no validation data "
             "(the pipeline passes prepare_validation_data's snapshot when it is set)"
         )
-    report = Path(snapshot_dir) / "data_report.json"
+    report = Path(snapshot_dir) / DATA_REPORT
     if not report.is_file():
-        raise FileNotFoundError(f"{snapshot_dir} is not a prepared data snapshot: it has no data_report.json")
+        raise FileNotFoundError(f"{snapshot_dir} is not a prepared data snapshot: it has no {DATA_REPORT}")
     split = str(json.loads(report.read_text(encoding="utf-8"))["split"])
     return snapshot_data_config(cfg, snapshot_dir, split)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from otdistill.config import RunConfig
 from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
+from otdistill.fingerprint import DATA_REPORT
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.prologue import step_prologue
 from otdistill.tracking.datasets import log_dataset, prepared_dataset
@@ -75,7 +76,7 @@ def _split(config: DataConfig, t_tok: object, s_tok: object, out_dir: Path) -> D
         )
     paired = tokenize_pair_split(loaded, t_tok, s_tok, config)
     _snapshot(config, paired.source_indices, out_dir)
-    (out_dir / "data_report.json").write_text(paired.report.to_json(), encoding="utf-8")
+    (out_dir / DATA_REPORT).write_text(paired.report.to_json(), encoding="utf-8")
     return paired.report
 
 
@@ -113,10 +114,10 @@ def prepare_data(
         log_dataset(prepared_dataset(report, data_cfg.subset), SPLIT_CONTEXTS[split])
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / "data_report.json").write_text(
+        (report_dir / DATA_REPORT).write_text(
             json.dumps({split: report.to_dict()}, indent=2, sort_keys=True), encoding="utf-8"
         )
-        run.log_artifact(report_dir / "data_report.json", f"data/{split}")
+        run.log_artifact(report_dir / DATA_REPORT, f"data/{split}")
         hash_tag = HASH_TAGS[split]
         run.set_tags({hash_tag: report.content_sha256})
         parent.set_tags({hash_tag: report.content_sha256})

@@ -24,9 +24,9 @@ from mlflow.data.meta_dataset import MetaDataset
 
 from otdistill.data.report import DataReport
 from otdistill.data.sources import source_kind
+from otdistill.fingerprint import DATA_REPORT
 
 DIGEST_CHARS = 16
-REPORT_FILE = "data_report.json"  # what `prepare_data` writes beside a split's snapshot
 CONTEXTS = ("training", "validation", "testing", "evaluation")
 
 
@@ -89,7 +89,7 @@ def prepared_dataset(report: DataReport, subset: str | None = None) -> PreparedD
 
 def snapshot_dataset(snapshot_dir: str | Path, subset: str | None = None) -> PreparedDataset:
     """The dataset of a `prepare_data` snapshot directory, from the report written beside its rows."""
-    path = Path(snapshot_dir) / REPORT_FILE
+    path = Path(snapshot_dir) / DATA_REPORT
     try:
         report = DataReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
