@@ -2,6 +2,7 @@
 
     open_run ─> prepare_data ─> train_sft(teacher) ─> cache_teacher ─┐
        ├──────> prepare_validation_data, prepare_test_data ──────────┤
+       │   evaluate_student(teacher): the pilot, the teacher's lead over the SFT student
        │   ParallelFor (SFT row x seeds):   sweep_row ─> train_sft(student) ─> evaluate_student ─> register
        │   ParallelFor (distilled x seeds): sweep_row ─> distill_student ──> evaluate_student ─> register
        └────────────────────────────────────> aggregate_sweep (dsl.Collected rows of both loops)
@@ -42,7 +43,7 @@ from otdistill.pipelines.otdistill_pipeline import (
     validation_input,
 )
 from otdistill.sweep.config import SweepConfig
-from otdistill.sweep.rows import distilled_losses, loop_items
+from otdistill.sweep.rows import distilled_losses, loop_items, teacher_item
 
 # Display names inside a loop; a local run appends the row (`distill-uld-s0`, otdistill.run_console).
 ROW_STEPS = ("row", "train", "distill", "evaluate", "register")
@@ -67,6 +68,19 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
                 rows=params["test_rows"],
             ),
             "prepare_test_data",
+        )
+        # The pilot: the teacher after SFT on the same rows (a teacher no stronger than the SFT student has
+        # nothing to teach; the aggregation says whether it leads by the 5 points issue 17 asks).
+        teacher_scored = configure(
+            evaluate_student(
+                config=opened.outputs["evaluate"],
+                validation_data=trunk.validation_data,
+                test_data=test.outputs["data"],
+                student_model=trunk.teacher,
+                row=teacher_item(cfg),
+            ),
+            "evaluate",
+            display="evaluate-teacher",
         )
         collected = []
         for sft in (True, False):
@@ -131,6 +145,7 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
                 parent_run_id=opened.outputs["parent_run_id"],
                 sft_rows=collected[0],
                 distill_rows=collected[1],
+                teacher_row=teacher_scored.outputs["record"],
             ),
             "aggregate_sweep",
             cache=False,

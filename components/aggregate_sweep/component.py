@@ -11,9 +11,11 @@ def aggregate_sweep(
     parent_run_id: str,
     sft_rows: dsl.Input[list[dsl.Artifact]],
     distill_rows: dsl.Input[list[dsl.Artifact]],
+    teacher_row: dsl.Input[dsl.Artifact],
     table: dsl.Output[dsl.Markdown],
 ) -> None:
-    """Every row's record (`dsl.Collected` from both loops) -> the table with each variant's difference
+    """Every row's record (`dsl.Collected` from both loops) and the teacher's (`teacher_row`, the pilot:
+    its lead over the SFT student) -> the table with each row's difference
     from the SFT row and its bootstrap interval, per-row differences, a plot: on the parent MLflow run
     (`sweep/`), and the table as the step's Markdown artifact (the KFP UI shows it)."""
     import shutil
@@ -23,5 +25,5 @@ def aggregate_sweep(
 
     paths = [a.path for a in [*sft_rows, *distill_rows]]
     with tempfile.TemporaryDirectory(prefix="otdistill-sweep-") as tmp:
-        result = run_step(config, parent_run_id, paths, tmp)
+        result = run_step(config, parent_run_id, paths, tmp, teacher_path=teacher_row.path)
         shutil.copyfile(result["files"]["table"], table.path)

@@ -19,11 +19,14 @@ IDS = [f"ex{i}" for i in range(12)]
 
 
 def _row(env: Env, variant: str, seed: int, shift: float, metric: str) -> dsl.Artifact:
-    """A row's record as register_student writes it: each example's score is 0.3 + its offset + `shift`."""
+    """A row's record as register_student writes it (the teacher's as evaluate_student writes it): each
+    example's score is 0.3 + its offset + `shift`."""
     scores = {i: 0.3 + 0.01 * (n % 5) + shift for n, i in enumerate(IDS)}
     artifact = env.artifact(dsl.Artifact, f"aggregate-{variant}-s{seed}")
     Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
-    Path(artifact.path).write_text(json.dumps(row_record(variant, seed, scores, metric)))
+    Path(artifact.path).write_text(
+        json.dumps(row_record(variant, seed, scores, metric, sft=variant == "sft"))
+    )
     return artifact
 
 
@@ -39,6 +42,7 @@ def test_aggregate_sweep_writes_the_table_and_intervals_to_the_parent_run(env: E
         parent_run_id=parent.run_id,
         sft_rows=sft,
         distill_rows=distilled,
+        teacher_row=_row(env, "teacher", 0, 0.2, metric),
         table=table,
     )
     text = Path(table.path).read_text()
@@ -46,6 +50,8 @@ def test_aggregate_sweep_writes_the_table_and_intervals_to_the_parent_run(env: E
     assert "| sft | 2 |" in text and "(the reference)" in text
     assert "| better | 2 |" in text and "+10.00 [+10.00, +10.00] | better than SFT |" in text
     assert "| worse | 2 |" in text and "-5.50 [-5.50, -5.50] | worse than SFT |" in text
+    assert "| teacher (after SFT; not a student) | 1 |" in text and "a lead of +19.50" in text
+    assert "at least 5 is asked: met." in text  # the pilot
     client = MlflowClient(env.cfg.tracking.tracking_uri)
     run = client.get_run(parent.run_id)
     assert run.data.metrics[sweep_metric("validation", "better", "diff")] == pytest.approx(0.1)

@@ -19,6 +19,7 @@ from otdistill.config import ConfigError
 from otdistill.sweep import aggregate
 from otdistill.sweep.config import load_sweep
 from otdistill.sweep.rows import loop_items, row_config, row_configs
+from otdistill.tracking.metric_names import sweep_metric
 from tests.sweep_records import row_record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,13 @@ def test_sweep_config_is_strict_and_set_reaches_both_parts(tmp_path: Path) -> No
             },
             "sweep.variants.x",
         ),  # fmt: skip
+        "teacher": (
+            {
+                **data,
+                "sweep": {**data["sweep"], "variants": [{"name": "sft", "sft": True}, {"name": "teacher"}]},
+            },
+            "names the teacher's own row",
+        ),
         "no sft": (
             {**data, "sweep": {**data["sweep"], "variants": [{"name": "x"}, {"name": "y"}]}},
             "SFT row",
@@ -157,6 +165,28 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     assert json.loads(files["comparisons"].read_text())["validation"]["better"]["rows"] == 40
     with pytest.raises(aggregate.SweepRecordError, match="seed 0 occurs twice"):
         aggregate.summarize([*records, records[2]], "f1", resamples=10)
+
+
+@pytest.mark.parametrize(("lead", "met"), [(0.08, True), (0.02, False)])
+def test_the_pilot_compares_the_teacher_with_the_sft_student(lead: float, met: bool) -> None:
+    """The teacher's record (seed of its SFT) is listed first and compared with the SFT row like a
+    variant; the pilot sentence says whether its lead reaches 5 points."""
+    ids = [f"e{i}" for i in range(30)]
+    base = {i: 0.3 + 0.01 * (n % 4) for n, i in enumerate(ids)}
+    records = [row_record("sft", s, base, sft=True) for s in (0, 1)]
+    records.append(row_record("uld", 0, {i: v + 0.01 for i, v in base.items()}))
+    teacher = row_record("teacher", 0, {i: v + lead for i, v in base.items()}, sft=False)
+    summary = aggregate.summarize(records, "f1", resamples=500, teacher=teacher)
+    cells = summary.cells["validation"]
+    assert [c.variant for c in cells] == ["teacher", "sft", "uld"] and cells[0].teacher
+    assert cells[0].comparison is not None and cells[0].comparison.mean_diff == pytest.approx(lead)
+    table = aggregate.markdown(summary)
+    assert "| teacher (after SFT; not a student) | 1 |" in table
+    assert f"a lead of {100 * lead:+.2f}" in table
+    assert ("at least 5 is asked: met." in table) is met and ("NOT met" in table) is not met
+    assert aggregate.metrics(summary)[sweep_metric("validation", "teacher", "diff")] == pytest.approx(lead)
+    with pytest.raises(aggregate.SweepRecordError, match="may not be named 'teacher'"):
+        aggregate.summarize([*records, teacher], "f1", resamples=10)
 
 
 def test_sweep_compiles_for_a_cluster(tmp_path: Path) -> None:
@@ -230,6 +260,8 @@ def test_sweep_end_to_end_with_tiny_models(
     for step in ("row-sft-s0", "train-sft-s1", "distill-uld-s0", "evaluate-uld-s1", "register-uld-s1"):
         assert f"] {step} " in printed, step
     assert "| uld | 2 |" in printed  # the table, printed at the end
+    assert "] evaluate-teacher " in printed and "| teacher (after SFT; not a student) | 1 |" in printed
+    assert "Pilot: the teacher after SFT scores" in printed
 
     uri = f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

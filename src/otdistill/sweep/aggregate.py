@@ -2,6 +2,11 @@
 row with its bootstrap interval (`otdistill.stats.compare_rows`, seeds averaged per row), as Markdown,
 CSV, a per-row CSV of the paired differences, JSON and a plot; `log_summary` writes them to the parent
 MLflow run. Reads the row records of `otdistill.sweep.steps` (nothing here loads a model).
+
+The teacher after its SFT is scored on the same rows (its record has `"teacher": true`) and compared with
+the SFT student like any row: that difference is the pilot of issue 17. Distillation can only help a student
+whose teacher is clearly stronger, so the table says whether the teacher beats the SFT student by at least
+`PILOT_GAP` (5 points), before anyone reads the distilled rows.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from otdistill.tracking.metric_names import sweep_metric
 
 ARTIFACT_DIR = "sweep"
 SPLITS = ("validation", "test")
+TEACHER = "teacher"  # the teacher's row: its variant name (no sweep variant may take it)
+PILOT_GAP = 0.05  # the teacher must beat the SFT student by this much (metric units: 5 points x100)
 
 
 class SweepRecordError(ValueError):
@@ -39,6 +46,7 @@ class VariantSplit:
     seed_rows: list[dict[str, float]] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
+    teacher: bool = False  # the teacher after SFT, scored on the same rows (not a student)
 
     @property
     def mean(self) -> float:
@@ -67,6 +75,12 @@ class SweepSummary:
             for split, cells in self.cells.items()
         }
 
+    def pilot(self, split: str) -> tuple[VariantSplit, VariantSplit] | None:
+        """(teacher, SFT row) on `split`, when the teacher was scored."""
+        cells = self.cells[split]
+        teacher = next((c for c in cells if c.teacher), None)
+        return (teacher, next(c for c in cells if c.sft)) if teacher is not None else None
+
 
 def summarize(
     records: Sequence[Mapping[str, Any]],
@@ -76,11 +90,16 @@ def summarize(
     confidence: float = 0.95,
     resamples: int = 10_000,
     seed: int = 0,
+    teacher: Mapping[str, Any] | None = None,
 ) -> SweepSummary:
     """Group the row records by split and variant; compare every variant with the SFT row (paired
-    bootstrap over the split's rows, each side's seeds averaged per row)."""
+    bootstrap over the split's rows, each side's seeds averaged per row). `teacher`: the teacher's record
+    (`evaluate_student` of the trained teacher), listed first and compared with the SFT row the same way."""
     if not records:
         raise SweepRecordError("no sweep rows to aggregate")
+    if any(str(r["variant"]) == TEACHER for r in records):
+        raise SweepRecordError(f"a sweep row may not be named {TEACHER!r}: the teacher's row is")
+    records = [*records, {**teacher, "variant": TEACHER, "teacher": True}] if teacher else list(records)
     splits = [s for s in SPLITS if s in records[0]["splits"]]
     for r in records:
         if [s for s in SPLITS if s in r["splits"]] != splits:
@@ -89,12 +108,13 @@ def summarize(
     if len(sft_names) != 1:
         raise SweepRecordError(f"expected the rows of one SFT variant, got {sorted(sft_names) or 'none'}")
     order = sorted(
-        {str(r["variant"]) for r in records}, key=lambda v: (v not in sft_names, _first(records, v))
+        {str(r["variant"]) for r in records},
+        key=lambda v: (v != TEACHER, v not in sft_names, _first(records, v)),
     )
     cells: dict[str, list[VariantSplit]] = {}
     rows: dict[str, int] = {}
     for split in splits:
-        by_variant = {v: VariantSplit(v, v in sft_names, split) for v in order}
+        by_variant = {v: VariantSplit(v, v in sft_names, split, teacher=v == TEACHER) for v in order}
         for r in sorted(records, key=lambda r: int(r["seed"])):
             cell = by_variant[str(r["variant"])]
             if int(r["seed"]) in cell.seeds:
@@ -138,8 +158,25 @@ def verdict(low: float, high: float) -> str:
     return "not distinguishable from SFT"
 
 
+def pilot_line(summary: SweepSummary, split: str) -> str:
+    """The pilot in one sentence: the teacher's lead over the SFT student, its interval, and whether it
+    reaches `PILOT_GAP` ("" when the teacher was not scored)."""
+    pair = summary.pilot(split)
+    if pair is None or pair[0].comparison is None:
+        return ""
+    k = pair[0].comparison
+    met = "met" if k.mean_diff >= PILOT_GAP else "NOT met: distillation has no stronger teacher to learn from"
+    return (
+        f"Pilot: the teacher after SFT scores {100 * pair[0].mean:.2f}, "
+        f"the SFT student {100 * pair[1].mean:.2f}: "
+        f"a lead of {100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}] points; "
+        f"at least {100 * PILOT_GAP:.0f} is asked: {met}."
+    )
+
+
 def markdown(summary: SweepSummary) -> str:
-    """The table per split: scores x100, mean ± sample sd over seeds, each seed, the difference with SFT."""
+    """The table per split: scores x100, mean ± sample sd over seeds, each seed, the difference with SFT;
+    the teacher's row first, with the pilot sentence under the table."""
     level = f"{summary.confidence:.0%}"
     lines: list[str] = []
     for split, cells in summary.cells.items():
@@ -157,11 +194,14 @@ def markdown(summary: SweepSummary) -> str:
                 k = c.comparison
                 diff = f"{100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}]"
                 said = verdict(k.low, k.high)
+            name = f"{c.variant} (after SFT; not a student)" if c.teacher else c.variant
             lines.append(
-                f"| {c.variant} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
+                f"| {name} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
                 f"| {diff} | {said} |"
             )
         lines.append("")
+        if pilot := pilot_line(summary, split):
+            lines += [pilot, ""]
     lines.append(
         f"Differences: paired bootstrap over the evaluation rows (`otdistill.stats.compare_rows`), each "
         f"row's score averaged over the seeds first; {level} percentile interval. A verdict other than "

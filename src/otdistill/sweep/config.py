@@ -98,6 +98,10 @@ class SweepConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has duplicates: {self.seeds}")
         names = [v.name for v in self.variants]
+        if "teacher" in names:
+            raise ValueError(
+                "variants: 'teacher' names the teacher's own row (the pilot); rename the variant"
+            )
         if len(set(names)) != len(names):
             raise ValueError(f"variants: duplicate names in {names}")
         sft = [v.name for v in self.variants if v.sft]

@@ -41,6 +41,14 @@ class Row:
         }
 
 
+def teacher_item(cfg: RunConfig) -> dict[str, Any]:
+    """The teacher's row, in the shape of `Row.item`: the sweep scores the teacher after its SFT on the same
+    rows as the students (`evaluate_student`), the pilot the aggregation reports."""
+    from otdistill.sweep.aggregate import TEACHER
+
+    return {"row": TEACHER, "variant": TEACHER, "seed": cfg.teacher_sft.seed, "overrides": "{}", "sft": False}
+
+
 def rows(sweep: SweepConfig, *, sft: bool) -> list[Row]:
     """The SFT rows (`sft=True`) or the distilled rows, seed-major within each variant."""
     return [Row(v, s) for v in sweep.variants if v.sft == sft for s in sweep.seeds]

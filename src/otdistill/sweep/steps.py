@@ -209,13 +209,18 @@ def _existing(client: Any, name: str, parent_run_id: str, row: str) -> str | Non
 
 
 def aggregate_sweep(
-    config_json: str, parent_run_id: str, record_paths: list[str | Path], out_dir: str | Path
+    config_json: str,
+    parent_run_id: str,
+    record_paths: list[str | Path],
+    out_dir: str | Path,
+    teacher_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Read every row's record, build the table and the intervals against the SFT row
-    (`otdistill.sweep.aggregate`), and write them to the parent MLflow run: the files under `sweep/`
-    (table.md, table.csv, row_differences.csv, comparisons.json, plot.png), the numbers as metrics
-    (`sweep/<split>/<variant>/mean|sd|diff|low|high`) and the table as the tag `otdistill.sweep.table`
-    (what the run's page shows). Returns the files and metrics."""
+    (`otdistill.sweep.aggregate`; `teacher_path`: the teacher's record, the pilot row), and write them
+    to the parent MLflow run: the files under `sweep/` (table.md, table.csv, row_differences.csv,
+    comparisons.json, plot.png), the numbers as metrics (`sweep/<split>/<variant>/mean|sd|diff|low|high`)
+    and the table as the tag `otdistill.sweep.table` (what the run's page shows).
+    Returns the files and metrics."""
     from otdistill.steps.common import pipeline_run
     from otdistill.sweep import aggregate
 
@@ -223,8 +228,9 @@ def aggregate_sweep(
     cfg = load_step_config(config_json)
     tracking = cfg.tracking
     records = [json.loads(Path(p).read_text(encoding="utf-8")) for p in record_paths]
+    teacher = json.loads(Path(teacher_path).read_text(encoding="utf-8")) if teacher_path else None
     summary = aggregate.summarize(
-        records, tracking.promotion_metric, greater_is_better=tracking.greater_is_better
+        records, tracking.promotion_metric, greater_is_better=tracking.greater_is_better, teacher=teacher
     )
     title = f"{cfg.name}: {len(records)} students ({cfg.data.task})"
     files = aggregate.write_files(summary, Path(out_dir), title)
