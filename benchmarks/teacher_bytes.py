@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             del model
         t_tok, s_tok = load_tokenizer(teacher), load_tokenizer(student)
         train = root / "train"
-        from otdistill.steps.prepare_data import _split  # the step's own snapshot of one split
+        from otdistill.steps.prepare_data import prepare_split  # the step's own snapshot of one split
 
-        _split(split_config(cfg, "train"), t_tok, s_tok, train)
+        prepare_split(split_config(cfg, "train"), t_tok, s_tok, train)
         sizes["training rows"] = size(train)
         cache = root / "cache"
         built = cache_teacher_for_run(

@@ -15,7 +15,7 @@ from typing import Any
 from kfp import kubernetes
 
 from otdistill import images
-from otdistill.config import ClusterConfig, Resources
+from otdistill.config import RESOURCES_OF, ClusterConfig, Resources
 from otdistill.steps.runtime import CACHE_ENV, IMAGE_ENV, RUN_ID_ENV
 
 RUN_ID_LABEL = "metadata.labels['pipeline/runid']"
@@ -41,7 +41,7 @@ def apply_cluster_settings(task: Any, step: str, cluster: ClusterConfig, trackin
     tracking_uri: the config's `tracking.tracking_uri`; set, it is the step's `MLFLOW_TRACKING_URI`
     (instead of the ConfigMap's). Environment, not an input: the server does not enter cache keys.
     """
-    gpu = step in cluster.gpu_steps and cluster.gpus > 0
+    gpu = RESOURCES_OF.get(step, step) in cluster.gpu_steps and cluster.gpus > 0
     image = cluster.gpu_image if gpu else cluster.image
     images.check_reference(image, "cluster.gpu_image" if gpu else "cluster.image")
     task.set_container_image(image)

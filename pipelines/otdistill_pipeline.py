@@ -27,6 +27,7 @@ from otdistill.components.prepare_data.component import prepare_data
 from otdistill.components.reference_model.component import reference_model
 from otdistill.components.register_and_promote.component import register_and_promote
 from otdistill.components.score_champion.component import score_champion
+from otdistill.components.teacher_answers.component import teacher_answers
 from otdistill.components.train_sft.component import train_sft
 from otdistill.config import PIPELINE_PARAMETERS, RunConfig, pipeline_parameter_defaults
 from otdistill.losses.registry import get_loss
@@ -55,7 +56,9 @@ class Trunk:
     """The tasks every pipeline of this project starts with, and their outputs the other steps take."""
 
     opened: Any  # open_run: one config JSON per step, the parent run id, the champion
-    data: Any  # prepare_data (train): its output "Output" is the training split's content hash
+    # the training split's task, whose output "Output" is its content hash: prepare_data (train), or
+    # teacher_answers when the students learn the teacher's answers (`targets.source: teacher`)
+    data: Any
     train_data: Any
     validation_data: Any
     teacher: Any  # the teacher Model artifact (tuned, or the reference when teacher SFT is skipped)
@@ -112,6 +115,20 @@ def _trunk(cfg: RunConfig, params: Mapping[str, Any], configure: Configure) -> T
             "train_teacher",
         )
     teacher = teacher_task.outputs["model"]
+    if cfg.targets.from_teacher:
+        # The authors' recipe: the teacher's answers replace the gold targets for the cache and every
+        # student. Its compiled settings: none of eval / targets is a run parameter (open_run's outputs
+        # stay as they were); the run-time sections are those of prepare_data.
+        data = configure(
+            teacher_answers(
+                config=opened.outputs["prepare_data"],
+                settings=cfg.section_json("teacher_answers"),
+                teacher_model=teacher,
+                train_data=train_data,
+            ),
+            "teacher_answers",
+        )
+        train_data = data.outputs["data"]
     cached = configure(
         cache_teacher(config=opened.outputs["cache_teacher"], teacher_model=teacher, train_data=train_data),
         "cache_teacher",

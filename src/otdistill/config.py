@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from otdistill import images
-from otdistill.data.config import DataConfig, check_row_limit
+from otdistill.data.config import DataConfig, TargetsConfig, check_row_limit
 from otdistill.evaluation.config import EvalConfig
 from otdistill.models.spec import ModelSpec
 from otdistill.tracking.config import TrackingConfig
@@ -170,14 +170,35 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def to_dict(obj: Any) -> Any:
-    """Plain YAML/JSON-safe data for a (nested) dataclass; tuples become lists."""
+# Field metadata: the field is left out of `to_dict` while it holds its default. A section added after
+# configs were compiled and cached is marked so: a config that does not use it serialises, and so compiles
+# and keys every step cache, exactly as before the section existed. Loading fills the default back in.
+OMIT_IF_DEFAULT = "otdistill.omit_if_default"
+
+
+def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return bool(value == f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return bool(value == f.default_factory())
+    return False
+
+
+def to_dict(obj: Any, *, omit_defaults: bool = True) -> Any:
+    """Plain YAML/JSON-safe data for a (nested) dataclass; tuples become lists. Fields marked
+    `OMIT_IF_DEFAULT` are left out while they hold their default (unless `omit_defaults` is False)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name), omit_defaults=omit_defaults)
+            for f in dataclasses.fields(obj)
+            if not (
+                omit_defaults and f.metadata.get(OMIT_IF_DEFAULT) and _is_default(f, getattr(obj, f.name))
+            )
+        }
     if isinstance(obj, list | tuple):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, omit_defaults=omit_defaults) for v in obj]
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {str(k): to_dict(v, omit_defaults=omit_defaults) for k, v in obj.items()}
     return obj
 
 
@@ -224,6 +245,7 @@ STEP_NAMES: tuple[str, ...] = (
     "score_champion",  # the current champion on this run's validation rows (or its recorded score)
     "register_and_promote",
     "close_run",  # the exit handler: runs after the others, also when one failed
+    "teacher_answers",  # only with targets.source "teacher": the teacher answers the training rows
     # the sweep pipeline's own steps (pipelines/sweep_pipeline.py); its rows' training and evaluation
     # steps are train_sft_baseline / distill_student / evaluate
     "prepare_test_data",
@@ -239,6 +261,10 @@ GPU_STEPS: tuple[str, ...] = (
     "evaluate",
     "score_champion",
 )
+# Steps that get the cluster settings of another step: the teacher answering the training rows runs the
+# teacher as the cache does, so it is a GPU step exactly when `cache_teacher` is. (Listing it in GPU_STEPS
+# would change every config's default `cluster.gpu_steps`, and so every compiled pipeline.)
+RESOURCES_OF: dict[str, str] = {"teacher_answers": "cache_teacher"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -425,17 +451,39 @@ class RunConfig:
     steps: StepSwitches = field(default_factory=StepSwitches)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig, metadata={OMIT_IF_DEFAULT: True})
 
     def check_whole(self) -> RunConfig:
         """The checks across sections of a whole config (a file, or one with overrides), not run on a
         step's sections (the others keep defaults there): the SFT baseline validates and stops like the
-        distillation it is compared with. Raises ConfigError; returns the config."""
+        distillation it is compared with; teacher targets need a teacher that can answer. Raises
+        ConfigError; returns the config."""
         if not self.steps.skip_sft_baseline:
             try:
                 check_fair_baseline(self.sft_baseline, self.distill)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        self._check_targets()
         return self
+
+    def _check_targets(self) -> None:
+        targets = self.targets
+        if targets.few_shot and not targets.from_teacher:
+            raise ConfigError(
+                f"targets.few_shot is {targets.few_shot}, but targets.source is 'gold': the shots prompt the "
+                "teacher for the answers it generates; set targets.source: teacher (or few_shot: 0)"
+            )
+        if targets.from_teacher and not targets.few_shot and self.steps.skip_teacher_sft:
+            raise ConfigError(
+                "targets.source is 'teacher', but the teacher cannot answer the task: it is neither tuned "
+                "(steps.skip_teacher_sft is true) nor prompted with examples (targets.few_shot is 0); set "
+                "targets.few_shot to a number of shots, or steps.skip_teacher_sft: false"
+            )
+        if targets.few_shot and self.data.limit is not None and targets.few_shot >= self.data.limit:
+            raise ConfigError(
+                f"targets.few_shot ({targets.few_shot}) must be smaller than data.limit ({self.data.limit}): "
+                "the shots are training rows, left out of the rows the teacher answers"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
@@ -507,7 +555,7 @@ class RunConfig:
         when, and only when, something the step uses changes: a new distillation learning rate re-runs
         distillation but reuses data preparation, teacher SFT and the teacher cache.
         """
-        data = self.to_dict()
+        data = to_dict(self, omit_defaults=False)  # a step that lists a section gets it, default or not
         out: dict[str, Any] = {}
         for name in STEP_SECTIONS[step]:
             section, _, key = name.partition(".")
@@ -554,6 +602,9 @@ STEP_SECTIONS: dict[str, tuple[str, ...]] = {
     "register_and_promote": ("name", "student", "data", "validation", "eval", "tracking"),
     # compiled in (an exit handler takes no upstream outputs); the run's tracking parameters apply on top
     "close_run": ("name", "tracking"),
+    # compiled in too (none of it is a run parameter; open_run's outputs stay as they were): the answers'
+    # settings. The step's run-time sections (name, teacher, student, data) are open_run's `prepare_data`.
+    "teacher_answers": ("eval", "targets"),
 }
 
 

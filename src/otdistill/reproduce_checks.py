@@ -9,7 +9,8 @@ So every input is checked against the record first, and the first that fails sto
   (`otdistill.models.resolve_model`, a hub model at its pinned commit) and its revision (hub commit, or
   sha256 of the content) compared with the lineage tag;
 * a data source whose content hash differs: both splits are read and tokenised exactly as `prepare_data`
-  does (`load_paired`), and the content hash (`otdistill.data.hashing`) compared with the recorded one.
+  does (`load_paired`), and the content hash (`otdistill.data.hashing`) compared with the recorded one
+  (with the teacher's answers as targets, the gold training split's: the rebuild answers it again).
 
 A part the user changed on purpose with `--set` (any `teacher.*`, `student.*`, `data.*` or `validation.*`
 key) is not held to the record: that is a deviation, recorded as such on the new run.
@@ -99,9 +100,14 @@ def check_available(original: Original, cfg: RunConfig, deviations: Iterable[str
     if _overridden(keys, "data", "validation"):
         checked.append("data: overridden with --set, not held to the recorded hash")
         return checked
+    from otdistill.steps.prepare_data import GOLD_HASH_TAG
+
     t_tok, s_tok = load_tokenizer(resolved["teacher"]), load_tokenizer(resolved["student"])
     hashes = {
-        "train": lineage.get("data_hash", ""),
+        # the lineage holds the hash of what the students trained on: the teacher's answers, if so
+        "train": original.parent_tags.get(GOLD_HASH_TAG, "")
+        if cfg.targets.from_teacher
+        else lineage.get("data_hash", ""),
         "validation": original.parent_tags.get(VALIDATION_HASH_TAG, ""),
     }
     for split, recorded in hashes.items():

@@ -72,3 +72,43 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+TargetSource = Literal["gold", "teacher"]
+
+
+@dataclass
+class TargetsConfig:
+    """What the students learn to answer: the gold responses, or the teacher's own answers (the authors'
+    recipe).
+
+    * `source`: "gold" (default) trains every student on the data set's responses; "teacher" first lets the
+      teacher answer every training row (greedy, `otdistill.steps.teacher_answers`) and trains the teacher
+      cache, the SFT baseline and every distilled student on those answers.
+    * `few_shot`: how many training rows the teacher's prompt shows as solved examples (with their gold
+      answers) before the row it answers; 0: zero-shot (a teacher tuned by `teacher_sft`). The shots are
+      not training rows themselves. The teacher's logits in the cache are taken with the same prompt; the
+      student's prompt stays zero-shot.
+    * `seed`: which training rows are the shots (a fixed draw per seed).
+    * `max_new_tokens`: the answer's budget in teacher tokens; None: `eval.max_new_tokens`.
+
+    Cross-section rules (`RunConfig.check_whole`): "teacher" needs a teacher that can answer (few-shot or
+    tuned); shots only with "teacher".
+    """
+
+    source: TargetSource = "gold"
+    few_shot: int = 0
+    seed: int = 0
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in ("gold", "teacher"):
+            raise ValueError(f"targets.source must be 'gold' or 'teacher', got {self.source!r}")
+        if self.few_shot < 0:
+            raise ValueError(f"targets.few_shot must be >= 0, got {self.few_shot}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"targets.max_new_tokens must be >= 1 or null, got {self.max_new_tokens}")
+
+    @property
+    def from_teacher(self) -> bool:
+        return self.source == "teacher"

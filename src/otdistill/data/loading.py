@@ -5,14 +5,18 @@ empty, wrongly typed fields), then a length check on its texts (`max_field_chars
 check; `tokenize_pair_split` adds the token-length check (a row that cannot fit `max_length` even with its
 context cut away). Under `on_error="fail"` the first bad row raises `DataValidationError` naming index and
 field; under "skip" it is dropped and counted by reason. The report's content hash covers exactly the
-examples kept.
+examples kept (and the teacher's few-shot examples, when the split has any).
+
+A teacher-answers snapshot's rows carry a record (`otdistill.data.targets`): the teacher's answer replaces
+the response, and the rows marked as shots become `LoadedSplit.shots`, the examples the teacher's prompts
+show (`PairEncoder(teacher_shots=...)`), instead of training rows.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from otdistill.data.config import DataConfig
@@ -21,6 +25,7 @@ from otdistill.data.examples import Example
 from otdistill.data.hashing import content_hash
 from otdistill.data.report import MAX_RECORDED_ISSUES, DataReport
 from otdistill.data.sources import Row, iter_rows
+from otdistill.data.targets import apply_record, is_shot, read_record
 from otdistill.data.tasks import FieldTask, Task, get_task, list_tasks, register_task
 from otdistill.data.tokenization import PairedFeature, PairEncoder
 from otdistill.progress import progress_bar as tqdm
@@ -30,12 +35,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedSplit:
-    """Validated examples of one split; `source_indices[i]` is the row index `examples[i]` came from."""
+    """Validated examples of one split; `source_indices[i]` is the row index `examples[i]` came from.
+
+    `shots` (rows `shot_indices`): the teacher's few-shot examples, not training rows
+    (`otdistill.data.targets`).
+    """
 
     examples: list[Example]
     source_indices: list[int]
     report: DataReport
     task: Task
+    shots: list[Example] = field(default_factory=list)
+    shot_indices: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +58,8 @@ class PairedSplit:
     source_indices: list[int]
     report: DataReport
     task: Task
+    shots: list[Example] = field(default_factory=list)
+    shot_indices: list[int] = field(default_factory=list)
 
 
 def resolve_task(config: DataConfig) -> Task:
@@ -109,6 +122,8 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
     rows = config_rows(config)
     examples: list[Example] = []
     indices: list[int] = []
+    shots: list[Example] = []
+    shot_indices: list[int] = []
     seen: dict[str, int] = {}
     bar = tqdm(
         desc=f"validating {task.name}/{config.split}", unit="row", disable=not progress, total=config.limit
@@ -123,6 +138,9 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
                 if isinstance(item, RowIssue):
                     raise RowValidationError(item)
                 example = task.to_example(item, index)
+                record = read_record(item, index)
+                if record is not None and not is_shot(record):
+                    example = apply_record(example, record)
                 _check_lengths(example, task, index, config.max_field_chars)
                 if example.id in seen:
                     raise RowValidationError.make(
@@ -135,6 +153,10 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
                 _handle(exc.issue, config, report)
                 continue
             seen[example.id] = index
+            if is_shot(record):
+                shots.append(example)
+                shot_indices.append(index)
+                continue
             examples.append(example)
             indices.append(index)
     finally:
@@ -143,9 +165,11 @@ def load_examples(config: DataConfig, *, progress: bool = True) -> LoadedSplit:
         if close is not None:
             close()  # ends a generator early (removes an S3 download directory at once)
     report.rows_kept = len(examples)
-    report.content_sha256 = content_hash(task.name, examples)
+    report.content_sha256 = content_hash(task.name, examples, shots)
     log.info("%s", report.summary())
-    return LoadedSplit(examples, indices, report, task)
+    if shots:
+        log.info("%d rows are the teacher's few-shot examples, not training rows", len(shots))
+    return LoadedSplit(examples, indices, report, task, shots, shot_indices)
 
 
 def tokenize_pair_split(
@@ -166,6 +190,7 @@ def tokenize_pair_split(
         student_tokenizer,
         max_length=config.max_length,
         max_prompt_tokens=config.max_prompt_tokens,
+        teacher_shots=loaded.shots,
     )
     report, task = loaded.report, loaded.task
     features: list[PairedFeature] = []
@@ -190,10 +215,10 @@ def tokenize_pair_split(
         indices.append(index)
     report.rows_kept = len(examples)
     report.truncated = truncated
-    report.content_sha256 = content_hash(task.name, examples)
+    report.content_sha256 = content_hash(task.name, examples, loaded.shots)
     if truncated:
         log.info("%d of %d examples had their context truncated to fit max_length", truncated, len(examples))
-    return PairedSplit(features, examples, indices, report, task)
+    return PairedSplit(features, examples, indices, report, task, loaded.shots, loaded.shot_indices)
 
 
 def load_paired(

@@ -115,16 +115,24 @@ def end_of_response_id(tokenizer: Any) -> int:
 
 
 class SideEncoder:
-    """Encodes examples for one model; probes the tokenizer's BOS and end-of-turn conventions once."""
+    """Encodes examples for one model; probes the tokenizer's BOS and end-of-turn conventions once.
 
-    def __init__(self, tokenizer: Any, name: str = "model") -> None:
+    `shots`: solved examples this model's prompts show first (a few-shot teacher, `build_prompt`); the
+    context cut applies to the example's own context only.
+    """
+
+    def __init__(self, tokenizer: Any, name: str = "model", shots: Sequence[Example] = ()) -> None:
         self.tokenizer = tokenizer
         self.name = name
+        self.shots = tuple(shots)
         self.prefix_ids = special_prefix_ids(tokenizer)
         self.end_id = end_of_response_id(tokenizer)
 
+    def prompt_text(self, example: Example) -> str:
+        return build_prompt(example, self.tokenizer, self.shots)
+
     def prompt_ids(self, example: Example) -> list[int]:
-        ids = _ids(self.tokenizer, build_prompt(example, self.tokenizer))
+        ids = _ids(self.tokenizer, self.prompt_text(example))
         if self.prefix_ids and ids[: len(self.prefix_ids)] != self.prefix_ids:
             ids = self.prefix_ids + ids
         return ids
@@ -137,8 +145,8 @@ class SideEncoder:
         `margin` tokens fewer). An estimate from the offsets of one tokenisation of the full prompt, to be
         verified by re-encoding; None where offsets are unavailable (slow tokenizers)."""
         context = example.context
-        text = build_prompt(example, self.tokenizer)
-        start = text.find(context)
+        text = self.prompt_text(example)
+        start = text.rfind(context)  # the example's own context comes after any shots
         if not context or start < 0:
             return None
         try:
@@ -157,7 +165,8 @@ class SideEncoder:
         return char_after(keep - margin), char_after(keep + margin)
 
     def __repr__(self) -> str:
-        return f"SideEncoder({self.name}, prefix={self.prefix_ids}, end_id={self.end_id})"
+        shots = f", shots={len(self.shots)}" if self.shots else ""
+        return f"SideEncoder({self.name}, prefix={self.prefix_ids}, end_id={self.end_id}{shots})"
 
 
 class _ContextCutter:
@@ -265,7 +274,13 @@ def encode_pair(
                     "too_long",
                     f"does not fit max_length={max_length}"
                     + (f", max_prompt_tokens={max_prompt_tokens}" if max_prompt_tokens else "")
-                    + " even with the context removed (instruction and response alone are too long)",
+                    + " even with the context removed (instruction and response alone are too long"
+                    + "".join(
+                        f", with the {len(enc.shots)} few-shot examples of the {enc.name}'s prompt"
+                        for enc in encoders
+                        if enc.shots
+                    )
+                    + ")",
                 )
             candidates = sorted({cutter.cut(k) for k in cutter.spaces} | {0, len(context)})
             if len(candidates) < 3:  # no word boundaries (e.g. unsegmented scripts): cut anywhere
@@ -283,7 +298,11 @@ def encode_pair(
 
 
 class PairEncoder:
-    """Teacher + student encoders with the length limits: `encode(example, index)` -> `PairedFeature`."""
+    """Teacher + student encoders with the length limits: `encode(example, index)` -> `PairedFeature`.
+
+    `teacher_shots`: the few-shot examples the teacher's prompts show (the student's prompt stays zero-shot),
+    so the teacher's logits are taken in the context it answered in (`otdistill.steps.teacher_answers`).
+    """
 
     def __init__(
         self,
@@ -292,10 +311,11 @@ class PairEncoder:
         *,
         max_length: int = 1024,
         max_prompt_tokens: int | None = None,
+        teacher_shots: Sequence[Example] = (),
     ) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
-        self.teacher = SideEncoder(teacher_tokenizer, "teacher")
+        self.teacher = SideEncoder(teacher_tokenizer, "teacher", teacher_shots)
         self.student = SideEncoder(student_tokenizer, "student")
         self.max_length = max_length
         self.max_prompt_tokens = max_prompt_tokens

@@ -125,12 +125,15 @@ class PreparedPrompts:
 
 
 def prepare_prompts(
-    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int | None
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_tokens: int | None,
+    shots: Sequence[Example] = (),
 ) -> PreparedPrompts:
-    """Prompt ids as training builds them (`otdistill.data.SideEncoder`), the context cut at a word boundary
-    to fit `max_prompt_tokens` (the data part's `encode_pair`); a row that cannot fit even without its context
-    is skipped with reason ``too_long``."""
-    encoder = SideEncoder(tokenizer, "model")
+    """Prompt ids as training builds them (`otdistill.data.SideEncoder`, with the few-shot `shots` first
+    when given), the context cut at a word boundary to fit `max_prompt_tokens` (the data part's
+    `encode_pair`); a row that cannot fit even without its context is skipped with reason ``too_long``."""
+    encoder = SideEncoder(tokenizer, "model", shots)
     out = PreparedPrompts([], [], [], Counter(), [])
     for index, ex in enumerate(examples):
         if max_prompt_tokens is None:
@@ -166,13 +169,15 @@ def generate_answers(
     config: EvalConfig,
     *,
     desc: str = "generate",
+    shots: Sequence[Example] = (),
 ) -> tuple[PreparedPrompts, Generation]:
     """The evaluation's answers to `examples`: their prompts (`prepare_prompts`, cut to
-    `config.max_prompt_tokens`), greedy-decoded with `config.max_new_tokens` and `config.batch_size`,
-    stopping at the model's end-of-turn token. ``generation.texts[i]`` answers ``prepared.examples[i]``
-    (new tokens only); rows that cannot fit are in ``prepared.skipped``. A served student answers with
-    this same function (`otdistill.tracking.serving`)."""
-    prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens)
+    `config.max_prompt_tokens`; few-shot with `shots`), greedy-decoded with `config.max_new_tokens` and
+    `config.batch_size`, stopping at the model's end-of-turn token. ``generation.texts[i]`` answers
+    ``prepared.examples[i]`` (new tokens only); rows that cannot fit are in ``prepared.skipped``. A served
+    student answers with this same function (`otdistill.tracking.serving`), and so does the few-shot
+    teacher whose answers become training targets (`otdistill.steps.teacher_answers`)."""
+    prepared = prepare_prompts(examples, tokenizer, config.max_prompt_tokens, shots)
     if not prepared.ids:
         return prepared, Generation([], [], [], [], 0.0)
     gen = greedy_generate(

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from otdistill.config import RunConfig
 from otdistill.data import DataConfig, DataReport, config_rows, load_examples, tokenize_pair_split
+from otdistill.data.targets import RECORD_FIELD
 from otdistill.fingerprint import DATA_REPORT
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.prologue import step_prologue
@@ -32,6 +35,9 @@ HASH_TAGS = {
     "validation": "otdistill.validation_hash",
     "test": "otdistill.test_hash",
 }
+# With teacher answers as the training targets (`otdistill.steps.teacher_answers`), the "train" tag holds the
+# answers' hash (what the students trained on) and this one the gold split's, which the source still has.
+GOLD_HASH_TAG = "otdistill.gold_data_hash"
 # The role each split plays, as the MLflow dataset input's context.
 SPLIT_CONTEXTS = {"train": "training", "validation": "validation", "test": "testing"}
 
@@ -43,8 +49,11 @@ class PrepareResult:
     metadata: dict[str, str]
 
 
-def _snapshot(config: DataConfig, keep: list[int], out_dir: Path) -> Path:
-    """Write the source rows with indices `keep` to `<out_dir>/<split>.jsonl`, in source order."""
+def write_snapshot(
+    config: DataConfig, keep: list[int], out_dir: Path, records: Mapping[int, Mapping[str, Any]] | None = None
+) -> Path:
+    """Write the source rows with indices `keep` to `<out_dir>/<split>.jsonl`, in source order; a row
+    whose index is in `records` gets that record as its `otdistill.data.targets.RECORD_FIELD`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{config.split}.jsonl"
     wanted = set(keep)
@@ -56,6 +65,8 @@ def _snapshot(config: DataConfig, keep: list[int], out_dir: Path) -> Path:
             if index > last:
                 break
             if index in wanted:
+                if records and index in records and isinstance(row, dict):
+                    row = {**row, RECORD_FIELD: dict(records[index])}
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 written += 1
     close = getattr(rows, "close", None)
@@ -68,14 +79,16 @@ def _snapshot(config: DataConfig, keep: list[int], out_dir: Path) -> Path:
     return path
 
 
-def _split(config: DataConfig, t_tok: object, s_tok: object, out_dir: Path) -> DataReport:
+def prepare_split(config: DataConfig, t_tok: object, s_tok: object, out_dir: Path) -> DataReport:
+    """Validate, tokenise for both models and snapshot the kept rows (and the teacher's few-shot rows, when
+    the split has any) with the data report: a prepared split, from any source."""
     loaded = load_examples(config)
     if not loaded.examples:
         raise ValueError(
             f"no usable rows in {config.source} split {config.split!r}: {loaded.report.summary()}"
         )
     paired = tokenize_pair_split(loaded, t_tok, s_tok, config)
-    _snapshot(config, paired.source_indices, out_dir)
+    write_snapshot(config, sorted(paired.source_indices + paired.shot_indices), out_dir)
     (out_dir / DATA_REPORT).write_text(paired.report.to_json(), encoding="utf-8")
     return paired.report
 
@@ -108,7 +121,7 @@ def prepare_data(
         log.info("loading tokenizers of %s and %s", cfg.teacher.source, cfg.student.source)
         t_tok = load_tokenizer(resolve_model(cfg.teacher))
         s_tok = load_tokenizer(resolve_model(cfg.student))
-        report = _split(data_cfg, t_tok, s_tok, Path(data_dir))
+        report = prepare_split(data_cfg, t_tok, s_tok, Path(data_dir))
         metrics = {data_metric(split, k): v for k, v in report.counts().items()}
         run.log_metrics(metrics)
         log_dataset(prepared_dataset(report, data_cfg.subset), SPLIT_CONTEXTS[split])
