@@ -111,6 +111,10 @@ def test_sweep_config_is_strict_and_set_reaches_both_parts(tmp_path: Path) -> No
             "SFT row",
         ),
         "run config": ({**data, "distill": {**data["distill"], "learnig_rate": 1}}, "learnig_rate"),
+        "across sections": (
+            {**data, "sft_baseline": {**data["sft_baseline"], "eval_every_steps": 4}},
+            "baseline",
+        ),
     }
     for name, (doc, message) in cases.items():
         path = tmp_path / f"{name}.yaml"

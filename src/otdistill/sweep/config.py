@@ -169,7 +169,8 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         raise ConfigError(f"{path}: {SECTION}: expected a mapping, got {type(section).__name__}")
     run_data = {k: v for k, v in data.items() if k != SECTION}
     try:
-        cfg = RunConfig.from_dict(run_data)
+        # the cross-section checks too, as a run config file gets them (`RunConfig.from_yaml`)
+        cfg = RunConfig.from_dict(run_data).check_whole()
         if run_overrides:
             cfg = cfg.with_overrides(run_overrides)
         sweep = parse_sweep(section, sweep_overrides)
