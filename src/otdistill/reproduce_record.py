@@ -76,7 +76,8 @@ def _version(client: Any, ref: str) -> Any:
             return client.get_model_version(match["name"], match["version"])
         run = client.get_run(ref.strip())
     except MlflowException as exc:
-        raise ReproduceError(f"{ref}: not found in the tracking store: {exc.message}") from None
+        hint = _versions_hint(client, match["name"]) if match is not None and match["alias"] else ""
+        raise ReproduceError(f"{ref}: not found in the tracking store: {exc.message}{hint}") from None
     tags = run.data.tags
     parent_id = tags.get("mlflow.parentRunId")
     if parent_id:  # a step's run: its pipeline's parent run registered the model
@@ -85,6 +86,30 @@ def _version(client: Any, ref: str) -> Any:
     if match is None or not match["version"]:
         raise ReproduceError(f"run {ref} registered no model version (its parent has no {MODEL_URI_TAG} tag)")
     return client.get_model_version(match["name"], match["version"])
+
+
+def _versions_hint(client: Any, name: str) -> str:
+    """For an alias nobody holds (the gate promoted no version, as the quickstart's statistical gate may
+    decide): the model's versions and their gate decisions, so the user can name one instead."""
+    from mlflow.exceptions import MlflowException
+
+    from otdistill.tracking.registry import REASON_TAG, STATUS_TAG
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return ""
+    if not versions:
+        return ""
+    lines = [
+        f"  models:/{name}/{mv.version}: {mv.tags.get(STATUS_TAG, 'no gate decision')}"
+        + (f" ({mv.tags[REASON_TAG]})" if REASON_TAG in mv.tags else "")
+        for mv in sorted(versions, key=lambda mv: int(mv.version))
+    ]
+    return (
+        f"\nno version holds that alias; the versions of {name}, any of which reproduce takes:\n"
+        + "\n".join(lines)
+    )
 
 
 def _recorded_precisions(client: Any, parent: Any) -> dict[str, str]:

@@ -69,6 +69,11 @@ def test_tampered_or_missing_data_is_refused_naming_it(
     registered: Registered, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs_before = len(_client(registered).search_runs([registered.experiment_id]))
+    # an alias no version holds (the statistical gate may promote nothing): the versions are listed
+    ref = f"models:/{registered.name}@nobody"
+    assert cli.main(["reproduce", ref, "--tracking-uri", registered.tracking_uri, "--local"]) == 1
+    err = capsys.readouterr().err
+    assert "no version holds that alias" in err and f"models:/{registered.name}/1: " in err
     train = registered.data_dir / "train.jsonl"
     original = train.read_bytes()
     first, rest = original.split(b"\n", 1)
