@@ -189,6 +189,13 @@ def test_the_pilot_compares_the_teacher_with_the_sft_student(lead: float, met: b
     assert f"a lead of {100 * lead:+.2f}" in table
     assert ("at least 5 is asked: met." in table) is met and ("NOT met" in table) is not met
     assert aggregate.metrics(summary)[sweep_metric("validation", "teacher", "diff")] == pytest.approx(lead)
+    assert "each weighted term's share" not in table  # no record carries objective shares
+    for r, share in zip(records, (0.0, 0.0, 0.01), strict=True):
+        r["objective"] = {"ce": 1.0 - share, "sd": share} if share else {"ce": 1.0}
+    with_shares = aggregate.summarize(records, "f1", resamples=10, teacher=teacher)
+    assert with_shares.shares == {"sft": {"ce": 1.0}, "uld": {"ce": 0.99, "sd": 0.01}}
+    assert "| uld | CE 99.0%, SD 1.0% |" in aggregate.markdown(with_shares)
+    assert aggregate.metrics(with_shares)[sweep_metric("train", "uld", "share_sd")] == pytest.approx(0.01)
     with pytest.raises(aggregate.SweepRecordError, match="may not be named 'teacher'"):
         aggregate.summarize([*records, teacher], "f1", resamples=10)
 

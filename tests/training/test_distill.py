@@ -50,6 +50,14 @@ def test_multilevel_ot_live_teacher(
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert model.config.vocab_size == AutoModelForCausalLM.from_pretrained(student).config.vocab_size
     assert TrainResult.load(result.model_dir).global_step == 4
+    # the weights are recorded, so a report can say what each term is of the objective
+    assert result.weights == pytest.approx({"ce": 1.0, "had": 0.15, "sl": 0.015, "sd": 0.015})
+    shares = TrainResult.load(result.model_dir).objective_shares()
+    assert list(shares) == ["ce", "had", "sl", "sd"] and sum(shares.values()) == pytest.approx(1.0)
+    first = result.history[0]
+    assert shares["ce"] < 1 and 0.015 * first["loss_sd"] / first["loss"] == pytest.approx(
+        shares["sd"], rel=0.5
+    )
     for step in (2, 4):
         assert verify_checkpoint(result.output_dir / f"checkpoint-{step}") is None
 

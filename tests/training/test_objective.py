@@ -78,6 +78,8 @@ def test_one_micro_batch_is_ce_plus_the_loss_modules_value(loss: str) -> None:
         expected = ULDLoss()(s_logits, t_logits, s_mask, t_mask).loss
     torch.testing.assert_close(total, ce + expected)
     assert [t.name for t in terms] == list(objective.part_names)
+    # the weights the result records are the ones the terms carry
+    assert objective.weights() == {t.name: t.weight for t in terms}
 
 
 def test_split_batch_gradients_equal_the_full_batch() -> None:

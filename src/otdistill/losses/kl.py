@@ -52,6 +52,10 @@ class ForwardKLLoss(nn.Module):
             raise ValueError("forward KL needs the live teacher's full logits")
         return {"kl": (self(student_logits, teacher.logits, student_mask, teacher.mask).kl, self.weight)}
 
+    def weights(self) -> dict[str, float]:
+        """Each part's weight in the objective (registry interface)."""
+        return {"kl": self.weight}
+
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor, student_mask: Tensor, teacher_mask: Tensor
     ) -> ForwardKLOutput:

@@ -114,8 +114,13 @@ class MultiLevelOTLoss(nn.Module):
         if source is None:
             raise ValueError("MultiLevelOT needs teacher logits or a cached TeacherTopK")
         out = self(student_logits, source, student_mask, teacher.mask)
+        w = self.weights()
+        return {"had": (out.had, w["had"]), "sl": (out.sl, w["sl"]), "sd": (out.sd, w["sd"])}
+
+    def weights(self) -> dict[str, float]:
+        """Each part's weight in the objective (registry interface): alpha, alpha * beta, alpha * gamma."""
         a = self.alpha
-        return {"had": (out.had, a), "sl": (out.sl, a * self.beta), "sd": (out.sd, a * self.gamma)}
+        return {"had": a, "sl": a * self.beta, "sd": a * self.gamma}
 
     @torch.no_grad()
     def teacher_topk(self, teacher_logits: Tensor, teacher_mask: Tensor, k: int | None = None) -> TeacherTopK:

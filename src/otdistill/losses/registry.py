@@ -11,7 +11,9 @@ The class (an `nn.Module` in this package) provides
 * ``from_train_config(cfg)``: the instance for a `TrainConfig` (its own fields: weights, temperatures);
 * ``weighted_parts(student_logits, teacher, student_mask)``: ``{part name: (unweighted mean, weight)}``
   for the parts declared here; `teacher` carries ``mask`` and, as the loss declares, the live teacher's
-  ``logits`` or what the cache holds (``topk`` / ``sorted_probs``).
+  ``logits`` or what the cache holds (``topk`` / ``sorted_probs``);
+* ``weights()``: ``{part name: weight in the objective}``, the weights `weighted_parts` applies (what
+  the training result records, so a report can say how much of the objective each part is).
 
 This module imports no torch (the class is imported by `LossSpec.load` when a loss is built), so that
 loading and validating a config stays light.

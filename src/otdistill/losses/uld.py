@@ -73,6 +73,10 @@ class ULDLoss(nn.Module):
             raise ValueError("ULD needs teacher logits or cached sorted teacher probabilities")
         return {"uld": (self(student_logits, source, student_mask, teacher.mask).uld, self.weight)}
 
+    def weights(self) -> dict[str, float]:
+        """Each part's weight in the objective (registry interface)."""
+        return {"uld": self.weight}
+
     def forward(
         self,
         student_logits: Tensor,

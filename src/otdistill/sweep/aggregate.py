@@ -67,6 +67,9 @@ class SweepSummary:
     confidence: float
     cells: dict[str, list[VariantSplit]]  # split -> variants in config order, the SFT row first
     rows: dict[str, int]  # split -> evaluation rows
+    # variant -> term -> its share of the training objective, averaged over the variant's seeds (the
+    # records' `objective`, `otdistill.training.shares`); variants trained without recorded weights: none
+    shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
         """split -> variant -> the comparison against SFT (as_dict), for JSON and metrics."""
@@ -141,7 +144,41 @@ def summarize(
                 )
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
-    return SweepSummary(metric=metric, confidence=confidence, cells=cells, rows=rows)
+    return SweepSummary(
+        metric=metric, confidence=confidence, cells=cells, rows=rows, shares=_shares(records, order)
+    )
+
+
+def _shares(records: Sequence[Mapping[str, Any]], order: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Variant -> term -> mean share over the seeds whose record has one (students only)."""
+    out: dict[str, dict[str, float]] = {}
+    for variant in order:
+        mine = [r["objective"] for r in records if r["variant"] == variant and r.get("objective")]
+        if variant == TEACHER or not mine:
+            continue
+        terms = list(mine[0])
+        out[variant] = {t: statistics.fmean(float(m.get(t, 0.0)) for m in mine) for t in terms}
+    return out
+
+
+def shares_markdown(summary: SweepSummary) -> str:
+    """What each weighted term is of the training objective, per variant ("" when none was recorded):
+    a term with a share of ~1% barely moves the gradient, whatever the paper says it does."""
+    if not any(len(s) > 1 for s in summary.shares.values()):
+        return ""
+    from otdistill.losses.registry import part_labels
+
+    labels = part_labels()
+    lines = [
+        "### the training objective: each weighted term's share (mean over logged steps and seeds)",
+        "",
+        "| row | shares |",
+        "|---|---|",
+    ]
+    for variant, shares in summary.shares.items():
+        parts = ", ".join(f"{labels.get(t, t)} {100 * v:.1f}%" for t, v in shares.items())
+        lines.append(f"| {variant} | {parts} |")
+    return "\n".join(lines) + "\n"
 
 
 def _first(records: Sequence[Mapping[str, Any]], variant: str) -> int:
@@ -202,6 +239,8 @@ def markdown(summary: SweepSummary) -> str:
         lines.append("")
         if pilot := pilot_line(summary, split):
             lines += [pilot, ""]
+    if shares := shares_markdown(summary):
+        lines += [shares]
     lines.append(
         f"Differences: paired bootstrap over the evaluation rows (`otdistill.stats.compare_rows`), each "
         f"row's score averaged over the seeds first; {level} percentile interval. A verdict other than "
@@ -312,7 +351,7 @@ def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, P
 
 def metrics(summary: SweepSummary) -> dict[str, float]:
     """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
-    against SFT (`otdistill.tracking.metric_names.sweep_metric`)."""
+    against SFT (`otdistill.tracking.metric_names.sweep_metric`); `sweep/train/<variant>/share_<term>`."""
     out: dict[str, float] = {}
     for split, cells in summary.cells.items():
         for c in cells:
@@ -322,4 +361,6 @@ def metrics(summary: SweepSummary) -> dict[str, float]:
                 out[sweep_metric(split, c.variant, "diff")] = c.comparison.mean_diff
                 out[sweep_metric(split, c.variant, "low")] = c.comparison.low
                 out[sweep_metric(split, c.variant, "high")] = c.comparison.high
+    for variant, shares in summary.shares.items():
+        out.update({sweep_metric("train", variant, f"share_{term}"): v for term, v in shares.items()})
     return out

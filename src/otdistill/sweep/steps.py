@@ -97,9 +97,20 @@ def evaluate_student(
         "seed": int(row["seed"]),
         "sft": bool(row["sft"]),
         "splits": splits,
+        "objective": _objective_shares(model_dir),
     }
     _write_json(record_path, record)
     return record
+
+
+def _objective_shares(model_dir: str | Path) -> dict[str, float]:
+    """The trained model's objective shares (term -> mean share over its logged steps; {} for a model
+    trained before weights were recorded, or not trained here)."""
+    from otdistill.training.runner import RESULT_FILE, TrainResult
+
+    if not (Path(model_dir) / RESULT_FILE).is_file():
+        return {}
+    return TrainResult.load(model_dir).objective_shares()
 
 
 def _write_json(path: str | Path, data: Any) -> None:

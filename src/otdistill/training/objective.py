@@ -111,6 +111,10 @@ class DistillationObjective:
     def part_names(self) -> tuple[str, ...]:
         return ("ce", *(part.name for part in self.spec.parts))
 
+    def weights(self) -> dict[str, float]:
+        """Each term's weight in the objective: the CE's and the loss's parts' (`weights()` of the loss)."""
+        return {"ce": self.config.ce_weight, **(self.loss.weights() if self.loss is not None else {})}
+
     def terms(
         self, student_logits: Tensor, student: SideBatch, teacher: TeacherOutputs | None
     ) -> list[LossTerm]:

@@ -81,6 +81,14 @@ class TrainResult:
     best_val_loss: float | None = None
     best_step: int | None = None
     stopped_early: bool = False
+    # each objective term's weight (`DistillationObjective.weights`): with `history`, the terms' shares
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def objective_shares(self) -> dict[str, float]:
+        """Each term's mean share of the objective over the logged steps (`otdistill.training.shares`)."""
+        from otdistill.training.shares import objective_shares
+
+        return objective_shares(self.history, self.weights)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -254,6 +262,7 @@ def _run(parts: StageParts, record: dict[str, Any]) -> TrainResult:
         best_val_loss=float(trainer.state.best_metric) if trainer.state.best_metric is not None else None,
         best_step=trainer.state.best_global_step or None,
         stopped_early=bool(config.early_stopping_patience) and output.global_step < trainer.state.max_steps,
+        weights=trainer.objective.weights(),
     )
     save_final_model(trainer, parts.tokenizer, model_dir, result, save_dtype)
     if args.should_save:
