@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from otdistill.fingerprint import DATA_REPORT
+from otdistill.fingerprint import snapshot_data_hash
 from otdistill.steps.common import load_step_config, setup_logging
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def register_student(
     validation = record["splits"]["validation"]
     metric = tracking.promotion_metric
     name = registered_name(tracking.registered_model_name, variant)
-    data_hash = json.loads((Path(train_dir) / DATA_REPORT).read_text(encoding="utf-8"))["content_sha256"]
+    data_hash = snapshot_data_hash(train_dir)
     parent = pipeline_run(tracking, cfg.name)
     client = tracking_client(tracking)
     tags = {
