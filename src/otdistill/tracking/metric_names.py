@@ -17,6 +17,8 @@ MLflow and in the KFP Metrics artifacts that show the same numbers. docs/pipelin
 
 from __future__ import annotations
 
+TRAIN = "train"
+VALIDATION = "val"
 EVAL = "eval"
 GATE = "gate"
 DATA = "data"
@@ -29,6 +31,16 @@ def _join(*parts: str) -> str:
         if not part or part.startswith("/") or part.endswith("/"):
             raise ValueError(f"empty or slash-edged part {part!r} in metric name {'/'.join(parts)!r}")
     return "/".join(parts)
+
+
+def train_metric(name: str) -> str:
+    """``train/<name>``: a key of the trainer's log at an optimizer step (``train/loss_sd``)."""
+    return _join(TRAIN, name)
+
+
+def validation_metric(name: str) -> str:
+    """``val/<name>``: a number of the validation during training (``val/loss``)."""
+    return _join(VALIDATION, name)
 
 
 def eval_metric(model: str, metric: str) -> str:

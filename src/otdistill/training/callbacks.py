@@ -21,6 +21,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from otdistill.progress import progress_bar as tqdm
 from otdistill.tracking.metric_buffer import run_buffer
+from otdistill.tracking.metric_names import train_metric, validation_metric
 
 # Keys of a training log that are worth a metric (the Trainer's end-of-run summary has others).
 BAR_KEYS: tuple[str, ...] = (
@@ -37,13 +38,10 @@ BAR_KEYS: tuple[str, ...] = (
 )
 
 
-VALIDATION_PREFIX = "val/"
-
-
 def validation_metrics(logs: dict[str, Any]) -> dict[str, float]:
     """A validation log's `eval_<key>` numbers as `val/<key>` (`val/loss`, `val/runtime`, ...)."""
     return {
-        f"{VALIDATION_PREFIX}{key.removeprefix('eval_')}": value
+        validation_metric(key.removeprefix("eval_")): value
         for key, value in numeric(logs).items()
         if key.startswith("eval_")
     }
@@ -63,10 +61,9 @@ def numeric(logs: dict[str, Any]) -> dict[str, float]:
 class ProgressAndMetricsCallback(TrainerCallback):
     """One tqdm bar over optimizer steps with the latest loss parts; MLflow metrics when a run is active."""
 
-    def __init__(self, description: str = "train", progress_bar: bool = True, mlflow_prefix: str = "train/"):
+    def __init__(self, description: str = "train", progress_bar: bool = True):
         self.description = description
         self.progress_bar = progress_bar
-        self.mlflow_prefix = mlflow_prefix
         self.bar: Any = None
         self.shown: dict[str, str] = {}  # the bar's postfix: the latest training parts and validation loss
 
@@ -113,12 +110,12 @@ class ProgressAndMetricsCallback(TrainerCallback):
         active = mlflow.active_run()
         if active is not None:
             run_buffer(active.info.run_id).log_metrics(
-                {f"{self.mlflow_prefix}{k}": v for k, v in values.items()}, step=state.global_step
+                {train_metric(k): v for k, v in values.items()}, step=state.global_step
             )
 
     def _log_validation(self, values: dict[str, float], step: int) -> None:
         if self.bar is not None:
-            self.shown["val"] = f"{values.get('val/loss', float('nan')):.4g}"
+            self.shown["val"] = f"{values.get(validation_metric('loss'), float('nan')):.4g}"
             self.bar.set_postfix(self.shown, refresh=False)
         import mlflow
 
