@@ -195,7 +195,8 @@ class MultiLevelOTLoss(nn.Module):
         contributes = alignment.contributes.to(dtype)
         sd = (sd_per_sample * contributes).sum() / contributes.sum().clamp(min=1)
 
-        loss = self.alpha * (had + self.beta * sl + self.gamma * sd)
+        w = self.weights()
+        loss = w["had"] * had + w["sl"] * sl + w["sd"] * sd
         return MultiLevelOTOutput(loss=loss, had=had, sl=sl, sd=sd)
 
     def _check_cached(self, topk: TeacherTopK, vocab_s: int) -> TeacherTopK:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from otdistill.stats import Comparison, compare_rows, metric_column
+from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
 
 ARTIFACT_DIR = "sweep"
 SPLITS = ("validation", "test")
-TEACHER = "teacher"  # the teacher's row: its variant name (no sweep variant may take it)
 PILOT_GAP = 0.05  # the teacher must beat the SFT student by this much (metric units: 5 points x100)
 
 

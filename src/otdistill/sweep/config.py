@@ -41,6 +41,7 @@ SHARED_DISTILL_FIELDS = (
     "s3_endpoint_url",
 )
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+TEACHER = "teacher"  # the teacher's own row of every sweep (the pilot): no variant may take the name
 
 
 @dataclass
@@ -98,9 +99,9 @@ class SweepConfig:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has duplicates: {self.seeds}")
         names = [v.name for v in self.variants]
-        if "teacher" in names:
+        if TEACHER in names:
             raise ValueError(
-                "variants: 'teacher' names the teacher's own row (the pilot); rename the variant"
+                f"variants: {TEACHER!r} names the teacher's own row (the pilot); rename the variant"
             )
         if len(set(names)) != len(names):
             raise ValueError(f"variants: duplicate names in {names}")

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from otdistill.config import RunConfig
-from otdistill.sweep.config import SweepConfig, Variant
+from otdistill.sweep.config import TEACHER, SweepConfig, Variant
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,6 @@ class Row:
 def teacher_item(cfg: RunConfig) -> dict[str, Any]:
     """The teacher's row, in the shape of `Row.item`: the sweep scores the teacher after its SFT on the same
     rows as the students (`evaluate_student`), the pilot the aggregation reports."""
-    from otdistill.sweep.aggregate import TEACHER
-
     return {"row": TEACHER, "variant": TEACHER, "seed": cfg.teacher_sft.seed, "overrides": "{}", "sft": False}
 
 
