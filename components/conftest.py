@@ -34,6 +34,22 @@ class Env:
         """An output artifact whose path is a fresh directory-to-be under the session's root."""
         return cls(name=name, uri=str(self.root / "artifacts" / name))
 
+    def no_test_data(self, name: str) -> dsl.Dataset:
+        """`prepare_test_data`'s artifact when no test source is given (what a sweep without one passes
+        every evaluation)."""
+        from otdistill.components.prepare_test_data.component import prepare_test_data
+
+        data = self.artifact(dsl.Dataset, name)
+        prepare_test_data.python_func(
+            config=self.section("prepare_validation_data"),
+            source="",
+            split="test",
+            rows=0,
+            data=data,
+            data_report=self.artifact(dsl.Artifact, f"{name}-report"),
+        )
+        return data
+
 
 @pytest.fixture(scope="session")
 def env(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:

@@ -211,6 +211,7 @@ def build_pipeline(cfg: RunConfig) -> Any:
             evaluate(
                 config=opened.outputs["evaluate"],
                 validation_data=trunk.validation_data,
+                train_data=trunk.train_data,
                 teacher_model=trunk.teacher,
                 baseline_model=baseline_task.outputs["model"],
                 student_model=distilled.outputs["student_model"],

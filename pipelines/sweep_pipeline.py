@@ -75,6 +75,7 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
             evaluate_student(
                 config=opened.outputs["evaluate"],
                 validation_data=trunk.validation_data,
+                train_data=trunk.train_data,
                 test_data=test.outputs["data"],
                 student_model=trunk.teacher,
                 row=teacher_item(cfg),
@@ -118,6 +119,7 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
                     evaluate_student(
                         config=row.outputs["evaluate"],
                         validation_data=trunk.validation_data,
+                        train_data=trunk.train_data,
                         test_data=test.outputs["data"],
                         student_model=model,
                         row=item,

@@ -9,6 +9,7 @@ from otdistill.steps.runtime import COMPONENT_IMAGE
 def evaluate(
     config: str,
     validation_data: dsl.Input[dsl.Dataset],
+    train_data: dsl.Input[dsl.Dataset],
     teacher_model: dsl.Input[dsl.Model],
     baseline_model: dsl.Input[dsl.Model],
     student_model: dsl.Input[dsl.Model],
@@ -21,6 +22,7 @@ def evaluate(
 
     baseline_label: "sft_baseline" for the SFT-trained student, "base_student" when that step is skipped
     (the untuned student is then shown for reference, and the promotion gate has no SFT condition).
+    train_data: the training snapshot; a teacher that answered it prompted few-shot is scored with its shots.
     """
     from otdistill.steps.evaluate import evaluate as run_step
     from otdistill.steps.kfp_outputs import log_metrics
@@ -35,5 +37,7 @@ def evaluate(
         },
         scores_path=scores.path,
         report_path=report.path,
+        teacher="teacher",
+        train_dir=train_data.path,
     )
     log_metrics(metrics, result.metrics)  # each as a KFP metric, and the file kfp.local needs

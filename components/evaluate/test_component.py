@@ -16,6 +16,7 @@ def test_evaluate_scores_teacher_baseline_and_distilled(env: Env, upstream: Upst
     evaluate.python_func(
         config=env.section("evaluate"),
         validation_data=upstream.validation,
+        train_data=upstream.train,
         teacher_model=upstream.teacher,
         baseline_model=upstream.student,
         student_model=upstream.distilled,

@@ -9,6 +9,7 @@ from otdistill.steps.runtime import COMPONENT_IMAGE
 def evaluate_student(
     config: str,
     validation_data: dsl.Input[dsl.Dataset],
+    train_data: dsl.Input[dsl.Dataset],
     test_data: dsl.Input[dsl.Dataset],
     student_model: dsl.Input[dsl.Model],
     row: dict,
@@ -18,7 +19,9 @@ def evaluate_student(
 ) -> None:
     """Generate with the student on each split (`row`: the loop item, `otdistill.sweep.rows.Row.item`);
     the row's record (scores and per-row scores per split),
-    the validation HTML report and the scores as KFP metrics (`<split>.<metric>`)."""
+    the validation HTML report and the scores as KFP metrics (`<split>.<metric>`). `train_data`: the
+    training snapshot; the teacher's row, when the teacher answered it prompted few-shot, is scored with
+    its shots."""
     from otdistill.steps.kfp_outputs import log_metrics
     from otdistill.sweep.steps import evaluate_student as run_step
 
@@ -28,6 +31,7 @@ def evaluate_student(
         test_data.path,
         student_model.path,
         row=row,
+        train_dir=train_data.path,
         record_path=record.path,
         report_path=report.path,
     )

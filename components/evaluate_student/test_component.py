@@ -29,6 +29,7 @@ def test_evaluate_student_scores_both_splits_into_the_row_record(env: Env, upstr
     evaluate_student.python_func(
         config=env.section("evaluate"),
         validation_data=upstream.validation,
+        train_data=upstream.train,
         test_data=test_data,
         student_model=upstream.distilled,
         row=Row(Variant("multilevel_ot", {"distill.loss": "multilevel_ot"}), 2).item(),

@@ -9,7 +9,6 @@ from mlflow.tracking import MlflowClient
 
 from otdistill.components.conftest import Env, Upstream
 from otdistill.components.evaluate_student.component import evaluate_student
-from otdistill.components.prepare_test_data.component import prepare_test_data
 from otdistill.components.register_student.component import register_student
 from otdistill.sweep.config import Variant
 from otdistill.sweep.rows import Row
@@ -17,19 +16,12 @@ from otdistill.sweep.rows import Row
 
 def _record(env: Env, upstream: Upstream) -> dsl.Artifact:
     """The row's record as evaluate_student writes it (validation rows only: no test data given)."""
-    no_test = env.artifact(dsl.Dataset, "register-student-no-test")
-    prepare_test_data.python_func(
-        config=env.section("prepare_validation_data"),
-        source="",
-        split="test",
-        rows=0,
-        data=no_test,
-        data_report=env.artifact(dsl.Artifact, "register-student-no-test-report"),
-    )
+    no_test = env.no_test_data("register-student-no-test")
     record = env.artifact(dsl.Artifact, "register-student-record")
     evaluate_student.python_func(
         config=env.section("evaluate"),
         validation_data=upstream.validation,
+        train_data=upstream.train,
         test_data=no_test,
         student_model=upstream.distilled,
         row=Row(Variant("uld", {"distill.loss": "uld"}), 1).item(),

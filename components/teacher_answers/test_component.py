@@ -1,6 +1,7 @@
 """teacher_answers: the tiny teacher answers the gold snapshot's rows one-shot; the new snapshot's targets are
 exactly what the teacher generates for them directly, its shot is shown to the teacher and trains nobody,
-the gold stays in the rows, and the teacher cache built from it has the teacher's prompt it answered in."""
+the gold stays in the rows, the teacher cache built from it has the teacher's prompt it answered in, and
+the teacher is scored with that shot (a student zero-shot)."""
 
 import json
 from pathlib import Path
@@ -10,9 +11,16 @@ from kfp import dsl
 from otdistill.components.conftest import Env, Upstream
 from otdistill.data import load_examples, load_paired
 from otdistill.evaluation.evaluate import generate_answers, load_model_ref
+from otdistill.evaluation.metrics import score
 from otdistill.models import load_tokenizer, resolve_model
 from otdistill.steps.common import resolve_model_artifact, snapshot_data_config
-from otdistill.steps.teacher_answers import ANSWERS_FILE, answer_settings, answer_text, choose_shots
+from otdistill.steps.teacher_answers import (
+    ANSWERS_FILE,
+    answer_settings,
+    answer_text,
+    choose_shots,
+    prompted_settings,
+)
 from otdistill.teacher_cache import TeacherCache
 
 
@@ -81,6 +89,37 @@ def test_teacher_answers_are_the_new_targets(env: Env, upstream: Upstream) -> No
             feature.teacher.input_ids[: feature.teacher.response_start] == generated_from[feature.example_id]
         )
         assert s_tok.decode(feature.student.input_ids).count("<|im_start|>user") == 1  # zero-shot student
+
+    # the teacher is scored as it answered (its shot, the same prompt budget), a student zero-shot
+    from otdistill.components.evaluate_student.component import evaluate_student
+    from otdistill.sweep.rows import teacher_item
+
+    no_test = env.no_test_data("answers-no-test")
+    records = {}
+    for row in (teacher_item(cfg), {**teacher_item(cfg), "row": "sft-s0", "variant": "sft", "sft": True}):
+        record = env.artifact(dsl.Artifact, f"answers-record-{row['row']}")
+        evaluate_student.python_func(
+            config=cfg.section_json("evaluate"),
+            validation_data=upstream.validation,
+            train_data=data,
+            test_data=no_test,
+            student_model=upstream.teacher,
+            row=row,
+            record=record,
+            report=env.artifact(dsl.HTML, f"answers-report-{row['row']}"),
+            metrics=env.artifact(dsl.Metrics, f"answers-metrics-{row['row']}"),
+        )
+        records[row["row"]] = json.loads(Path(record.path).read_text())["splits"]["validation"]
+    scored, zero_shot = records["teacher"], records["sft-s0"]
+    assert scored["shots"] == {"teacher": 1} and zero_shot["shots"] == {}
+    val = load_examples(snapshot_data_config(cfg, upstream.validation.path, "validation"), progress=False)
+    prompted = prompted_settings(cfg, cfg.eval.max_new_tokens)
+    few, gen = generate_answers(model, t_tok, val.examples, prompted, shots=[shot])
+    direct = {
+        ex.id: score(val.task.metric, text, ex.references)[val.task.metric]
+        for ex, text in zip(few.examples, gen.texts, strict=True)
+    }
+    assert {i: s[val.task.metric] for i, s in scored["row_scores"]["teacher"].items()} == direct
 
 
 def _lines(snapshot: str) -> list[str]:

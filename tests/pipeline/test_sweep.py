@@ -200,6 +200,21 @@ def test_the_pilot_compares_the_teacher_with_the_sft_student(lead: float, met: b
         aggregate.summarize([*records, teacher], "f1", resamples=10)
 
 
+def test_a_prompted_teacher_is_named_by_its_shots_and_shares_follow_the_loss_order() -> None:
+    """Under the authors' recipe the teacher is scored with the shots it answered with (its scores say
+    how many): the table and the pilot name it so. The shares list CE, then the loss's parts in order."""
+    ids = [f"e{i}" for i in range(20)]
+    base = {i: 0.3 + 0.01 * (n % 3) for n, i in enumerate(ids)}
+    records = [row_record("sft", 0, base, sft=True), row_record("mlot", 0, base)]
+    records[1]["objective"] = {"ce": 0.75, "had": 0.15, "sd": 0.01, "sl": 0.09}  # as written: sorted keys
+    teacher = row_record("teacher", 0, {i: v + 0.1 for i, v in base.items()}, sft=False)
+    teacher["splits"]["validation"]["shots"] = {teacher["row"]: 3}  # keyed by the scored label
+    table = aggregate.markdown(aggregate.summarize(records, "f1", resamples=10, teacher=teacher))
+    assert "| teacher (prompted 3-shot; not a student) | 1 |" in table
+    assert "Pilot: the teacher prompted 3-shot scores" in table
+    assert "| mlot | CE 75.0%, HAD 15.0%, SL 9.0%, SD 1.0% |" in table
+
+
 def test_sweep_compiles_for_a_cluster(tmp_path: Path) -> None:
     from tests.infra.cluster_contract import compile_run
 

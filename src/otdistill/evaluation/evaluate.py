@@ -221,12 +221,14 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     *,
     label: str = "model",
+    shots: Sequence[Example] = (),
 ) -> EvalResult:
     """Generate for every scorable row, score it, write ``predictions.jsonl``, ``metrics.json`` and
     ``report.html`` under `out_dir` (when given), log them to the active MLflow run, and return the result.
 
     rows: `Example`s, or raw rows of `task`'s data set (converted by ``task.to_example``). A row without a
     non-empty reference, or one the task rejects, is skipped and counted in `EvalResult.skipped`.
+    shots: solved examples every prompt shows first (a teacher prompted few-shot); none for a student.
     """
     config = config or EvalConfig()
     label = _safe_label(label)
@@ -239,7 +241,9 @@ def evaluate_model(
         )
 
     model, tokenizer, record = load_model_ref(model_ref, config)
-    prepared, gen = generate_answers(model, tokenizer, examples, config, desc=f"generate {label}")
+    prepared, gen = generate_answers(
+        model, tokenizer, examples, config, desc=f"generate {label}", shots=shots
+    )
     examples, truncated = prepared.examples, prepared.truncated
     skipped.update(prepared.skipped)
     named = (named + prepared.skipped_rows)[:MAX_RECORDED_SKIPS]
@@ -250,7 +254,7 @@ def evaluate_model(
     records = [
         PredictionRecord(
             id=ex.id,
-            prompt=build_prompt(ex, tokenizer),
+            prompt=build_prompt(ex, tokenizer, shots),
             prediction=text,
             references=list(ex.references),
             scores=score(task_obj.metric, text, ex.references),
@@ -279,7 +283,7 @@ def evaluate_model(
             "stopped_fraction": sum(gen.stopped) / len(gen.stopped),
             "truncated_prompts": float(sum(truncated)),
         },
-        config=config.to_dict(),
+        config={**config.to_dict(), **({"shots": len(shots)} if shots else {})},
     )
     if result.num_skipped:
         logger.warning("%s: %d rows not scored, by reason: %s", label, result.num_skipped, result.skipped)

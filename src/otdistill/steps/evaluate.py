@@ -4,6 +4,11 @@ Writes `scores.json` ({label: {metric: mean}}, the task's headline metric, and e
 by example id for the bootstrap gate) for the promotion gate, and the combined HTML report (tables,
 charts, worst examples) for people. `score_key` names the rows
 and scoring settings (`otdistill.tracking.scores`): the registry keeps the scores under it for later runs.
+
+A teacher that answered the training rows prompted few-shot (the authors' recipe: the training snapshot
+holds its shots, `otdistill.steps.teacher_answers`) is scored prompted with the same shots and prompt
+budget (`prompted_settings`): its score is that of the answers the students learned from. Students are
+always scored zero-shot, as they are served.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otdistill.data import load_examples
+from otdistill.config import RunConfig
+from otdistill.data import Example, load_examples
 from otdistill.evaluation import EvalResult, compare_models, evaluate_model
 from otdistill.stats import row_table
 from otdistill.steps.common import read_model_info, resolve_model_artifact, snapshot_data_config
 from otdistill.steps.prologue import step_prologue
+from otdistill.steps.teacher_answers import prompted_settings
 from otdistill.tracking.datasets import log_dataset, snapshot_dataset
 from otdistill.tracking.metric_names import eval_metrics
 from otdistill.tracking.scores import score_key
@@ -41,21 +48,43 @@ def evaluate(
     models: Mapping[str, str | Path],
     scores_path: str | Path,
     report_path: str | Path,
+    *,
+    teacher: str | None = None,
+    train_dir: str | Path | None = None,
 ) -> EvalStepResult:
-    """Evaluate each Model artifact in `models` (label -> directory); write scores JSON and HTML report."""
+    """Evaluate each Model artifact in `models` (label -> directory); write scores JSON and HTML report.
+
+    teacher: the label in `models` that is the teacher, if any; `train_dir`: the training snapshot the
+    students learned from. When it holds the teacher's few-shot examples, the teacher is scored with them.
+    """
     with step_prologue(config_json, "evaluate") as step:
         cfg, run = step.cfg, step.run
         run.log_params(cfg.eval.to_dict())
         data = snapshot_data_config(cfg, validation_dir, cfg.validation.split)
         loaded = load_examples(data)
         log_dataset(snapshot_dataset(validation_dir, cfg.data.subset), "evaluation")
+        shots = teacher_shots(cfg, train_dir) if teacher is not None and train_dir is not None else []
         results: list[EvalResult] = []
         with tempfile.TemporaryDirectory(prefix="otdistill-eval-") as scratch:
             for label, model_dir in models.items():
                 resolved = resolve_model_artifact(model_dir)
-                log.info("evaluating %s (%s) on %d rows", label, resolved.source, len(loaded.examples))
+                prompted = label == teacher and bool(shots)
+                settings = prompted_settings(cfg, cfg.eval.max_new_tokens) if prompted else cfg.eval
+                log.info(
+                    "evaluating %s (%s) on %d rows%s",
+                    label,
+                    resolved.source,
+                    len(loaded.examples),
+                    f", prompted with its {len(shots)} shots" if prompted else "",
+                )
                 result = evaluate_model(
-                    resolved, loaded.task, loaded.examples, cfg.eval, Path(scratch) / label, label=label
+                    resolved,
+                    loaded.task,
+                    loaded.examples,
+                    settings,
+                    Path(scratch) / label,
+                    label=label,
+                    shots=shots if prompted else (),
                 )
                 result.model.update({f"artifact.{k}": str(v) for k, v in read_model_info(model_dir).items()})
                 results.append(result)
@@ -75,9 +104,17 @@ def evaluate(
             # per example id, for the bootstrap gate (`otdistill.stats`): {label: {id: {metric: score}}}
             "row_scores": {r.label: row_table(r.records, where=f"{r.label} predictions") for r in results},
             "provenance": {r.label: dict(r.model) for r in results},
+            # label -> the few-shot examples its prompts showed (a teacher under the authors' recipe)
+            "shots": {teacher: len(shots)} if teacher is not None and shots else {},
         }
         Path(scores_path).parent.mkdir(parents=True, exist_ok=True)
         Path(scores_path).write_text(json.dumps(scores, indent=2, sort_keys=True), encoding="utf-8")
         run.log_artifact(scores_path, "eval")
         metrics = {k: v for r in results for k, v in eval_metrics(r.label, r.metrics).items()}
     return EvalStepResult(scores=scores, metrics=metrics)
+
+
+def teacher_shots(cfg: RunConfig, train_dir: str | Path) -> list[Example]:
+    """The few-shot examples the teacher answered the training rows with: the shots of the training
+    snapshot `train_dir` (none unless it is a teacher-answers snapshot with `targets.few_shot` > 0)."""
+    return load_examples(snapshot_data_config(cfg, train_dir, cfg.data.split)).shots

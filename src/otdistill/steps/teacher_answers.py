@@ -82,7 +82,15 @@ def answer_settings(cfg: RunConfig) -> EvalConfig:
     """The evaluation settings the teacher answers with: `targets.max_new_tokens` (else the evaluation's),
     every row, and the prompt cut so the answer and its end token fit `data.max_length` (and
     `data.max_prompt_tokens`, when set)."""
-    new_tokens = cfg.targets.max_new_tokens or cfg.eval.max_new_tokens
+    return prompted_settings(cfg, cfg.targets.max_new_tokens or cfg.eval.max_new_tokens)
+
+
+def prompted_settings(cfg: RunConfig, new_tokens: int) -> EvalConfig:
+    """The evaluation's settings for the few-shot teacher answering in at most `new_tokens` tokens: its
+    prompt (shots first) cut to leave room for them and an end token within `data.max_length` (and
+    `data.max_prompt_tokens`, when set), not to `eval.max_prompt_tokens`, which sizes a zero-shot prompt.
+    The teacher answers the training rows with these (`answer_settings`), and is scored with them
+    (`otdistill.steps.evaluate`), so its score is that of the answers it gave."""
     budget = cfg.data.max_length - new_tokens - 1
     if cfg.data.max_prompt_tokens is not None:
         budget = min(budget, cfg.data.max_prompt_tokens)

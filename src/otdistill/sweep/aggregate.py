@@ -46,7 +46,20 @@ class VariantSplit:
     seed_rows: list[dict[str, float]] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
-    teacher: bool = False  # the teacher after SFT, scored on the same rows (not a student)
+    teacher: bool = False  # the teacher, scored on the same rows (not a student)
+    shots: int = 0  # the teacher's few-shot examples when it was scored prompted (the authors' recipe)
+
+    @property
+    def name(self) -> str:
+        """The row's name in the table: the variant, or how the teacher was scored."""
+        if not self.teacher:
+            return self.variant
+        return f"{self.variant} ({self.prompting}; not a student)"
+
+    @property
+    def prompting(self) -> str:
+        """How the teacher answered: tuned on the task, or prompted with the shots it gave targets with."""
+        return f"prompted {self.shots}-shot" if self.shots else "after SFT"
 
     @property
     def mean(self) -> float:
@@ -126,6 +139,7 @@ def summarize(
             label = str(r["row"])
             table = scores["row_scores"][label]
             cell.seeds.append(int(r["seed"]))
+            cell.shots = int(scores.get("shots", {}).get(label, 0))
             cell.seed_means.append(float(scores["models"][label][metric]))
             cell.seed_rows.append(metric_column(table, metric, where=f"row {label} ({split})"))
             if "registered" in r:
@@ -175,8 +189,10 @@ def shares_markdown(summary: SweepSummary) -> str:
         "| row | shares |",
         "|---|---|",
     ]
+    rank = {t: i for i, t in enumerate(labels)}  # CE first, then each loss's parts in their order
     for variant, shares in summary.shares.items():
-        parts = ", ".join(f"{labels.get(t, t)} {100 * v:.1f}%" for t, v in shares.items())
+        ordered = sorted(shares.items(), key=lambda tv: rank.get(tv[0], len(rank)))
+        parts = ", ".join(f"{labels.get(t, t)} {100 * v:.1f}%" for t, v in ordered)
         lines.append(f"| {variant} | {parts} |")
     return "\n".join(lines) + "\n"
 
@@ -204,7 +220,7 @@ def pilot_line(summary: SweepSummary, split: str) -> str:
     k = pair[0].comparison
     met = "met" if k.mean_diff >= PILOT_GAP else "NOT met: distillation has no stronger teacher to learn from"
     return (
-        f"Pilot: the teacher after SFT scores {100 * pair[0].mean:.2f}, "
+        f"Pilot: the teacher {pair[0].prompting} scores {100 * pair[0].mean:.2f}, "
         f"the SFT student {100 * pair[1].mean:.2f}: "
         f"a lead of {100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}] points; "
         f"at least {100 * PILOT_GAP:.0f} is asked: {met}."
@@ -231,9 +247,8 @@ def markdown(summary: SweepSummary) -> str:
                 k = c.comparison
                 diff = f"{100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}]"
                 said = verdict(k.low, k.high)
-            name = f"{c.variant} (after SFT; not a student)" if c.teacher else c.variant
             lines.append(
-                f"| {name} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
+                f"| {c.name} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
                 f"| {diff} | {said} |"
             )
         lines.append("")

@@ -19,6 +19,7 @@ from typing import Any
 
 from otdistill.fingerprint import snapshot_data_hash
 from otdistill.steps.common import load_step_config, setup_logging
+from otdistill.sweep.config import TEACHER
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,13 @@ def evaluate_student(
     row: Mapping[str, Any],
     record_path: str | Path,
     report_path: str | Path,
+    train_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score one student (`row`: its loop item, `otdistill.sweep.rows.Row.item`) on the validation rows
     and, when there are any, the test rows; write the row's record (JSON: row, variant, seed, sft, each
-    split's scores) and the validation HTML report. Returns the record."""
+    split's scores) and the validation HTML report. Returns the record. The teacher's row (`TEACHER`) is
+    scored as the teacher answered the training snapshot `train_dir`: with its few-shot examples, if any
+    (`otdistill.steps.evaluate`)."""
     from otdistill.steps.evaluate import evaluate
 
     setup_logging()
@@ -83,13 +87,26 @@ def evaluate_student(
     with tempfile.TemporaryDirectory(prefix="otdistill-row-") as tmp:
         scratch = Path(tmp)
         models = {name: model_dir}
+        teacher = TEACHER if name == TEACHER else None  # a student is scored zero-shot, as it is served
         splits["validation"] = evaluate(
-            config_json, validation_dir, models, scratch / "validation.json", report_path
+            config_json,
+            validation_dir,
+            models,
+            scratch / "validation.json",
+            report_path,
+            teacher=teacher,
+            train_dir=train_dir,
         ).scores
         if marker["rows"]:
             cfg = load_step_config(config_json).with_overrides({"validation.split": marker["split"]})
             splits["test"] = evaluate(
-                cfg.section_json("evaluate"), test_dir, models, scratch / "test.json", scratch / "test.html"
+                cfg.section_json("evaluate"),
+                test_dir,
+                models,
+                scratch / "test.json",
+                scratch / "test.html",
+                teacher=teacher,
+                train_dir=train_dir,
             ).scores
     record = {
         "row": name,
