@@ -61,4 +61,7 @@ def test_aggregate_sweep_writes_the_table_and_intervals_to_the_parent_run(env: E
     )  # 0.3 + mean offset 0.0175 + mean shift 0.005
     assert "| better | 2 |" in run.data.tags["otdistill.sweep.table"]
     logged = {Path(f.path).name for f in client.list_artifacts(parent.run_id, "sweep")}
-    assert logged == {"table.md", "table.csv", "row_differences.csv", "comparisons.json", "plot.png"}
+    assert logged == {
+        "table.md", "table.csv", "row_differences.csv", "comparisons.json", "pairwise.json", "plot.png"
+    }  # fmt: skip
+    assert "| worse | better | -15.50 [-15.50, -15.50] | worse than better |" in text

@@ -167,6 +167,12 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     assert len(diffs) == 2 * 40 and float(diffs[0]["difference"]) == pytest.approx(0.1)
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(files["comparisons"].read_text())["validation"]["better"]["rows"] == 40
+    # the distilled rows against each other: "same" is clearly below "better"
+    ((row, other, k),) = summary.pairs["validation"]
+    assert (row, other) == ("same", "better") and k.mean_diff == pytest.approx(-0.1, abs=0.02) and k.high < 0
+    assert "| same | better |" in table and "worse than better" in table
+    assert json.loads(files["pairwise"].read_text())["validation"]["same vs better"]["rows"] == 40
+    assert aggregate.metrics(summary)[sweep_metric("validation", "same", "diff_vs_better")] == k.mean_diff
     with pytest.raises(aggregate.SweepRecordError, match="seed 0 occurs twice"):
         aggregate.summarize([*records, records[2]], "f1", resamples=10)
 

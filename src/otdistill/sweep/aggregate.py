@@ -1,5 +1,6 @@
 """The sweep's table: per variant and split, the seeds' scores, and the paired difference against the SFT
-row with its bootstrap interval (`otdistill.stats.compare_rows`, seeds averaged per row), as Markdown,
+row with its bootstrap interval (`otdistill.stats.compare_rows`, seeds averaged per row), and every
+distilled row against every other (does MultiLevelOT beat ULD, not only SFT?), as Markdown,
 CSV, a per-row CSV of the paired differences, JSON and a plot; `log_summary` writes them to the parent
 MLflow run. Reads the row records of `otdistill.sweep.steps` (nothing here loads a model).
 
@@ -83,12 +84,20 @@ class SweepSummary:
     # variant -> term -> its share of the training objective, averaged over the variant's seeds (the
     # records' `objective`, `otdistill.training.shares`); variants trained without recorded weights: none
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    # split -> every distilled row against every earlier one in config order: (row, other, row - other)
+    pairs: dict[str, list[tuple[str, str, Comparison]]] = field(default_factory=dict)
 
     def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
         """split -> variant -> the comparison against SFT (as_dict), for JSON and metrics."""
         return {
             split: {c.variant: c.comparison.as_dict() for c in cells if c.comparison is not None}
             for split, cells in self.cells.items()
+        }
+
+    def pairwise(self) -> dict[str, dict[str, dict[str, object]]]:
+        """split -> "<row> vs <other>" -> the comparison between two distilled rows (as_dict)."""
+        return {
+            split: {f"{a} vs {b}": k.as_dict() for a, b, k in pairs} for split, pairs in self.pairs.items()
         }
 
     def pilot(self, split: str) -> tuple[VariantSplit, VariantSplit] | None:
@@ -129,6 +138,7 @@ def summarize(
     )
     cells: dict[str, list[VariantSplit]] = {}
     rows: dict[str, int] = {}
+    pairs: dict[str, list[tuple[str, str, Comparison]]] = {}
     for split in splits:
         by_variant = {v: VariantSplit(v, v in sft_names, split, teacher=v == TEACHER) for v in order}
         for r in sorted(records, key=lambda r: int(r["seed"])):
@@ -158,8 +168,27 @@ def summarize(
                 )
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
+        distilled = [c for c in cells[split] if not c.sft and not c.teacher]
+        pairs[split] = [
+            (a.variant, b.variant, compare_rows(
+                a.seed_rows,
+                b.seed_rows,
+                greater_is_better=greater_is_better,
+                confidence=confidence,
+                resamples=resamples,
+                seed=seed,
+                names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
+            ))
+            for i, a in enumerate(distilled)
+            for b in distilled[:i]
+        ]  # fmt: skip
     return SweepSummary(
-        metric=metric, confidence=confidence, cells=cells, rows=rows, shares=_shares(records, order)
+        metric=metric,
+        confidence=confidence,
+        cells=cells,
+        rows=rows,
+        shares=_shares(records, order),
+        pairs=pairs,
     )
 
 
@@ -201,14 +230,14 @@ def _first(records: Sequence[Mapping[str, Any]], variant: str) -> int:
     return next(i for i, r in enumerate(records) if r["variant"] == variant)
 
 
-def verdict(low: float, high: float) -> str:
-    """A difference from the SFT row in words: only an interval wholly on one side of 0 is a difference
-    (the sweep's table and the paper-table report say it the same way)."""
+def verdict(low: float, high: float, other: str = "SFT") -> str:
+    """A difference from `other` (the SFT row) in words: only an interval wholly on one side of 0 is a
+    difference (the sweep's table and the paper-table report say it the same way)."""
     if low > 0:
-        return "better than SFT"
+        return f"better than {other}"
     if high < 0:
-        return "worse than SFT"
-    return "not distinguishable from SFT"
+        return f"worse than {other}"
+    return f"not distinguishable from {other}"
 
 
 def pilot_line(summary: SweepSummary, split: str) -> str:
@@ -254,6 +283,7 @@ def markdown(summary: SweepSummary) -> str:
         lines.append("")
         if pilot := pilot_line(summary, split):
             lines += [pilot, ""]
+        lines += pairs_markdown(summary, split)
     if shares := shares_markdown(summary):
         lines += [shares]
     lines.append(
@@ -262,6 +292,27 @@ def markdown(summary: SweepSummary) -> str:
         "'not distinguishable' needs the whole interval on one side of 0."
     )
     return "\n".join(lines) + "\n"
+
+
+def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
+    """The distilled rows against each other on `split` (say, MultiLevelOT against ULD), as table lines."""
+    pairs = summary.pairs.get(split, [])
+    if not pairs:
+        return []
+    level = f"{summary.confidence:.0%}"
+    lines = [
+        f"{split}, distilled rows against each other ({len(pairs)} comparisons at {level} each: about "
+        f"{(1 - summary.confidence) * len(pairs):.1f} of them may exclude 0 by chance alone):",
+        "",
+        f"| row | against | mean difference [{level} interval] | verdict |",
+        "|---|---|---|---|",
+    ]
+    for a, b, k in pairs:
+        lines.append(
+            f"| {a} | {b} | {100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}] "
+            f"| {verdict(k.low, k.high, b)} |"
+        )
+    return [*lines, ""]
 
 
 def table_csv(summary: SweepSummary) -> str:
@@ -346,13 +397,15 @@ def plot(summary: SweepSummary, path: Path, title: str) -> Path:
 
 
 def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, Path]:
-    """table.md, table.csv, row_differences.csv, comparisons.json and plot.png in `out_dir`."""
+    """table.md, table.csv, row_differences.csv, comparisons.json (each row against SFT), pairwise.json
+    (the distilled rows against each other) and plot.png in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "table": out_dir / "table.md",
         "csv": out_dir / "table.csv",
         "differences": out_dir / "row_differences.csv",
         "comparisons": out_dir / "comparisons.json",
+        "pairwise": out_dir / "pairwise.json",
     }
     files["table"].write_text(f"## {title}\n\n" + markdown(summary), encoding="utf-8")
     files["csv"].write_text(table_csv(summary), encoding="utf-8")
@@ -360,13 +413,15 @@ def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, P
     files["comparisons"].write_text(
         json.dumps(summary.comparisons(), indent=2, sort_keys=True), encoding="utf-8"
     )
+    files["pairwise"].write_text(json.dumps(summary.pairwise(), indent=2, sort_keys=True), encoding="utf-8")
     files["plot"] = plot(summary, out_dir / "plot.png", title)
     return files
 
 
 def metrics(summary: SweepSummary) -> dict[str, float]:
     """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
-    against SFT (`otdistill.tracking.metric_names.sweep_metric`); `sweep/train/<variant>/share_<term>`."""
+    against SFT (`otdistill.tracking.metric_names.sweep_metric`); `diff_vs_<other>` / `low_vs_<other>` /
+    `high_vs_<other>` against each earlier distilled row; `sweep/train/<variant>/share_<term>`."""
     out: dict[str, float] = {}
     for split, cells in summary.cells.items():
         for c in cells:
@@ -376,6 +431,11 @@ def metrics(summary: SweepSummary) -> dict[str, float]:
                 out[sweep_metric(split, c.variant, "diff")] = c.comparison.mean_diff
                 out[sweep_metric(split, c.variant, "low")] = c.comparison.low
                 out[sweep_metric(split, c.variant, "high")] = c.comparison.high
+    for split, pairs in summary.pairs.items():
+        for a, b, k in pairs:
+            out[sweep_metric(split, a, f"diff_vs_{b}")] = k.mean_diff
+            out[sweep_metric(split, a, f"low_vs_{b}")] = k.low
+            out[sweep_metric(split, a, f"high_vs_{b}")] = k.high
     for variant, shares in summary.shares.items():
         out.update({sweep_metric("train", variant, f"share_{term}"): v for term, v in shares.items()})
     return out

@@ -246,7 +246,8 @@ def aggregate_sweep(
     """Read every row's record, build the table and the intervals against the SFT row
     (`otdistill.sweep.aggregate`; `teacher_path`: the teacher's record, the pilot row), and write them
     to the parent MLflow run: the files under `sweep/` (table.md, table.csv, row_differences.csv,
-    comparisons.json, plot.png), the numbers as metrics (`sweep/<split>/<variant>/mean|sd|diff|low|high`)
+    comparisons.json, pairwise.json, plot.png), the numbers as metrics
+    (`sweep/<split>/<variant>/mean|sd|diff|low|high`, `.../diff_vs_<other>` between distilled rows)
     and the table as the tag `otdistill.sweep.table` (what the run's page shows).
     Returns the files and metrics."""
     from otdistill.steps.common import pipeline_run
