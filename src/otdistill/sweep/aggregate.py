@@ -301,8 +301,8 @@ def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
         return []
     level = f"{summary.confidence:.0%}"
     lines = [
-        f"{split}, distilled rows against each other ({len(pairs)} comparisons at {level} each: about "
-        f"{(1 - summary.confidence) * len(pairs):.1f} of them may exclude 0 by chance alone):",
+        f"{split}, distilled rows against each other (of {len(pairs)} intervals at {level}, about "
+        f"{(1 - summary.confidence) * len(pairs):.1f} would exclude 0 by chance alone if no row differed):",
         "",
         f"| row | against | mean difference [{level} interval] | verdict |",
         "|---|---|---|---|",
