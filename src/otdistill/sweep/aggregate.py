@@ -155,22 +155,9 @@ def summarize(
             if "registered" in r:
                 cell.models.append(str(r["registered"]["uri"]))
         sft = by_variant[next(iter(sft_names))]
-        for cell in by_variant.values():
-            if not cell.sft:
-                cell.comparison = compare_rows(
-                    cell.seed_rows,
-                    sft.seed_rows,
-                    greater_is_better=greater_is_better,
-                    confidence=confidence,
-                    resamples=resamples,
-                    seed=seed,
-                    names=(f"{cell.variant} ({split})", f"{sft.variant} ({split})"),
-                )
-        cells[split] = list(by_variant.values())
-        rows[split] = len(sft.seed_rows[0])
-        distilled = [c for c in cells[split] if not c.sft and not c.teacher]
-        pairs[split] = [
-            (a.variant, b.variant, compare_rows(
+
+        def compare(a: VariantSplit, b: VariantSplit, split: str = split) -> Comparison:
+            return compare_rows(
                 a.seed_rows,
                 b.seed_rows,
                 greater_is_better=greater_is_better,
@@ -178,10 +165,17 @@ def summarize(
                 resamples=resamples,
                 seed=seed,
                 names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
-            ))
-            for i, a in enumerate(distilled)
-            for b in distilled[:i]
-        ]  # fmt: skip
+            )
+
+        for cell in by_variant.values():
+            if not cell.sft:
+                cell.comparison = compare(cell, sft)
+        cells[split] = list(by_variant.values())
+        rows[split] = len(sft.seed_rows[0])
+        distilled = [c for c in cells[split] if not c.sft and not c.teacher]
+        pairs[split] = [
+            (a.variant, b.variant, compare(a, b)) for i, a in enumerate(distilled) for b in distilled[:i]
+        ]
     return SweepSummary(
         metric=metric,
         confidence=confidence,
