@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from otdistill.data import DataConfig, DataReport, config_rows, load_examples, t
 from otdistill.data.targets import RECORD_FIELD
 from otdistill.fingerprint import DATA_REPORT
 from otdistill.models import load_tokenizer, resolve_model
-from otdistill.steps.prologue import step_prologue
+from otdistill.steps.prologue import Step, step_prologue
 from otdistill.tracking.datasets import log_dataset, prepared_dataset
 from otdistill.tracking.metric_names import data_metric
 
@@ -115,28 +115,64 @@ def prepare_data(
     """Validate and snapshot one split (`train`, `validation`, or `test` with its own `data_config`);
     record its report and content hash."""
     with step_prologue(config_json, SPLIT_STEPS[split]) as step:
-        cfg, run, parent = step.cfg, step.run, step.parent
+        cfg, run = step.cfg, step.run
         data_cfg = data_config or split_config(cfg, split)
         run.log_params({split: data_cfg.to_dict()})
         log.info("loading tokenizers of %s and %s", cfg.teacher.source, cfg.student.source)
         t_tok = load_tokenizer(resolve_model(cfg.teacher))
         s_tok = load_tokenizer(resolve_model(cfg.student))
         report = prepare_split(data_cfg, t_tok, s_tok, Path(data_dir))
-        metrics = {data_metric(split, k): v for k, v in report.counts().items()}
-        run.log_metrics(metrics)
-        log_dataset(prepared_dataset(report, data_cfg.subset), SPLIT_CONTEXTS[split])
-        report_dir = Path(report_dir)
-        report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / DATA_REPORT).write_text(
-            json.dumps({split: report.to_dict()}, indent=2, sort_keys=True), encoding="utf-8"
+        return record_split(
+            step,
+            report,
+            name=split,
+            context=SPLIT_CONTEXTS[split],
+            subset=data_cfg.subset,
+            report_dir=report_dir,
+            report_doc={split: report.to_dict()},
+            tags={HASH_TAGS[split]: report.content_sha256},
         )
-        run.log_artifact(report_dir / DATA_REPORT, f"data/{split}")
-        hash_tag = HASH_TAGS[split]
-        run.set_tags({hash_tag: report.content_sha256})
-        parent.set_tags({hash_tag: report.content_sha256})
-    log.info("%s: %s", split, report.summary())
+
+
+def record_split(
+    step: Step,
+    report: DataReport,
+    *,
+    name: str,
+    context: str,
+    subset: str | None,
+    report_dir: str | Path,
+    report_doc: Mapping[str, Any],
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    files: Sequence[Path] = (),
+) -> PrepareResult:
+    """What a prepared split records, whichever step made it (`prepare_data` from a source,
+    `teacher_answers` from the teacher's answers): its report's counts as metrics `data/<name>/...` (and
+    `metrics`), the MLflow dataset input in `context`, `report_doc` as the data report artifact under
+    `data/<name>` (with `files`), `tags` on the step's run and the pipeline's parent run; returns the KFP
+    step's result (content hash, metrics, artifact metadata plus `metadata`)."""
+    run = step.run
+    logged = {data_metric(name, k): v for k, v in report.counts().items()}
+    logged.update(metrics or {})
+    run.log_metrics(logged)
+    log_dataset(prepared_dataset(report, subset), context)
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / DATA_REPORT).write_text(json.dumps(report_doc, indent=2, sort_keys=True), encoding="utf-8")
+    for path in (report_dir / DATA_REPORT, *files):
+        run.log_artifact(path, f"data/{name}")
+    run.set_tags(dict(tags))
+    step.parent.set_tags(dict(tags))
+    log.info("%s: %s", name, report.summary())
     return PrepareResult(
         data_hash=report.content_sha256,
-        metrics=metrics,
-        metadata={"rows": str(report.rows_kept), "sha256": report.content_sha256, "task": report.task},
+        metrics=logged,
+        metadata={
+            "rows": str(report.rows_kept),
+            "sha256": report.content_sha256,
+            "task": report.task,
+            **(metadata or {}),
+        },
     )

@@ -49,10 +49,10 @@ from otdistill.steps.prepare_data import (
     HASH_TAGS,
     PrepareResult,
     prepare_split,
+    record_split,
     write_snapshot,
 )
 from otdistill.steps.prologue import step_prologue
-from otdistill.tracking.datasets import log_dataset, prepared_dataset
 from otdistill.tracking.metric_names import data_metric
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def teacher_answers(
     its report and answers to `report_dir`."""
     merged = json.dumps({**json.loads(config_json), **json.loads(settings_json)}, sort_keys=True)
     with step_prologue(merged, STEP) as step:
-        cfg, run, parent = step.cfg, step.run, step.parent
+        cfg, run = step.cfg, step.run
         targets = cfg.targets
         if not targets.from_teacher:
             raise ConfigError("targets.source is 'gold': the teacher_answers step has nothing to do")
@@ -220,39 +220,25 @@ def teacher_answers(
         )
         del model
         report = write_answers_split(gold_cfg, answers, t_tok, s_tok, Path(data_dir), cfg.data.source)
-        metrics = {data_metric(STEP, k): v for k, v in report.counts().items()}
-        metrics.update({data_metric(STEP, k): v for k, v in answers.generation.items()})
-        metrics[data_metric(STEP, "shots")] = float(targets.few_shot)
-        run.log_metrics(metrics)
-        log_dataset(prepared_dataset(report, cfg.data.subset), "training")
         report_dir = Path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
-        (report_dir / DATA_REPORT).write_text(
-            json.dumps(
-                {"train": report.to_dict(), "gold_sha256": loaded.report.content_sha256},
-                indent=2,
-                sort_keys=True,
-            ),
-            encoding="utf-8",
-        )
         (report_dir / ANSWERS_FILE).write_text(
             "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in answers.table), encoding="utf-8"
         )
-        run.log_artifact(report_dir / DATA_REPORT, f"data/{STEP}")
-        run.log_artifact(report_dir / ANSWERS_FILE, f"data/{STEP}")
-        tags = {HASH_TAGS["train"]: report.content_sha256, GOLD_HASH_TAG: loaded.report.content_sha256}
-        run.set_tags(tags)
-        parent.set_tags(tags)
-    log.info("teacher answers: %s", report.summary())
-    return PrepareResult(
-        data_hash=report.content_sha256,
-        metrics=metrics,
-        metadata={
-            "rows": str(report.rows_kept),
-            "sha256": report.content_sha256,
-            "gold_sha256": loaded.report.content_sha256,
-            "task": report.task,
-            "targets": "teacher",
-            "few_shot": str(targets.few_shot),
-        },
-    )
+        gold_sha = loaded.report.content_sha256
+        return record_split(
+            step,
+            report,
+            name=STEP,
+            context="training",
+            subset=cfg.data.subset,
+            report_dir=report_dir,
+            report_doc={"train": report.to_dict(), "gold_sha256": gold_sha},
+            tags={HASH_TAGS["train"]: report.content_sha256, GOLD_HASH_TAG: gold_sha},
+            metrics={
+                **{data_metric(STEP, k): v for k, v in answers.generation.items()},
+                data_metric(STEP, "shots"): float(targets.few_shot),
+            },
+            metadata={"gold_sha256": gold_sha, "targets": "teacher", "few_shot": str(targets.few_shot)},
+            files=[report_dir / ANSWERS_FILE],
+        )
