@@ -26,12 +26,18 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Dummy credentials and the moto endpoint in the environment (what the code under test reads)."""
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dummy credentials in the environment, where boto3 finds them (as a pod finds its real ones); no
+    endpoint, for tests that pass it themselves."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, s3_credentials: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Dummy credentials and the moto endpoint in the environment (what the code under test reads)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     return s3_endpoint

@@ -11,9 +11,9 @@ import torch
 
 from otdistill.data import DataConfig, PairedBatch, PairedCollator, PairedFeature, load_paired
 from otdistill.models import ModelSpec, ResolvedModel, load_model, load_tokenizer, resolve_model
-from tests.models.s3_server import s3_endpoint, s3_env
+from tests.models.s3_server import s3_credentials, s3_endpoint, s3_env
 
-__all__ = ["s3_endpoint", "s3_env"]
+__all__ = ["s3_credentials", "s3_endpoint", "s3_env"]
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

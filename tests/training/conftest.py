@@ -11,9 +11,9 @@ import yaml
 
 from otdistill.data import DataConfig, Example, load_examples
 from otdistill.training import TrainConfig
-from tests.models.s3_server import s3_endpoint, s3_env
+from tests.models.s3_server import s3_credentials, s3_endpoint, s3_env
 
-__all__ = ["s3_endpoint", "s3_env"]
+__all__ = ["s3_credentials", "s3_endpoint", "s3_env"]
 
 REPO = Path(__file__).resolve().parents[2]
 DIALOGSUM = REPO.parent / "shared" / "data" / "dialogsum"
