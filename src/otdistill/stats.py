@@ -83,8 +83,14 @@ def clears_margin(comparison: Comparison, margin: float) -> bool:
     Bootstrap: the interval's lower bound; point: the mean difference. A bound equal to the margin up to
     float rounding (0.55 - 0.5 against 0.05) does not win, so ties never promote.
     """
-    bound = comparison.low
-    return bound > margin and not math.isclose(bound, margin, rel_tol=1e-9, abs_tol=1e-12)
+    return strictly_above(comparison.low, margin)
+
+
+def strictly_above(value: float, margin: float) -> bool:
+    """`value > margin`, where equal up to float rounding is not above: averaging seeds leaves residue
+    (a difference that is 0 exactly comes out as 5.6e-17), and a tie is never a win. The gate
+    (`clears_margin`) and the sweep's verdicts (`otdistill.sweep.aggregate.verdict`) decide with it."""
+    return value > margin and not math.isclose(value, margin, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def point_comparison(a: float, b: float, *, greater_is_better: bool = True, rows: int = 0) -> Comparison:

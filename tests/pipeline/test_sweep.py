@@ -177,6 +177,35 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
         aggregate.summarize([*records, records[2]], "f1", resamples=10)
 
 
+def test_differences_and_verdicts_follow_the_metric_direction_and_ties_are_not_wins(tmp_path: Path) -> None:
+    """For a metric where lower is better, the per-row differences have the intervals' sign (positive is
+    better). A row equal to SFT, whose seed average leaves float residue, is a tie, not "better"."""
+    ids = [f"e{i}" for i in range(20)]
+    base = {i: 0.1 * (n % 3) + 0.1 for n, i in enumerate(ids)}
+    records = [
+        row_record("sft", 0, base, "wer", sft=True),
+        row_record("lower", 0, {i: v - 0.05 for i, v in base.items()}, "wer"),
+    ]
+    summary = aggregate.summarize(records, "wer", greater_is_better=False, resamples=500)
+    lower = next(c for c in summary.cells["validation"] if c.variant == "lower").comparison
+    assert lower is not None and lower.mean_diff == pytest.approx(0.05) and lower.low > 0
+    diffs = list(csv.DictReader(io.StringIO(aggregate.differences_csv(summary))))
+    assert {round(float(d["difference"]), 9) for d in diffs} == {0.05}
+    assert "better than SFT" in aggregate.markdown(summary)
+    # the same scores through two seeds average to the same value up to rounding: not a difference
+    thirds = {i: 0.1 + n / 3 % 0.3 for n, i in enumerate(ids)}
+    tied = [
+        row_record("sft", 0, thirds, sft=True),
+        row_record("tie", 0, {i: v + 0.1 for i, v in thirds.items()}),
+        row_record("tie", 1, {i: v - 0.1 for i, v in thirds.items()}),
+    ]
+    tie = aggregate.summarize(tied, "f1", resamples=200).cells["validation"][1].comparison
+    assert tie is not None and abs(tie.low) < 1e-12 and abs(tie.high) < 1e-12
+    assert aggregate.verdict(tie.low, tie.high) == "not distinguishable from SFT"
+    assert aggregate.verdict(5.6e-17, 1e-16) == "not distinguishable from SFT"
+    assert aggregate.verdict(1e-6, 0.1) == "better than SFT"
+
+
 @pytest.mark.parametrize(("lead", "met"), [(0.08, True), (0.02, False)])
 def test_the_pilot_compares_the_teacher_with_the_sft_student(lead: float, met: bool) -> None:
     """The teacher's record (seed of its SFT) is listed first and compared with the SFT row like a

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otdistill.stats import Comparison, compare_rows, metric_column
+from otdistill.stats import Comparison, compare_rows, metric_column, strictly_above
 from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
 
@@ -86,6 +86,7 @@ class SweepSummary:
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
     # split -> every distilled row against every earlier one in config order: (row, other, row - other)
     pairs: dict[str, list[tuple[str, str, Comparison]]] = field(default_factory=dict)
+    greater_is_better: bool = True  # the metric's direction: every difference is "better by", as compared
 
     def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
         """split -> variant -> the comparison against SFT (as_dict), for JSON and metrics."""
@@ -183,6 +184,7 @@ def summarize(
         rows=rows,
         shares=_shares(records, order),
         pairs=pairs,
+        greater_is_better=greater_is_better,
     )
 
 
@@ -227,9 +229,9 @@ def _first(records: Sequence[Mapping[str, Any]], variant: str) -> int:
 def verdict(low: float, high: float, other: str = "SFT") -> str:
     """A difference from `other` (the SFT row) in words: only an interval wholly on one side of 0 is a
     difference (the sweep's table and the paper-table report say it the same way)."""
-    if low > 0:
+    if strictly_above(low, 0.0):
         return f"better than {other}"
-    if high < 0:
+    if strictly_above(0.0, high):
         return f"worse than {other}"
     return f"not distinguishable from {other}"
 
@@ -331,7 +333,8 @@ def table_csv(summary: SweepSummary) -> str:
 
 def differences_csv(summary: SweepSummary) -> str:
     """The per-row paired differences behind each interval: split, variant, example id, the variant's and
-    the SFT row's seed-averaged scores and their difference."""
+    the SFT row's seed-averaged scores and their difference in the table's direction (variant - SFT, or
+    SFT - variant for a metric where lower is better: positive is better, as in the intervals)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["split", "variant", "example_id", "score", "sft_score", "difference"])
@@ -342,9 +345,10 @@ def differences_csv(summary: SweepSummary) -> str:
                 continue
             mine = c.per_row()
             for example in sorted(mine):
-                writer.writerow(
-                    [split, c.variant, example, mine[example], sft[example], mine[example] - sft[example]]
-                )
+                better_by = mine[example] - sft[example]
+                if not summary.greater_is_better:
+                    better_by = -better_by
+                writer.writerow([split, c.variant, example, mine[example], sft[example], better_by])
     return out.getvalue()
 
 
