@@ -1,6 +1,8 @@
 """open_run: merges pipeline parameters into the base config, opens the parent run, splits per step."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from otdistill.components.conftest import Env
 from otdistill.components.open_run.component import open_run
 from otdistill.config import ConfigError, pipeline_parameter_defaults
+from otdistill.steps.runtime import RUN_ID_ENV
 from otdistill.tracking.scores import champion_version, version_uri
 
 
@@ -43,6 +46,31 @@ def test_open_run_applies_parameters_and_opens_the_parent(env: Env) -> None:
     parent = mlflow.get_run(outputs["parent_run_id"])
     assert parent.data.params["distill.learning_rate"] == "0.125"
     assert "learning_rate: 0.125" in Path(out.path).read_text()
+
+
+def test_open_run_prunes_the_stale_checkpoints_of_other_runs(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed run never retried left checkpoints on the model cache: the next run's open_run removes
+    them once nothing has written to them for `steps.stale_checkpoint_days`, and keeps recent ones."""
+    monkeypatch.setenv("OTDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(RUN_ID_ENV, "kfp-prune")  # a parent run of its own: its config differs
+    stale, recent = (tmp_path / "cache" / "checkpoints" / run / "train_teacher" for run in ("old", "new"))
+    for directory, age_days in ((stale, 3.0), (recent, 1.0)):
+        directory.mkdir(parents=True)
+        (directory / "optimizer.pt").write_bytes(b"\0" * 64)
+        stamp = time.time() - age_days * 86400
+        for path in (directory / "optimizer.pt", directory, directory.parent):
+            os.utime(path, (stamp, stamp))
+    cfg = env.cfg.with_overrides({"steps.stale_checkpoint_days": 2})
+    open_run.python_func(
+        base_config=cfg.to_json(),
+        pipeline_run_id="kfp-prune",
+        pipeline_run_name="run-prune",
+        run_config=env.artifact(dsl.Artifact, "open-run-prune"),
+        **pipeline_parameter_defaults(cfg),
+    )
+    assert not stale.parent.exists() and recent.is_dir()
 
 
 def test_open_run_rejects_an_invalid_parameter_value(env: Env) -> None:

@@ -412,11 +412,22 @@ class StepSwitches:
     skip_sft_baseline: do not train the SFT baseline student; the untuned student is evaluated for
       reference instead, and the promotion gate has no "beats the SFT baseline" condition.
     enable_caching: KFP step caching; a re-run reuses every step whose inputs did not change.
+    stale_checkpoint_days: each run's `open_run` removes the step checkpoints of other runs that nothing
+      has written to for this many days (a failed run never retried leaves them on the model-cache PVC);
+      0 keeps them all. A run retried later than this starts its interrupted step from 0.
     """
 
     skip_teacher_sft: bool = False
     skip_sft_baseline: bool = False
     enable_caching: bool = True
+    stale_checkpoint_days: float = 7.0
+
+    def __post_init__(self) -> None:
+        if self.stale_checkpoint_days < 0:
+            raise ValueError(
+                f"steps.stale_checkpoint_days must be >= 0 (0 keeps every checkpoint), got "
+                f"{self.stale_checkpoint_days}"
+            )
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,12 @@ import pytest
 from otdistill.config import RunConfig
 from otdistill.fingerprint import differences, fingerprint, short, snapshot_data_hash
 from otdistill.models import ResolvedModel
-from otdistill.steps.resume import FINGERPRINT_FILE, StepCheckpoints, step_checkpoints
+from otdistill.steps.resume import (
+    FINGERPRINT_FILE,
+    StepCheckpoints,
+    prune_stale_checkpoints,
+    step_checkpoints,
+)
 from otdistill.steps.runtime import RUN_ID_ENV
 from otdistill.training import TrainConfig
 
@@ -111,3 +118,37 @@ def test_a_finished_step_removes_its_checkpoints_but_not_refused_ones(env: Path,
     with step_checkpoints("train_teacher", "{}", snapshot) as ckpt:
         (ckpt.directory / "refused-abc" / "checkpoint-4").mkdir(parents=True)
     assert [p.name for p in ckpt.directory.iterdir()] == ["refused-abc"]
+
+
+def _run_checkpoints(root: Path, run_id: str, age_days: float, now: float, size: int = 1000) -> Path:
+    """`<root>/<run id>/distill_student/checkpoint-8/` holding one file, everything `age_days` old."""
+    ckpt = root / run_id / "distill_student" / "checkpoint-8"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"\0" * size)
+    stamp = now - age_days * 86400
+    for path in (ckpt / "model.safetensors", ckpt, ckpt.parent, root / run_id):
+        os.utime(path, (stamp, stamp))
+    return root / run_id
+
+
+def test_stale_checkpoints_of_other_runs_are_pruned_by_their_newest_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run whose checkpoints nothing wrote to for longer than the limit goes; a recent one, this run's
+    own (however old) and one with a single recent file deep inside stay; 0 keeps everything."""
+    root, now = tmp_path / "checkpoints", time.time()
+    failed = _run_checkpoints(root, "failed-run", 9, now, size=4096)
+    recent = _run_checkpoints(root, "recent-run", 2, now)
+    mine = _run_checkpoints(root, "this-run", 30, now)
+    touched = _run_checkpoints(root, "touched-run", 20, now)
+    (touched / "distill_student" / "checkpoint-8" / "trainer_state.json").write_text("{}")  # written now
+    assert prune_stale_checkpoints(0, keep="this-run", root=root, now=now) == []
+    assert prune_stale_checkpoints(7, keep="this-run", root=tmp_path / "absent", now=now) == []
+    with caplog.at_level(logging.INFO, logger="otdistill.steps.resume"):
+        removed = prune_stale_checkpoints(7, keep="this-run", root=root, now=now)
+    assert [(p.run_id, p.bytes, round(p.idle_days)) for p in removed] == [("failed-run", 4096, 9)]
+    assert not failed.exists() and recent.is_dir() and mine.is_dir() and touched.is_dir()
+    assert "removed the checkpoints of run failed-run" in caplog.text and "9.0 days" in caplog.text
+    assert [p.run_id for p in prune_stale_checkpoints(1, keep="this-run", root=root, now=now)] == [
+        "recent-run"
+    ]

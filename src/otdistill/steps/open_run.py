@@ -9,6 +9,7 @@ from typing import Any
 
 from otdistill.config import STEP_SECTIONS, RunConfig, parameter_overrides
 from otdistill.steps.common import RUN_ID_ENV, setup_logging
+from otdistill.steps.resume import prune_stale_checkpoints
 from otdistill.tracking.runs import open_pipeline_run
 from otdistill.tracking.scores import champion_version, version_uri
 
@@ -43,6 +44,8 @@ def open_run(
         tags={"otdistill.pipeline": cfg.name, "otdistill.kfp_run_name": pipeline_run_name},
     )
     parent.log_config(cfg.to_dict(), "config.yaml")
+    # what failed runs that were never retried left on the model cache (the PVC on a cluster)
+    prune_stale_checkpoints(cfg.steps.stale_checkpoint_days, keep=run_id)
     if config_path is not None:
         Path(config_path).parent.mkdir(parents=True, exist_ok=True)
         Path(config_path).write_text(cfg.to_yaml(), encoding="utf-8")

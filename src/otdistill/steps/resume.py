@@ -16,7 +16,9 @@ Every checkpoint records the step's fingerprint (`otdistill.fingerprint`: config
 model source and revision); only a matching one is resumed, others are refused with a warning naming both
 fingerprints and moved to `refused-<12 hex>/` beside it. When the step has written its output artifact,
 its checkpoints are removed (the refused ones stay); a run that failed and is never retried leaves its
-`checkpoints/<run id>/` on the PVC until it is deleted by hand.
+`checkpoints/<run id>/` on the PVC, until a later run's `open_run` prunes it: the directories of runs that
+nothing has written to for `steps.stale_checkpoint_days` (`prune_stale_checkpoints`; a retry after that
+starts its step from 0).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from otdistill.fingerprint import combined_data_hash, fingerprint, model_identity, snapshot_data_hash
@@ -147,3 +151,67 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """The checkpoints of one pipeline run, removed: its id, their size, how long nothing wrote to them."""
+
+    run_id: str
+    bytes: int
+    idle_days: float
+
+
+def prune_stale_checkpoints(
+    max_idle_days: float, *, keep: str = "", root: Path | None = None, now: float | None = None
+) -> list[Pruned]:
+    """Remove `<root>/<run id>/` (root: the model cache's `checkpoints/`) for every pipeline run other than
+    `keep` whose newest file or directory is older than `max_idle_days`: what a failed run that was never
+    retried left behind (a running step rewrites its checkpoints every `save_steps`, and `finished` removes
+    them when it succeeds). One that cannot be read or removed is logged and left, never an error: pruning
+    must not fail the run that does it. Returns what was removed."""
+    root = root if root is not None else default_cache_dir() / CHECKPOINTS_DIR
+    if max_idle_days <= 0 or not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed: list[Pruned] = []
+    for run_dir in sorted(root.iterdir()):
+        if run_dir.name == keep or not run_dir.is_dir() or run_dir.is_symlink():
+            continue
+        try:
+            newest, size = _newest_and_size(run_dir)
+        except OSError as exc:
+            log.warning("checkpoints of run %s: cannot read them (%s); left in place", run_dir.name, exc)
+            continue
+        idle_days = (now - newest) / 86400
+        if idle_days <= max_idle_days:
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if run_dir.exists():
+            log.warning("checkpoints of run %s: could not remove all of %s", run_dir.name, run_dir)
+            continue
+        log.info(
+            "removed the checkpoints of run %s: %.1f GB nothing wrote to for %.1f days (more than %g)",
+            run_dir.name,
+            size / 1e9,
+            idle_days,
+            max_idle_days,
+        )
+        removed.append(Pruned(run_dir.name, size, idle_days))
+    return removed
+
+
+def _newest_and_size(top: Path) -> tuple[float, int]:
+    """The newest modification time of `top` and anything below it, and the bytes of its files."""
+    newest, size = top.lstat().st_mtime, 0
+    for dirpath, dirnames, filenames in os.walk(top, onerror=_raise):
+        for name in (*dirnames, *filenames):
+            info = os.lstat(os.path.join(dirpath, name))
+            newest = max(newest, info.st_mtime)
+            if name in filenames:
+                size += info.st_size
+    return newest, size
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
