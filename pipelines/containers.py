@@ -12,12 +12,18 @@
 - steps run as the calling user's uid:gid, so what they write under the run directory stays the user's
   (the image's own user, uid 10001, is what a cluster pod runs as; a bind mount is owned by the host user);
 - the pipeline run id and the offline / telemetry switches travel as environment (on a cluster the run id
-  comes from the pod's `pipeline/runid` label, see `cluster.py`).
+  comes from the pod's `pipeline/runid` label, see `cluster.py`);
+- a step's exit status is read before its container is removed (`run_docker_container`): kfp 2.17's own
+  runner starts containers with `auto_remove`, and when one is gone before its status is read (a step
+  that fails fast, or is killed: out of memory) it reports SUCCESS, with no outputs
+  (kubeflow/pipelines#13332, open; fixes #13381, #13402, #13907 not merged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +82,46 @@ def step_environment(pipeline_run_id: str, cache_dir: Path) -> dict[str, str]:
     return env
 
 
+def run_docker_container(
+    client: Any, image: str, command: Sequence[str], volumes: dict[str, Any], **container_run_args: Any
+) -> int:
+    """Run one step's container to its end, streaming its output; its exit status (137 when it was killed).
+
+    kfp.local's `docker_task_handler.run_docker_container` with the container kept until `wait` has read
+    its status, then removed (see the module docstring). `docker_runner` installs it in kfp.local.
+    """
+    from docker.errors import NotFound
+    from kfp.local import docker_task_handler
+
+    image = docker_task_handler.add_latest_tag_if_not_present(image=image)
+    if not any(image in (i.tags + i.attrs["RepoDigests"]) for i in client.images.list()):
+        print(f"Pulling image {image!r}")
+        client.images.pull(image)
+    container = client.containers.run(
+        image=image,
+        command=list(command),
+        detach=True,
+        stdout=True,
+        stderr=True,
+        volumes=volumes,
+        **container_run_args,
+    )
+    try:
+        for line in container.logs(stream=True):
+            print(line.decode(), end="")
+        return int(container.wait()["StatusCode"])
+    finally:
+        with contextlib.suppress(NotFound):  # removed already (by the daemon's cleanup, or by hand)
+            container.remove(force=True)
+
+
 def docker_runner(cfg: RunConfig, run_dir: Path, pipeline_run_id: str) -> Any:
     """A `kfp.local.DockerRunner` for `cfg`'s run in `run_dir` (see the module docstring)."""
     from docker.types import Mount
     from kfp import local
+    from kfp.local import docker_task_handler
+
+    docker_task_handler.run_docker_container = run_docker_container  # reads the status before removal
 
     cache_dir = default_cache_dir().resolve()
     cache_dir.mkdir(parents=True, exist_ok=True)
