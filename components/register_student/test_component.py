@@ -1,15 +1,19 @@
 """register_student: registers one sweep student as a version of `<model>-<variant>` with its row, seed,
-scores and lineage as tags and no alias; a retry in the same pipeline run finds that version."""
+scores, lineage and weights hash as tags and no alias; a retry, in the same pipeline run or a later one that
+resumes the sweep (another parent run), finds that version by its row and weights."""
 
 import json
 from pathlib import Path
 
+import pytest
 from kfp import dsl
 from mlflow.tracking import MlflowClient
 
 from otdistill.components.conftest import Env, Upstream
 from otdistill.components.evaluate_student.component import evaluate_student
 from otdistill.components.register_student.component import register_student
+from otdistill.models.weights_hash import WEIGHTS_SHA256_TAG, weights_sha256
+from otdistill.steps.runtime import RUN_ID_ENV
 from otdistill.sweep.config import Variant
 from otdistill.sweep.rows import Row
 
@@ -32,11 +36,17 @@ def _record(env: Env, upstream: Upstream) -> dsl.Artifact:
     return record
 
 
-def test_register_student_registers_the_row_without_promoting_it(env: Env, upstream: Upstream) -> None:
+def test_register_student_registers_the_row_without_promoting_it(
+    env: Env, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record = _record(env, upstream)
     assert set(json.loads(Path(record.path).read_text())["splits"]) == {"validation"}
     outputs = []
-    for attempt in (1, 2):  # the second call: a retry of the step in the same pipeline run
+    # the second call: a retry of the step in the same pipeline run; the third: a later run of the sweep
+    # (its own parent MLflow run) whose student is a step-cache hit, the same weights
+    for attempt, run_id in ((1, None), (2, None), (3, "register-student-resumed")):
+        if run_id is not None:
+            monkeypatch.setenv(RUN_ID_ENV, run_id)
         row = env.artifact(dsl.Artifact, f"register-student-row-{attempt}")
         register_student.python_func(
             config=env.section("register_and_promote"),
@@ -47,8 +57,8 @@ def test_register_student_registers_the_row_without_promoting_it(env: Env, upstr
             row=row,
         )
         outputs.append((json.loads(Path(row.path).read_text()), dict(row.metadata)))
-    (first, meta), (again, meta_again) = outputs
-    assert first == again and meta == meta_again  # one version, found again
+    (first, meta), (again, meta_again), (resumed, meta_resumed) = outputs
+    assert first == again == resumed and meta == meta_again == meta_resumed  # one version, found again
     assert first["registered"] == {"name": "comp-uld", "version": "1", "uri": "models:/comp-uld/1"}
     assert meta == {"model_uri": "models:/comp-uld/1", "row": "uld-s1"}
     client = MlflowClient(env.cfg.tracking.tracking_uri)
@@ -61,6 +71,7 @@ def test_register_student_registers_the_row_without_promoting_it(env: Env, upstr
         "1",
     )
     assert tags["otdistill.lineage.data_hash"] == upstream.data_hash
+    assert tags[WEIGHTS_SHA256_TAG] == weights_sha256(upstream.distilled.path)
     score = first["splits"]["validation"]["models"]["uld-s1"]["rougeLsum"]
     assert float(tags["otdistill.eval.validation.rougeLsum"]) == score
     assert len(client.search_model_versions("name='comp-uld'")) == 1

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from otdistill.fingerprint import snapshot_data_hash
+from otdistill.models.weights_hash import WEIGHTS_SHA256_TAG, weights_sha256
 from otdistill.steps.common import load_step_config, setup_logging
 from otdistill.sweep.config import TEACHER
 
@@ -151,8 +152,10 @@ def register_student(
     """Register one sweep student, without promoting it: a version of `<registered_model_name>-<variant>`
     (the served pyfunc of `log_student_model`), tagged with its row, seed, scores and lineage, its scores
     recorded under the validation rows' score key (`otdistill.tracking.scores`) as the gate records them.
-    No alias is set: the sweep measures, the main pipeline's gate promotes. A retry of the step in the same
-    pipeline run finds the version it registered. Writes the row's record with the version added.
+    No alias is set: the sweep measures, the main pipeline's gate promotes. The version carries its weights'
+    content hash (`WEIGHTS_SHA256_TAG`): a retry of the step, or a later run of the sweep that resumes from
+    the step cache (the same trained student), finds the version of this row with these weights and
+    registers nothing again. Writes the row's record with the version added.
     train_dir: the training split's artifact: its report's content hash is the version's data lineage."""
     import mlflow
 
@@ -173,6 +176,7 @@ def register_student(
     metric = tracking.promotion_metric
     name = registered_name(tracking.registered_model_name, variant)
     data_hash = snapshot_data_hash(train_dir)
+    weights = weights_sha256(model_dir)
     parent = pipeline_run(tracking, cfg.name)
     client = tracking_client(tracking)
     tags = {
@@ -181,6 +185,7 @@ def register_student(
         ROW_TAG_PREFIX + "seed": str(record["seed"]),
         ROW_TAG_PREFIX + "parent_run_id": parent.run_id,
         "otdistill.lineage.data_hash": data_hash,
+        WEIGHTS_SHA256_TAG: weights,
         **{
             f"otdistill.eval.{split}.{k}": repr(float(v))
             for split, s in record["splits"].items()
@@ -189,7 +194,7 @@ def register_student(
     }
     if metric in validation["models"][row]:
         tags[METRIC_TAG_PREFIX + metric] = repr(float(validation["models"][row][metric]))
-    version = _existing(client, name, parent.run_id, row)
+    version = _existing(client, name, row, weights)
     if version is None:
         task, example = data_input_example(snapshot_data_config(cfg, validation_dir, cfg.validation.split))
         info = read_model_info(model_dir)
@@ -213,14 +218,15 @@ def register_student(
                     record_row_scores(client, run.run_id, name, version, key, validation["row_scores"][row])
         log.info("registered %s v%s (row %s; not promoted)", name, version, row)
     else:
-        log.info("row %s of this pipeline run is already registered as %s v%s", row, name, version)
+        log.info("row %s with these weights is already registered as %s v%s", row, name, version)
     record["registered"] = {"name": name, "version": version, "uri": version_uri(name, version)}
     _write_json(record_out, record)
     return dict(record)
 
 
-def _existing(client: Any, name: str, parent_run_id: str, row: str) -> str | None:
-    """The version an earlier attempt of this step registered for `row` in this pipeline run, if any."""
+def _existing(client: Any, name: str, row: str, weights: str) -> str | None:
+    """The version an earlier attempt of this step (in this pipeline run or an earlier one) registered for
+    `row` with the weights whose content hash is `weights`, if any."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -230,8 +236,7 @@ def _existing(client: Any, name: str, parent_run_id: str, row: str) -> str | Non
     mine = [
         mv
         for mv in versions
-        if mv.tags.get(ROW_TAG_PREFIX + "parent_run_id") == parent_run_id
-        and mv.tags.get(ROW_TAG_PREFIX + "row") == row
+        if mv.tags.get(WEIGHTS_SHA256_TAG) == weights and mv.tags.get(ROW_TAG_PREFIX + "row") == row
     ]
     return str(min(int(mv.version) for mv in mine)) if mine else None
 
