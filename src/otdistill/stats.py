@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 GateMethod = Literal["bootstrap", "point"]
 GATE_METHODS: tuple[str, ...] = ("bootstrap", "point")
@@ -93,12 +93,18 @@ def strictly_above(value: float, margin: float) -> bool:
     return value > margin and not math.isclose(value, margin, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def better_by(a: Any, b: Any, *, greater_is_better: bool = True) -> Any:
+    """How much better A is than B (floats or arrays): `a - b`, or `b - a` for a metric where lower is
+    better; positive is better. Every comparison here, and the sweep's per-row differences, use it."""
+    return a - b if greater_is_better else b - a
+
+
 def point_comparison(a: float, b: float, *, greater_is_better: bool = True, rows: int = 0) -> Comparison:
     """The point comparison of two means: the difference, with no interval (`rows`: what they average)."""
     for name, value in (("A", a), ("B", b)):
         if not math.isfinite(value):
             raise ValueError(f"score of {name} must be finite, got {value}")
-    diff = a - b if greater_is_better else b - a
+    diff = better_by(a, b, greater_is_better=greater_is_better)
     return Comparison("point", diff, diff, diff, rows, 1.0, float(a), float(b))
 
 
@@ -162,7 +168,7 @@ def compare_rows(
     ids = sorted(rows_a)
     va = np.array([rows_a[i] for i in ids], dtype=np.float64)
     vb = np.array([rows_b[i] for i in ids], dtype=np.float64)
-    diffs = va - vb if greater_is_better else vb - va
+    diffs = better_by(va, vb, greater_is_better=greater_is_better)
     n = len(ids)
     rng = np.random.default_rng(seed)
     means = np.empty(resamples, dtype=np.float64)

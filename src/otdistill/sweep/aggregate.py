@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otdistill.stats import Comparison, compare_rows, metric_column, strictly_above
+from otdistill.stats import Comparison, better_by, compare_rows, metric_column, strictly_above
 from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
 
@@ -345,10 +345,8 @@ def differences_csv(summary: SweepSummary) -> str:
                 continue
             mine = c.per_row()
             for example in sorted(mine):
-                better_by = mine[example] - sft[example]
-                if not summary.greater_is_better:
-                    better_by = -better_by
-                writer.writerow([split, c.variant, example, mine[example], sft[example], better_by])
+                diff = better_by(mine[example], sft[example], greater_is_better=summary.greater_is_better)
+                writer.writerow([split, c.variant, example, mine[example], sft[example], diff])
     return out.getvalue()
 
 
