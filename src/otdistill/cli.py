@@ -263,7 +263,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not (args.host or args.dry_run):
         from otdistill.pipelines.local import run_local
 
-        result = run_local(cfg, run_dir=args.run_dir, fresh=args.fresh, runner=args.runner, build=build)
+        result = run_local(
+            cfg, run_dir=args.run_dir, fresh=args.fresh, runner=args.runner, resume=args.resume, build=build
+        )
         print(sweep_summary(result))
         return 0
     return _submit(args, cfg, build, sweep_parameters(sweep))
@@ -276,6 +278,30 @@ def _add_config(p: argparse.ArgumentParser, required: bool = True) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override a config value, e.g. distill.max_steps=10",
+    )
+
+
+def _add_local_run(p: argparse.ArgumentParser) -> None:
+    """The options of a run on this machine (kfp.local), the same for `run` and `sweep`."""
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="local run: where outputs and the MLflow store go (default: local.run_root/<name>)",
+    )
+    p.add_argument("--fresh", action="store_true", help="local run: ignore the step cache of earlier runs")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_ID",
+        help="local run: run an earlier run of this run directory again under its id (as KFP's Retry"
+        " does): its training steps and teacher cache resume from their checkpoints",
+    )
+    p.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="local run: subprocess runs the steps in this environment; docker runs each step in the"
+        " project's CPU image (docker/build-images.sh), host network",
     )
 
 
@@ -307,26 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the whole pipeline on this machine (kfp.local)")
     _add_config(p)
-    p.add_argument(
-        "--run-dir",
-        default=None,
-        help="where outputs and the MLflow store go (default: local.run_root/<name>)",
-    )
-    p.add_argument("--fresh", action="store_true", help="ignore the step cache of earlier local runs")
-    p.add_argument(
-        "--resume",
-        default=None,
-        metavar="RUN_ID",
-        help="run an earlier run of this run directory again under its id (as KFP's Retry does): its"
-        " training steps and teacher cache resume from their checkpoints",
-    )
-    p.add_argument(
-        "--runner",
-        choices=["subprocess", "docker"],
-        default="subprocess",
-        help="subprocess: steps run in this environment; docker: each step in the project's CPU image"
-        " (docker/build-images.sh), host network",
-    )
+    _add_local_run(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -409,9 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         " or submit",
     )
     _add_config(p)
-    p.add_argument("--run-dir", default=None, help="local run: default local.run_root/<name>")
-    p.add_argument("--fresh", action="store_true", help="local run: ignore the step cache of earlier runs")
-    p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess", help="as for `run`")
+    _add_local_run(p)
     p.add_argument("--compile", default=None, metavar="OUTPUT", help="write the KFP pipeline YAML instead")
     _add_kfp(p)
     p.add_argument("--run-name", default=None)

@@ -347,3 +347,15 @@ def test_sweep_end_to_end_with_tiny_models(
         assert sorted(v.tags["otdistill.sweep.seed"] for v in versions) == ["0", "1"]
         assert all(not v.aliases for v in versions)  # registered, not promoted
         assert all(v.tags["otdistill.sweep.parent_run_id"] == parent.info.run_id for v in versions)
+
+    # `--resume <pipeline run id>`: the same run again, as KFP's Retry does. Its finished steps are cache
+    # hits, it logs into the same parent run, and registration finds every row's version by its weights.
+    pipeline_run_id = parent.data.tags[PIPELINE_RUN_ID_TAG]
+    assert main([*argv, "--resume", pipeline_run_id]) == 0
+    resumed = capsys.readouterr().out
+    assert f"otdistill run {pipeline_run_id}" in resumed
+    assert "] distill-uld-s1 cached" in " ".join(resumed.split())
+    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'pipeline'")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id]
+    for variant in ("sft", "uld"):
+        assert len(client.search_model_versions(f"name='otdistill-sweep-cpu-small-{variant}'")) == 2
