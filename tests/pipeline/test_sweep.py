@@ -163,6 +163,12 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     files = aggregate.write_files(summary, tmp_path, "test")
     table = files["table"].read_text()
     assert "| better | 2 |" in table and "better than SFT" in table and "not distinguishable" in table
+    # per seed against the SFT row of the same seed: "same" ties at both seeds, and a tie is not "ahead"
+    per_seed = aggregate.seed_differences(summary, "validation")
+    assert per_seed["better"] == pytest.approx({0: 0.1, 1: 0.1})
+    assert per_seed["same"] == pytest.approx({0: 0.0, 1: 0.0}, abs=1e-12)
+    assert "| better | +10.00 (seed 0), +10.00 (seed 1) | 2 of 2 seeds |" in table
+    assert "| same | +0.00 (seed 0), +0.00 (seed 1) | 0 of 2 seeds |" in table
     diffs = list(csv.DictReader(io.StringIO(files["differences"].read_text())))
     assert len(diffs) == 2 * 40 and float(diffs[0]["difference"]) == pytest.approx(0.1)
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -192,6 +198,8 @@ def test_differences_and_verdicts_follow_the_metric_direction_and_ties_are_not_w
     diffs = list(csv.DictReader(io.StringIO(aggregate.differences_csv(summary))))
     assert {round(float(d["difference"]), 9) for d in diffs} == {0.05}
     assert "better than SFT" in aggregate.markdown(summary)
+    assert aggregate.seed_differences(summary, "validation") == {"lower": {0: pytest.approx(0.05)}}
+    assert "against the SFT row of the same seed" not in aggregate.markdown(summary)  # one seed: no table
     # the same scores through two seeds average to the same value up to rounding: not a difference
     thirds = {i: 0.1 + n / 3 % 0.3 for n, i in enumerate(ids)}
     tied = [

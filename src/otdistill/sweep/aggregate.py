@@ -279,6 +279,7 @@ def markdown(summary: SweepSummary) -> str:
         lines.append("")
         if pilot := pilot_line(summary, split):
             lines += [pilot, ""]
+        lines += seeds_markdown(summary, split)
         lines += pairs_markdown(summary, split)
     if shares := shares_markdown(summary):
         lines += [shares]
@@ -288,6 +289,44 @@ def markdown(summary: SweepSummary) -> str:
         "'not distinguishable' needs the whole interval on one side of 0."
     )
     return "\n".join(lines) + "\n"
+
+
+def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, float]]:
+    """Distilled row -> seed -> how much better its mean is than the SFT row's at the same seed (both saw
+    the training rows in the same order), for the seeds both have. The bootstrap interval resamples
+    evaluation rows, with seeds averaged first, so it leaves out what training randomness adds: this is
+    that spread."""
+    cells = summary.cells[split]
+    sft = dict(zip(*next((c.seeds, c.seed_means) for c in cells if c.sft), strict=True))
+    return {
+        c.variant: {
+            s: better_by(m, sft[s], greater_is_better=summary.greater_is_better)
+            for s, m in zip(c.seeds, c.seed_means, strict=True)
+            if s in sft
+        }
+        for c in cells
+        if not c.sft and not c.teacher
+    }
+
+
+def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
+    """`seed_differences` as table lines, with how many seeds each row is ahead at; none for one seed."""
+    by_row = seed_differences(summary, split)
+    if max((len(d) for d in by_row.values()), default=0) < 2:
+        return []
+    lines = [
+        f"{split}, each row against the SFT row of the same seed (the interval above resamples evaluation "
+        "rows, not training runs: this is the spread that training randomness adds):",
+        "",
+        "| row | per seed: difference from SFT | ahead at |",
+        "|---|---|---|",
+    ]
+    for variant, diffs in by_row.items():
+        # round first (adding 0.0 turns -0.0 into 0.0): float residue of a tie prints "+0.00", not "-0.00"
+        cells = ", ".join(f"{round(100 * d, 2) + 0.0:+.2f} (seed {s})" for s, d in diffs.items())
+        ahead = sum(strictly_above(d, 0.0) for d in diffs.values())
+        lines.append(f"| {variant} | {cells} | {ahead} of {len(diffs)} seeds |")
+    return [*lines, ""]
 
 
 def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
