@@ -63,8 +63,17 @@ class VariantSplit:
         return f"prompted {self.shots}-shot" if self.shots else "after SFT"
 
     @property
+    def distilled(self) -> bool:
+        """A distilled student's row: neither the SFT reference nor the teacher."""
+        return not self.sft and not self.teacher
+
+    @property
     def mean(self) -> float:
         return statistics.fmean(self.seed_means)
+
+    def by_seed(self) -> dict[int, float]:
+        """Seed -> the row's mean score at that seed."""
+        return dict(zip(self.seeds, self.seed_means, strict=True))
 
     @property
     def std(self) -> float:
@@ -101,11 +110,14 @@ class SweepSummary:
             split: {f"{a} vs {b}": k.as_dict() for a, b, k in pairs} for split, pairs in self.pairs.items()
         }
 
+    def sft_cell(self, split: str) -> VariantSplit:
+        """The SFT row on `split`: the reference of every comparison."""
+        return next(c for c in self.cells[split] if c.sft)
+
     def pilot(self, split: str) -> tuple[VariantSplit, VariantSplit] | None:
         """(teacher, SFT row) on `split`, when the teacher was scored."""
-        cells = self.cells[split]
-        teacher = next((c for c in cells if c.teacher), None)
-        return (teacher, next(c for c in cells if c.sft)) if teacher is not None else None
+        teacher = next((c for c in self.cells[split] if c.teacher), None)
+        return (teacher, self.sft_cell(split)) if teacher is not None else None
 
 
 def summarize(
@@ -173,7 +185,7 @@ def summarize(
                 cell.comparison = compare(cell, sft)
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
-        distilled = [c for c in cells[split] if not c.sft and not c.teacher]
+        distilled = [c for c in cells[split] if c.distilled]
         pairs[split] = [
             (a.variant, b.variant, compare(a, b)) for i, a in enumerate(distilled) for b in distilled[:i]
         ]
@@ -296,16 +308,15 @@ def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, f
     the training rows in the same order), for the seeds both have. The bootstrap interval resamples
     evaluation rows, with seeds averaged first, so it leaves out what training randomness adds: this is
     that spread."""
-    cells = summary.cells[split]
-    sft = dict(zip(*next((c.seeds, c.seed_means) for c in cells if c.sft), strict=True))
+    sft = summary.sft_cell(split).by_seed()
     return {
         c.variant: {
             s: better_by(m, sft[s], greater_is_better=summary.greater_is_better)
-            for s, m in zip(c.seeds, c.seed_means, strict=True)
+            for s, m in c.by_seed().items()
             if s in sft
         }
-        for c in cells
-        if not c.sft and not c.teacher
+        for c in summary.cells[split]
+        if c.distilled
     }
 
 
@@ -378,7 +389,7 @@ def differences_csv(summary: SweepSummary) -> str:
     writer = csv.writer(out)
     writer.writerow(["split", "variant", "example_id", "score", "sft_score", "difference"])
     for split, cells in summary.cells.items():
-        sft = next(c for c in cells if c.sft).per_row()
+        sft = summary.sft_cell(split).per_row()
         for c in cells:
             if c.sft:
                 continue
