@@ -169,6 +169,7 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     assert per_seed["same"] == pytest.approx({0: 0.0, 1: 0.0}, abs=1e-12)
     assert "| better | +10.00 (seed 0), +10.00 (seed 1) | 2 of 2 seeds |" in table
     assert "| same | +0.00 (seed 0), +0.00 (seed 1) | 0 of 2 seeds |" in table
+    assert "-0.00" not in table  # a tie's float residue, in any table or sentence, prints as +0.00
     diffs = list(csv.DictReader(io.StringIO(files["differences"].read_text())))
     assert len(diffs) == 2 * 40 and float(diffs[0]["difference"]) == pytest.approx(0.1)
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -248,6 +248,17 @@ def verdict(low: float, high: float, other: str = "SFT") -> str:
     return f"not distinguishable from {other}"
 
 
+def _points(fraction: float) -> str:
+    """A signed difference of scores in [0, 1] as points x100, two decimals. Rounded first, then 0.0 added
+    (which turns -0.0 into 0.0): the float residue of a tie prints "+0.00", never "-0.00"."""
+    return f"{round(100 * fraction, 2) + 0.0:+.2f}"
+
+
+def _interval(k: Comparison) -> str:
+    """A comparison's mean difference and interval, as every table and sentence here prints them."""
+    return f"{_points(k.mean_diff)} [{_points(k.low)}, {_points(k.high)}]"
+
+
 def pilot_line(summary: SweepSummary, split: str) -> str:
     """The pilot in one sentence: the teacher's lead over the SFT student, its interval, and whether it
     reaches `PILOT_GAP` ("" when the teacher was not scored)."""
@@ -259,7 +270,7 @@ def pilot_line(summary: SweepSummary, split: str) -> str:
     return (
         f"Pilot: the teacher {pair[0].prompting} scores {100 * pair[0].mean:.2f}, "
         f"the SFT student {100 * pair[1].mean:.2f}: "
-        f"a lead of {100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}] points; "
+        f"a lead of {_interval(k)} points; "
         f"at least {100 * PILOT_GAP:.0f} is asked: {met}."
     )
 
@@ -282,7 +293,7 @@ def markdown(summary: SweepSummary) -> str:
                 diff, said = "(the reference)", ""
             else:
                 k = c.comparison
-                diff = f"{100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}]"
+                diff = _interval(k)
                 said = verdict(k.low, k.high)
             lines.append(
                 f"| {c.name} | {len(c.seeds)} | {100 * c.mean:.2f} ± {100 * c.std:.2f} | {per_seed} "
@@ -333,8 +344,7 @@ def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
         "|---|---|---|",
     ]
     for variant, diffs in by_row.items():
-        # round first (adding 0.0 turns -0.0 into 0.0): float residue of a tie prints "+0.00", not "-0.00"
-        cells = ", ".join(f"{round(100 * d, 2) + 0.0:+.2f} (seed {s})" for s, d in diffs.items())
+        cells = ", ".join(f"{_points(d)} (seed {s})" for s, d in diffs.items())
         ahead = sum(strictly_above(d, 0.0) for d in diffs.values())
         lines.append(f"| {variant} | {cells} | {ahead} of {len(diffs)} seeds |")
     return [*lines, ""]
@@ -354,10 +364,7 @@ def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
         "|---|---|---|---|",
     ]
     for a, b, k in pairs:
-        lines.append(
-            f"| {a} | {b} | {100 * k.mean_diff:+.2f} [{100 * k.low:+.2f}, {100 * k.high:+.2f}] "
-            f"| {verdict(k.low, k.high, b)} |"
-        )
+        lines.append(f"| {a} | {b} | {_interval(k)} | {verdict(k.low, k.high, b)} |")
     return [*lines, ""]
 
 
