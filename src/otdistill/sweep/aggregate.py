@@ -261,12 +261,18 @@ def _interval(k: Comparison) -> str:
 
 def pilot_line(summary: SweepSummary, split: str) -> str:
     """The pilot in one sentence: the teacher's lead over the SFT student, its interval, and whether it
-    reaches `PILOT_GAP` ("" when the teacher was not scored)."""
+    reaches `PILOT_GAP`; short of it, whether the teacher is stronger at all, which says whether the
+    distilled rows can still be read as learning from a stronger teacher ("" when it was not scored)."""
     pair = summary.pilot(split)
     if pair is None or pair[0].comparison is None:
         return ""
     k = pair[0].comparison
-    met = "met" if k.mean_diff >= PILOT_GAP else "NOT met: distillation has no stronger teacher to learn from"
+    if k.mean_diff >= PILOT_GAP:
+        met = "met"
+    elif strictly_above(k.low, 0.0):
+        met = "NOT met: the teacher is stronger beyond noise, but by less than that"
+    else:
+        met = "NOT met: distillation has no stronger teacher to learn from"
     return (
         f"Pilot: the teacher {pair[0].prompting} scores {100 * pair[0].mean:.2f}, "
         f"the SFT student {100 * pair[1].mean:.2f}: "
