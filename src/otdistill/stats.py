@@ -152,10 +152,6 @@ def compare_rows(
     set (`RowMismatchError` names the difference: a comparison on other rows compares other things).
     Deterministic for a given `seed`. The interval is the percentile interval of the resampled means.
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
     rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])
     if set(rows_a) != set(rows_b):
         raise RowMismatchError(
@@ -169,26 +165,95 @@ def compare_rows(
     va = np.array([rows_a[i] for i in ids], dtype=np.float64)
     vb = np.array([rows_b[i] for i in ids], dtype=np.float64)
     diffs = better_by(va, vb, greater_is_better=greater_is_better)
-    n = len(ids)
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples, dtype=np.float64)
-    block = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, resamples, block):
-        stop = min(resamples, start + block)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = diffs[idx].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
+    low, high = _percentile_interval(diffs[np.newaxis, :], resamples, seed, confidence, over_seeds=False)
     return Comparison(
         "bootstrap",
         float(diffs.mean()),
-        float(low),
-        float(high),
-        n,
+        low,
+        high,
+        len(ids),
         confidence,
         float(va.mean()),
         float(vb.mean()),
     )
+
+
+def compare_seeded_rows(
+    a: Sequence[RowScores],
+    b: Sequence[RowScores],
+    *,
+    greater_is_better: bool = True,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+    names: tuple[str, str] = ("A", "B"),
+) -> Comparison:
+    """Like `compare_rows`, with training randomness in the interval: seeds and rows are both resampled.
+
+    `a[i]` and `b[i]` are the two models trained with the same seed (in a sweep: the same data order), so
+    each seed gives a paired per-row difference. A resample draws seeds with replacement, rows with
+    replacement, and averages the drawn seeds' differences on the drawn rows. `compare_rows` averages the
+    seeds away first, so its interval says how sure the rows make us, not how another set of training runs
+    would come out; this one says both. With few seeds it is coarse (3 seeds: 10 distinct seed draws),
+    which is the honest state of knowledge. Method "bootstrap-seeds"; the mean difference is
+    `compare_rows`'s.
+    """
+    if len(a) != len(b) or not a:
+        raise ValueError(f"{names[0]} and {names[1]}: need the same number (>= 1) of paired seeds")
+    rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])  # validates each side's rows
+    if set(rows_a) != set(rows_b):
+        raise RowMismatchError(
+            f"{names[0]} and {names[1]} were not scored on the same rows: {_diff(set(rows_a), set(rows_b))}"
+        )
+    import numpy as np
+
+    ids = sorted(rows_a)
+    va = np.array([[s[i] for i in ids] for s in a], dtype=np.float64)
+    vb = np.array([[s[i] for i in ids] for s in b], dtype=np.float64)
+    diffs = better_by(va, vb, greater_is_better=greater_is_better)
+    low, high = _percentile_interval(diffs, resamples, seed, confidence, over_seeds=True)
+    return Comparison(
+        "bootstrap-seeds",
+        float(diffs.mean()),
+        low,
+        high,
+        len(ids),
+        confidence,
+        float(va.mean()),
+        float(vb.mean()),
+    )
+
+
+def _percentile_interval(
+    diffs: Any, resamples: int, seed: int, confidence: float, *, over_seeds: bool
+) -> tuple[float, float]:
+    """The percentile interval of the bootstrap mean of `diffs` (seeds x rows): rows resampled (the same
+    draw for every seed, keeping them paired), and the seeds too when `over_seeds`. One seeded generator,
+    so a comparison is deterministic."""
+    import numpy as np
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    k, n = diffs.shape
+    if n == 0:
+        raise ValueError("no rows to compare")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples, dtype=np.float64)
+    block = max(1, _BLOCK_ELEMENTS // (n * k))
+    for start in range(0, resamples, block):
+        stop = min(resamples, start + block)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        per_seed = diffs[:, idx].mean(axis=2)  # seeds x resamples: each seed's mean on the drawn rows
+        if over_seeds:
+            drawn = rng.integers(0, k, size=(stop - start, k))
+            means[start:stop] = per_seed[drawn, np.arange(stop - start)[:, np.newaxis]].mean(axis=1)
+        else:
+            means[start:stop] = per_seed[0]
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def row_table(records: Iterable[_Scored], *, where: str = "records") -> dict[str, dict[str, float]]:

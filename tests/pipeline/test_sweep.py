@@ -167,8 +167,14 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     per_seed = aggregate.seed_differences(summary, "validation")
     assert per_seed["better"] == pytest.approx({0: 0.1, 1: 0.1})
     assert per_seed["same"] == pytest.approx({0: 0.0, 1: 0.0}, abs=1e-12)
-    assert "| better | +10.00 (seed 0), +10.00 (seed 1) | 2 of 2 seeds |" in table
+    assert "| better | +10.00 (seed 0), +10.00 (seed 1) | 2 of 2 seeds | +10.00 [" in table
     assert "| same | +0.00 (seed 0), +0.00 (seed 1) | 0 of 2 seeds |" in table
+    # seeds resampled too: "better" gains at both seeds (still better), "same" at neither
+    seeded_better, seeded_same = cells["better"].seed_comparison, cells["same"].seed_comparison
+    assert seeded_better is not None and seeded_better.low > 0.09 and seeded_better.method == "bootstrap-seeds"
+    assert seeded_same is not None and seeded_same.low < 0 < seeded_same.high
+    assert cells["sft"].seed_comparison is None
+    assert aggregate.metrics(summary)[sweep_metric("validation", "better", "low_seeds")] == seeded_better.low
     assert "-0.00" not in table  # a tie's float residue, in any table or sentence, prints as +0.00
     diffs = list(csv.DictReader(io.StringIO(files["differences"].read_text())))
     assert len(diffs) == 2 * 40 and float(diffs[0]["difference"]) == pytest.approx(0.1)

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otdistill.stats import Comparison, better_by, compare_rows, metric_column, strictly_above
+from otdistill.stats import (
+    Comparison,
+    better_by,
+    compare_rows,
+    compare_seeded_rows,
+    metric_column,
+    strictly_above,
+)
 from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
 
@@ -47,6 +54,8 @@ class VariantSplit:
     seed_rows: list[dict[str, float]] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     comparison: Comparison | None = None
+    # a distilled row against SFT with seeds resampled too (seeds both have, >= 2): training randomness
+    seed_comparison: Comparison | None = None
     teacher: bool = False  # the teacher, scored on the same rows (not a student)
     shots: int = 0  # the teacher's few-shot examples when it was scored prompted (the authors' recipe)
 
@@ -180,9 +189,25 @@ def summarize(
                 names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
             )
 
+        def compare_seeds(a: VariantSplit, b: VariantSplit, split: str = split) -> Comparison | None:
+            shared = [s for s in a.seeds if s in b.seeds]
+            if len(shared) < 2:
+                return None
+            return compare_seeded_rows(
+                [a.seed_rows[a.seeds.index(s)] for s in shared],
+                [b.seed_rows[b.seeds.index(s)] for s in shared],
+                greater_is_better=greater_is_better,
+                confidence=confidence,
+                resamples=resamples,
+                seed=seed,
+                names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
+            )
+
         for cell in by_variant.values():
             if not cell.sft:
                 cell.comparison = compare(cell, sft)
+            if cell.distilled:
+                cell.seed_comparison = compare_seeds(cell, sft)
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
         distilled = [c for c in cells[split] if c.distilled]
@@ -338,21 +363,28 @@ def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, f
 
 
 def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
-    """`seed_differences` as table lines, with how many seeds each row is ahead at; none for one seed."""
+    """`seed_differences` as table lines, with how many seeds each row is ahead at and the interval over
+    seeds and rows (`compare_seeded_rows`); none for one seed."""
     by_row = seed_differences(summary, split)
     if max((len(d) for d in by_row.values()), default=0) < 2:
         return []
+    level = f"{summary.confidence:.0%}"
+    seeded = {c.variant: c.seed_comparison for c in summary.cells[split]}
     lines = [
-        f"{split}, each row against the SFT row of the same seed (the interval above resamples evaluation "
-        "rows, not training runs: this is the spread that training randomness adds):",
+        f"{split}, each row against the SFT row of the same seed. The interval above resamples evaluation "
+        "rows, not training runs; here seeds are resampled too (paired: both rows of a seed saw the same "
+        "data order), so the interval includes the spread that training randomness adds. With 3 seeds "
+        "it is coarse:",
         "",
-        "| row | per seed: difference from SFT | ahead at |",
-        "|---|---|---|",
+        f"| row | per seed: difference from SFT | ahead at | seeds and rows resampled [{level}] | verdict |",
+        "|---|---|---|---|---|",
     ]
     for variant, diffs in by_row.items():
         cells = ", ".join(f"{_points(d)} (seed {s})" for s, d in diffs.items())
         ahead = sum(strictly_above(d, 0.0) for d in diffs.values())
-        lines.append(f"| {variant} | {cells} | {ahead} of {len(diffs)} seeds |")
+        k = seeded.get(variant)
+        interval, said = (_interval(k), verdict(k.low, k.high)) if k is not None else ("", "")
+        lines.append(f"| {variant} | {cells} | {ahead} of {len(diffs)} seeds | {interval} | {said} |")
     return [*lines, ""]
 
 
@@ -479,7 +511,8 @@ def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, P
 
 def metrics(summary: SweepSummary) -> dict[str, float]:
     """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
-    against SFT (`otdistill.tracking.metric_names.sweep_metric`); `diff_vs_<other>` / `low_vs_<other>` /
+    against SFT (`otdistill.tracking.metric_names.sweep_metric`), `low_seeds` / `high_seeds` with seeds
+    resampled too; `diff_vs_<other>` / `low_vs_<other>` /
     `high_vs_<other>` against each earlier distilled row; `sweep/train/<variant>/share_<term>`."""
     out: dict[str, float] = {}
     for split, cells in summary.cells.items():
@@ -490,6 +523,9 @@ def metrics(summary: SweepSummary) -> dict[str, float]:
                 out[sweep_metric(split, c.variant, "diff")] = c.comparison.mean_diff
                 out[sweep_metric(split, c.variant, "low")] = c.comparison.low
                 out[sweep_metric(split, c.variant, "high")] = c.comparison.high
+            if c.seed_comparison is not None:
+                out[sweep_metric(split, c.variant, "low_seeds")] = c.seed_comparison.low
+                out[sweep_metric(split, c.variant, "high_seeds")] = c.seed_comparison.high
     for split, pairs in summary.pairs.items():
         for a, b, k in pairs:
             out[sweep_metric(split, a, f"diff_vs_{b}")] = k.mean_diff
