@@ -108,9 +108,14 @@ def point_comparison(a: float, b: float, *, greater_is_better: bool = True, rows
     return Comparison("point", diff, diff, diff, rows, 1.0, float(a), float(b))
 
 
+def _seeds(scores: SeedRowScores) -> list[RowScores]:
+    """The per-seed row scores: one mapping is one seed."""
+    return [scores] if isinstance(scores, Mapping) else list(scores)
+
+
 def _per_row(scores: SeedRowScores, side: str) -> dict[str, float]:
     """One score per row id: the mapping itself, or the mean over seeds (which must share their rows)."""
-    seeds: Sequence[RowScores] = [scores] if isinstance(scores, Mapping) else list(scores)
+    seeds = _seeds(scores)
     if not seeds:
         raise ValueError(f"{side}: no row scores (no seed given)")
     ids = set(seeds[0])
@@ -145,14 +150,41 @@ def compare_rows(
     resamples: int = 10_000,
     seed: int = 0,
     names: tuple[str, str] = ("A", "B"),
+    resample_seeds: bool = False,
 ) -> Comparison:
     """Paired bootstrap of mean(A - B) over rows matched by id (seeds averaged per row first).
 
     a, b: ``{example id: score}``, or a list of those, one per seed. The rows of A and B must be the same
     set (`RowMismatchError` names the difference: a comparison on other rows compares other things).
     Deterministic for a given `seed`. The interval is the percentile interval of the resampled means.
+
+    `resample_seeds`: training randomness in the interval too. `a[i]` and `b[i]` are then the two models
+    trained with the same seed (in a sweep: the same data order), so each seed gives a paired per-row
+    difference; a resample draws seeds with replacement as well as rows and averages the drawn seeds'
+    differences on the drawn rows. Averaged first, the seeds leave an interval that says how sure the rows
+    make us, not how another set of training runs would come out; this one says both. With few seeds it is
+    coarse (3 seeds: 10 distinct seed draws), which is the honest state of knowledge. Method
+    "bootstrap-seeds"; the mean difference is the same.
     """
-    rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])
+    if resample_seeds and len(_seeds(a)) != len(_seeds(b)):
+        raise ValueError(f"{names[0]} and {names[1]}: resample_seeds needs the same number of paired seeds")
+    return _compare(a, b, greater_is_better, confidence, resamples, seed, names, paired_seeds=resample_seeds)
+
+
+def _compare(
+    a: SeedRowScores,
+    b: SeedRowScores,
+    greater_is_better: bool,
+    confidence: float,
+    resamples: int,
+    seed: int,
+    names: tuple[str, str],
+    *,
+    paired_seeds: bool,
+) -> Comparison:
+    """Match the rows of A and B by id, then bootstrap their differences: seed-averaged per row (one row of
+    differences), or per paired seed (a seeds x rows matrix) with the seeds resampled too."""
+    rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])  # validates each side's seeds
     if set(rows_a) != set(rows_b):
         raise RowMismatchError(
             f"{names[0]} and {names[1]} were not scored on the same rows: {_diff(set(rows_a), set(rows_b))}"
@@ -162,58 +194,16 @@ def compare_rows(
     import numpy as np  # here, not at import: the light client reads GATE_METHODS without numpy
 
     ids = sorted(rows_a)
-    va = np.array([rows_a[i] for i in ids], dtype=np.float64)
-    vb = np.array([rows_b[i] for i in ids], dtype=np.float64)
+    if paired_seeds:
+        va = np.array([[seed_rows[i] for i in ids] for seed_rows in _seeds(a)], dtype=np.float64)
+        vb = np.array([[seed_rows[i] for i in ids] for seed_rows in _seeds(b)], dtype=np.float64)
+    else:
+        va = np.array([[rows_a[i] for i in ids]], dtype=np.float64)
+        vb = np.array([[rows_b[i] for i in ids]], dtype=np.float64)
     diffs = better_by(va, vb, greater_is_better=greater_is_better)
-    low, high = _percentile_interval(diffs[np.newaxis, :], resamples, seed, confidence, over_seeds=False)
+    low, high = _percentile_interval(diffs, resamples, seed, confidence, over_seeds=paired_seeds)
     return Comparison(
-        "bootstrap",
-        float(diffs.mean()),
-        low,
-        high,
-        len(ids),
-        confidence,
-        float(va.mean()),
-        float(vb.mean()),
-    )
-
-
-def compare_seeded_rows(
-    a: Sequence[RowScores],
-    b: Sequence[RowScores],
-    *,
-    greater_is_better: bool = True,
-    confidence: float = 0.95,
-    resamples: int = 10_000,
-    seed: int = 0,
-    names: tuple[str, str] = ("A", "B"),
-) -> Comparison:
-    """Like `compare_rows`, with training randomness in the interval: seeds and rows are both resampled.
-
-    `a[i]` and `b[i]` are the two models trained with the same seed (in a sweep: the same data order), so
-    each seed gives a paired per-row difference. A resample draws seeds with replacement, rows with
-    replacement, and averages the drawn seeds' differences on the drawn rows. `compare_rows` averages the
-    seeds away first, so its interval says how sure the rows make us, not how another set of training runs
-    would come out; this one says both. With few seeds it is coarse (3 seeds: 10 distinct seed draws),
-    which is the honest state of knowledge. Method "bootstrap-seeds"; the mean difference is
-    `compare_rows`'s.
-    """
-    if len(a) != len(b) or not a:
-        raise ValueError(f"{names[0]} and {names[1]}: need the same number (>= 1) of paired seeds")
-    rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])  # validates each side's rows
-    if set(rows_a) != set(rows_b):
-        raise RowMismatchError(
-            f"{names[0]} and {names[1]} were not scored on the same rows: {_diff(set(rows_a), set(rows_b))}"
-        )
-    import numpy as np
-
-    ids = sorted(rows_a)
-    va = np.array([[s[i] for i in ids] for s in a], dtype=np.float64)
-    vb = np.array([[s[i] for i in ids] for s in b], dtype=np.float64)
-    diffs = better_by(va, vb, greater_is_better=greater_is_better)
-    low, high = _percentile_interval(diffs, resamples, seed, confidence, over_seeds=True)
-    return Comparison(
-        "bootstrap-seeds",
+        "bootstrap-seeds" if paired_seeds else "bootstrap",
         float(diffs.mean()),
         low,
         high,

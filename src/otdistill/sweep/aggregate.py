@@ -26,7 +26,6 @@ from otdistill.stats import (
     Comparison,
     better_by,
     compare_rows,
-    compare_seeded_rows,
     metric_column,
     strictly_above,
 )
@@ -193,7 +192,7 @@ def summarize(
             shared = [s for s in a.seeds if s in b.seeds]
             if len(shared) < 2:
                 return None
-            return compare_seeded_rows(
+            return compare_rows(
                 [a.seed_rows[a.seeds.index(s)] for s in shared],
                 [b.seed_rows[b.seeds.index(s)] for s in shared],
                 greater_is_better=greater_is_better,
@@ -201,6 +200,7 @@ def summarize(
                 resamples=resamples,
                 seed=seed,
                 names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
+                resample_seeds=True,
             )
 
         for cell in by_variant.values():
@@ -364,7 +364,7 @@ def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, f
 
 def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
     """`seed_differences` as table lines, with how many seeds each row is ahead at and the interval over
-    seeds and rows (`compare_seeded_rows`); none for one seed."""
+    seeds and rows (`compare_rows(..., resample_seeds=True)`); none for one seed."""
     by_row = seed_differences(summary, split)
     if max((len(d) for d in by_row.values()), default=0) < 2:
         return []
