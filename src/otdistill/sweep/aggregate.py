@@ -22,13 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otdistill.stats import (
-    Comparison,
-    better_by,
-    compare_rows,
-    metric_column,
-    strictly_above,
-)
+from otdistill.stats import Comparison, better_by, compare_rows, metric_column, strictly_above
 from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
 
@@ -370,11 +364,12 @@ def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
         return []
     level = f"{summary.confidence:.0%}"
     seeded = {c.variant: c.seed_comparison for c in summary.cells[split]}
+    seeds = max(len(d) for d in by_row.values())
     lines = [
         f"{split}, each row against the SFT row of the same seed. The interval above resamples evaluation "
         "rows, not training runs; here seeds are resampled too (paired: both rows of a seed saw the same "
-        "data order), so the interval includes the spread that training randomness adds. With 3 seeds "
-        "it is coarse:",
+        f"data order), so the interval includes the spread that training randomness adds. With {seeds} "
+        "seeds it is coarse:",
         "",
         f"| row | per seed: difference from SFT | ahead at | seeds and rows resampled [{level}] | verdict |",
         "|---|---|---|---|---|",
