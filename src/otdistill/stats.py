@@ -168,22 +168,6 @@ def compare_rows(
     """
     if resample_seeds and len(_seeds(a)) != len(_seeds(b)):
         raise ValueError(f"{names[0]} and {names[1]}: resample_seeds needs the same number of paired seeds")
-    return _compare(a, b, greater_is_better, confidence, resamples, seed, names, paired_seeds=resample_seeds)
-
-
-def _compare(
-    a: SeedRowScores,
-    b: SeedRowScores,
-    greater_is_better: bool,
-    confidence: float,
-    resamples: int,
-    seed: int,
-    names: tuple[str, str],
-    *,
-    paired_seeds: bool,
-) -> Comparison:
-    """Match the rows of A and B by id, then bootstrap their differences: seed-averaged per row (one row of
-    differences), or per paired seed (a seeds x rows matrix) with the seeds resampled too."""
     rows_a, rows_b = _per_row(a, names[0]), _per_row(b, names[1])  # validates each side's seeds
     if set(rows_a) != set(rows_b):
         raise RowMismatchError(
@@ -194,16 +178,17 @@ def _compare(
     import numpy as np  # here, not at import: the light client reads GATE_METHODS without numpy
 
     ids = sorted(rows_a)
-    if paired_seeds:
+    # seeds x rows: one row of seed-averaged differences, or one per paired seed
+    if resample_seeds:
         va = np.array([[seed_rows[i] for i in ids] for seed_rows in _seeds(a)], dtype=np.float64)
         vb = np.array([[seed_rows[i] for i in ids] for seed_rows in _seeds(b)], dtype=np.float64)
     else:
         va = np.array([[rows_a[i] for i in ids]], dtype=np.float64)
         vb = np.array([[rows_b[i] for i in ids]], dtype=np.float64)
     diffs = better_by(va, vb, greater_is_better=greater_is_better)
-    low, high = _percentile_interval(diffs, resamples, seed, confidence, over_seeds=paired_seeds)
+    low, high = _percentile_interval(diffs, resamples, seed, confidence, over_seeds=resample_seeds)
     return Comparison(
-        "bootstrap-seeds" if paired_seeds else "bootstrap",
+        "bootstrap-seeds" if resample_seeds else "bootstrap",
         float(diffs.mean()),
         low,
         high,
@@ -227,8 +212,6 @@ def _percentile_interval(
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     k, n = diffs.shape
-    if n == 0:
-        raise ValueError("no rows to compare")
     rng = np.random.default_rng(seed)
     means = np.empty(resamples, dtype=np.float64)
     block = max(1, _BLOCK_ELEMENTS // (n * k))

@@ -77,6 +77,10 @@ class VariantSplit:
         """Seed -> the row's mean score at that seed."""
         return dict(zip(self.seeds, self.seed_means, strict=True))
 
+    def seed_rows_at(self, seeds: Sequence[int]) -> list[dict[str, float]]:
+        """The per-row scores of `seeds`, in that order (paired with another row's same seeds)."""
+        return [self.seed_rows[self.seeds.index(s)] for s in seeds]
+
     @property
     def std(self) -> float:
         return statistics.stdev(self.seed_means) if len(self.seed_means) > 1 else 0.0
@@ -171,37 +175,26 @@ def summarize(
                 cell.models.append(str(r["registered"]["uri"]))
         sft = by_variant[next(iter(sft_names))]
 
-        def compare(a: VariantSplit, b: VariantSplit, split: str = split) -> Comparison:
+        def compare(
+            a: VariantSplit, b: VariantSplit, split: str = split, seeds: list[int] | None = None
+        ) -> Comparison:
+            """`a` against `b`, seeds averaged per row; or on `seeds` only, paired, resampled too."""
             return compare_rows(
-                a.seed_rows,
-                b.seed_rows,
+                a.seed_rows if seeds is None else a.seed_rows_at(seeds),
+                b.seed_rows if seeds is None else b.seed_rows_at(seeds),
                 greater_is_better=greater_is_better,
                 confidence=confidence,
                 resamples=resamples,
                 seed=seed,
                 names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
-            )
-
-        def compare_seeds(a: VariantSplit, b: VariantSplit, split: str = split) -> Comparison | None:
-            shared = [s for s in a.seeds if s in b.seeds]
-            if len(shared) < 2:
-                return None
-            return compare_rows(
-                [a.seed_rows[a.seeds.index(s)] for s in shared],
-                [b.seed_rows[b.seeds.index(s)] for s in shared],
-                greater_is_better=greater_is_better,
-                confidence=confidence,
-                resamples=resamples,
-                seed=seed,
-                names=(f"{a.variant} ({split})", f"{b.variant} ({split})"),
-                resample_seeds=True,
+                resample_seeds=seeds is not None,
             )
 
         for cell in by_variant.values():
             if not cell.sft:
                 cell.comparison = compare(cell, sft)
-            if cell.distilled:
-                cell.seed_comparison = compare_seeds(cell, sft)
+            if cell.distilled and len(shared := [s for s in cell.seeds if s in sft.seeds]) >= 2:
+                cell.seed_comparison = compare(cell, sft, seeds=shared)
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
         distilled = [c for c in cells[split] if c.distilled]
@@ -360,11 +353,11 @@ def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
     """`seed_differences` as table lines, with how many seeds each row is ahead at and the interval over
     seeds and rows (`compare_rows(..., resample_seeds=True)`); none for one seed."""
     by_row = seed_differences(summary, split)
-    if max((len(d) for d in by_row.values()), default=0) < 2:
+    seeds = max((len(d) for d in by_row.values()), default=0)
+    if seeds < 2:
         return []
     level = f"{summary.confidence:.0%}"
     seeded = {c.variant: c.seed_comparison for c in summary.cells[split]}
-    seeds = max(len(d) for d in by_row.values())
     lines = [
         f"{split}, each row against the SFT row of the same seed. The interval above resamples evaluation "
         "rows, not training runs; here seeds are resampled too (paired: both rows of a seed saw the same "
@@ -507,8 +500,8 @@ def write_files(summary: SweepSummary, out_dir: Path, title: str) -> dict[str, P
 def metrics(summary: SweepSummary) -> dict[str, float]:
     """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
     against SFT (`otdistill.tracking.metric_names.sweep_metric`), `low_seeds` / `high_seeds` with seeds
-    resampled too; `diff_vs_<other>` / `low_vs_<other>` /
-    `high_vs_<other>` against each earlier distilled row; `sweep/train/<variant>/share_<term>`."""
+    resampled too; `diff_vs_<other>` / `low_vs_<other>` / `high_vs_<other>` against each earlier distilled
+    row; `sweep/train/<variant>/share_<term>`."""
     out: dict[str, float] = {}
     for split, cells in summary.cells.items():
         for c in cells:
