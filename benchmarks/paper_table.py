@@ -21,7 +21,9 @@ Usage:
     python benchmarks/paper_table.py --budget cpu [--tasks qed] [--set distill.max_steps=8 ...]
         [--run-dir runs/paper_table-cpu] [--results PATH] [--notes analysis.md] [--report-only]
 `--set` applies to every task's sweep (as `otdistill sweep --set`); `--report-only` renders the report from
-the `sweep/` files an earlier run left in the run directory.
+the `sweep/` files an earlier run left in the run directory; `--mlflow-run TASK=RUN_ID` takes a task's
+table from a parent MLflow run, `--table TASK=DIR` from a folder of aggregation files (a committed result,
+or `otdistill sweep --records ... --out DIR`: rows of several runs tabled together).
 """
 
 from __future__ import annotations
@@ -264,7 +266,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="TASK=RUN_ID",
         help="TASK's table from this parent MLflow run (a sweep submitted to a cluster), not run here",
     )
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="TASK's table from a folder of aggregation files (table.csv, plot.png: a sweep's sweep/ folder,"
+        " or `otdistill sweep --records ... --out DIR`), not run here",
+    )
     return p.parse_args(argv)
+
+
+def _per_task(values: Sequence[str], flag: str, plan: Plan) -> dict[str, str]:
+    """`TASK=VALUE` options, each for a task of the plan."""
+    given = dict(item.split("=", 1) for item in values if "=" in item)
+    if bad := [item for item in values if "=" not in item] + [t for t in given if t not in plan.tasks]:
+        raise ConfigError(f"{flag} expects TASK=VALUE for a task of the plan, got {', '.join(bad)}")
+    return given
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,14 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = load_plan(args.plan or CONFIG_DIR / f"{args.budget}.yaml", parse_set(args.set), args.tasks)
     run_dir = args.run_dir or ROOT / "runs" / plan.name
-    submitted = dict(item.split("=", 1) for item in args.mlflow_run if "=" in item)
-    if bad := [item for item in args.mlflow_run if "=" not in item] + [
-        t for t in submitted if t not in plan.tasks
-    ]:
-        raise ConfigError(f"--mlflow-run expects TASK=RUN_ID for a task of the plan, got {', '.join(bad)}")
+    submitted = _per_task(args.mlflow_run, "--mlflow-run", plan)
+    tables = _per_task(args.table, "--table", plan)
     aggregates = {}
     for task, item in plan.tasks.items():
-        if task in submitted:
+        if task in tables:
+            aggregates[task] = ROOT / tables[task]  # relative to the repository root, or absolute
+        elif task in submitted:
             tracking_uri = item.cfg.tracking.tracking_uri
             aggregates[task] = download_aggregate(tracking_uri, submitted[task], run_dir / task)
         elif args.report_only:

@@ -62,6 +62,10 @@ def test_aggregate_sweep_writes_the_table_and_intervals_to_the_parent_run(env: E
     assert "| better | 2 |" in run.data.tags["otdistill.sweep.table"]
     logged = {Path(f.path).name for f in client.list_artifacts(parent.run_id, "sweep")}
     assert logged == {
-        "table.md", "table.csv", "row_differences.csv", "comparisons.json", "pairwise.json", "plot.png"
+        "table.md", "table.csv", "row_differences.csv", "comparisons.json", "pairwise.json", "plot.png",
+        "records",
     }  # fmt: skip
+    records = {Path(f.path).name for f in client.list_artifacts(parent.run_id, "sweep/records")}
+    rows = {f"{v}-s{s}.json" for v in ("sft", "better", "worse") for s in (0, 1)}
+    assert records == rows | {"teacher.json"}
     assert "| worse | better | -15.50 [-15.50, -15.50] | worse than better |" in text

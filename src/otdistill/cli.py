@@ -9,6 +9,7 @@
     otdistill schedule list|pause|resume|delete ...
     otdistill reproduce models:/<name>/<version> --local      # rebuild a registered student, compare
     otdistill sweep --config configs/sweeps/cpu-small.yaml   # loss variants x seeds (--compile / --host)
+    otdistill sweep --config ... --records A/records B/records --out T   # one table from earlier runs' rows
 
 Every command takes `--set section.key=value` (repeatable) to override the config without editing it.
 """
@@ -246,11 +247,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """A sweep config: run it here (kfp.local), compile it (--compile), or submit it (--host / --dry-run)."""
+    """A sweep config: run it here (kfp.local), compile it (--compile), submit it (--host / --dry-run), or
+    table the records of rows run earlier (--records)."""
     from otdistill.pipelines.sweep_pipeline import build_sweep_pipeline, sweep_parameters, sweep_summary
     from otdistill.sweep.config import load_sweep
 
     cfg, sweep = load_sweep(args.config, parse_set(args.set))
+    if args.records:
+        from otdistill.sweep.steps import aggregate_records
+
+        if not args.out:
+            raise ConfigError("--records needs --out: the folder the table is written to")
+        files = aggregate_records(cfg, [Path(d) for d in args.records], Path(args.out))
+        print(files["table"].read_text(encoding="utf-8"))
+        print(f"wrote {', '.join(sorted(p.name for p in files.values()))} to {args.out}")
+        return 0
 
     def build(config: RunConfig) -> Any:
         return build_sweep_pipeline(config, sweep)
@@ -423,6 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="compile and print what would be submitted")
     p.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeded")
     p.add_argument("--wait-timeout", type=int, default=7 * 24 * 3600, help="seconds --wait waits at most")
+    p.add_argument(
+        "--records",
+        nargs="+",
+        metavar="DIR",
+        help="run nothing: table the row records of earlier runs (their sweep/records/ folders; runs that"
+        " share a trunk, checked by their teachers' scores) into --out",
+    )
+    p.add_argument("--out", default=None, metavar="DIR", help="--records: where the table files go")
     p.set_defaults(func=cmd_sweep)
     return parser
 

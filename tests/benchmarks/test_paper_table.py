@@ -125,6 +125,13 @@ def test_main_renders_from_an_earlier_run_and_from_a_parent_mlflow_run(tmp_path:
     assert f"Made by `python benchmarks/paper_table.py {' '.join(argv)}`" in text
     assert (out.parent / "report_qed.png").read_bytes()[:4] == b"\x89PNG"
     assert (run_dir / "qed" / "sweep" / "comparisons.json").is_file()  # downloaded next to the run
+    # or from a folder of aggregation files (a committed result)
+    again = tmp_path / "again.md"
+    argv = ["--budget", "cpu", "--report-only", "--run-dir", str(run_dir), "--results", str(again)]
+    assert main([*argv, "--table", f"qed={tmp_path / 'qed-elsewhere' / 'sweep'}"]) == 0
+    assert "-3.00 [-3.00, -3.00] worse than SFT |" in again.read_text()
+    with pytest.raises(ConfigError, match="--table expects TASK=VALUE for a task of the plan, got fairytale"):
+        main([*argv, "--table", "fairytale=x"])
     with pytest.raises(FileNotFoundError, match="no sweep/table.csv"):
         download_aggregate(uri, client.create_run(experiment).info.run_id, tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="no sweep table here"):

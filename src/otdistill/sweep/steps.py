@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from otdistill.config import RunConfig
 from otdistill.fingerprint import snapshot_data_hash
 from otdistill.models.weights_hash import WEIGHTS_SHA256_TAG, weights_sha256
 from otdistill.steps.common import load_step_config, setup_logging
@@ -251,7 +252,7 @@ def aggregate_sweep(
     """Read every row's record, build the table and the intervals against the SFT row
     (`otdistill.sweep.aggregate`; `teacher_path`: the teacher's record, the pilot row), and write them
     to the parent MLflow run: the files under `sweep/` (table.md, table.csv, row_differences.csv,
-    comparisons.json, pairwise.json, plot.png), the numbers as metrics
+    comparisons.json, pairwise.json, plot.png, and the records read, `records/`), the numbers as metrics
     (`sweep/<split>/<variant>/mean|sd|diff|low|high`, `.../diff_vs_<other>` between distilled rows)
     and the table as the tag `otdistill.sweep.table` (what the run's page shows).
     Returns the files and metrics."""
@@ -260,19 +261,41 @@ def aggregate_sweep(
 
     setup_logging()
     cfg = load_step_config(config_json)
-    tracking = cfg.tracking
     records = [json.loads(Path(p).read_text(encoding="utf-8")) for p in record_paths]
     teacher = json.loads(Path(teacher_path).read_text(encoding="utf-8")) if teacher_path else None
+    summary, files = _table(cfg, records, teacher, Path(out_dir))
+    parent = pipeline_run(cfg.tracking, cfg.name, parent_run_id)
+    numbers = aggregate.metrics(summary)
+    parent.log_metrics(numbers)
+    for path in files.values():  # the records folder as sweep/records/
+        parent.log_artifact(path, aggregate.ARTIFACT_DIR + ("" if path.is_file() else f"/{path.name}"))
+    parent.set_tags({ROW_TAG_PREFIX + "table": aggregate.markdown(summary)[:5000]})
+    log.info("sweep table:\n%s", aggregate.markdown(summary))
+    return {"files": {k: str(v) for k, v in files.items()}, "metrics": numbers}
+
+
+def aggregate_records(cfg: RunConfig, record_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+    """The table of rows run earlier, from their records (`records/` folders of one or several runs that
+    share a trunk, `otdistill.sweep.records.read_record_dirs`), written to `out_dir` as the aggregation
+    writes it; nothing is logged to MLflow. Returns the files."""
+    from otdistill.sweep.records import read_record_dirs
+
+    records, teacher = read_record_dirs(record_dirs)
+    return _table(cfg, records, teacher, out_dir)[1]
+
+
+def _table(
+    cfg: RunConfig, records: list[dict[str, Any]], teacher: dict[str, Any] | None, out_dir: Path
+) -> tuple[Any, dict[str, Path]]:
+    """The summary of `records` and its files in `out_dir`, the records themselves under `records/`."""
+    from otdistill.sweep import aggregate
+    from otdistill.sweep.records import write_records
+
+    tracking = cfg.tracking
     summary = aggregate.summarize(
         records, tracking.promotion_metric, greater_is_better=tracking.greater_is_better, teacher=teacher
     )
     title = f"{cfg.name}: {len(records)} students ({cfg.data.task})"
-    files = aggregate.write_files(summary, Path(out_dir), title)
-    parent = pipeline_run(tracking, cfg.name, parent_run_id)
-    numbers = aggregate.metrics(summary)
-    parent.log_metrics(numbers)
-    for path in files.values():
-        parent.log_artifact(path, aggregate.ARTIFACT_DIR)
-    parent.set_tags({ROW_TAG_PREFIX + "table": aggregate.markdown(summary)[:5000]})
-    log.info("sweep table:\n%s", aggregate.markdown(summary))
-    return {"files": {k: str(v) for k, v in files.items()}, "metrics": numbers}
+    files = aggregate.write_files(summary, out_dir, title)
+    files["records"] = write_records(records, teacher, out_dir)
+    return summary, files

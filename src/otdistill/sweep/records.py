@@ -1,0 +1,112 @@
+"""A sweep's row records as files, so a table can be rebuilt, and built from rows of several runs.
+
+Every aggregation writes the records it read (`records/<row>.json`, the teacher's as `teacher.json`) next
+to its table and on the parent MLflow run. `read_record_dirs` reads such folders back, from one run or
+from several: a long sweep can then be finished on machines that do not share a step cache, a few rows
+per run, and tabled once (`otdistill sweep --records DIR ... --out DIR`).
+
+Rows of two runs belong in one table only if they were trained under one trunk: the same data, the same
+teacher after its SFT, the same teacher cache. The teacher's record is the witness. Every sweep scores its
+own teacher on the validation rows, and two teachers that score every row identically were trained
+identically (training is deterministic on one platform and thread count). So folders are read together
+only when their teachers' records agree row for row. A row found in two folders must agree too: a row run
+twice is a determinism check, and a disagreement is an error naming the row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from otdistill.sweep.aggregate import SweepRecordError
+from otdistill.sweep.config import TEACHER
+
+RECORDS_DIR = "records"
+
+
+def write_records(
+    records: Sequence[Mapping[str, Any]], teacher: Mapping[str, Any] | None, out_dir: Path
+) -> Path:
+    """`out_dir/records/<row>.json` for every row, `teacher.json` for the teacher's; returns the folder."""
+    folder = out_dir / RECORDS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in [*records, *([teacher] if teacher else [])]:
+        name = TEACHER if record is teacher else str(record["row"])  # one teacher per folder
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    return folder
+
+
+def _scores(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What two copies of one row must share: each split's means and per-row scores (not the registered
+    version, which each run's registry numbers on its own)."""
+    return {
+        split: {"models": s.get("models"), "row_scores": s.get("row_scores")}
+        for split, s in record["splits"].items()
+    }
+
+
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    """Where two records' scores differ, for the error: a split, a count of rows, the first row id."""
+    sa, sb = _scores(a), _scores(b)
+    if sorted(sa) != sorted(sb):
+        return f"scored on {sorted(sa)} against {sorted(sb)}"
+    for split in sa:
+        ta: dict[str, Any] = next(iter((sa[split]["row_scores"] or {}).values()), {})
+        tb: dict[str, Any] = next(iter((sb[split]["row_scores"] or {}).values()), {})
+        if sorted(ta) != sorted(tb):
+            return f"{split}: other example ids ({len(ta)} against {len(tb)} rows)"
+        differ = [i for i in ta if ta[i] != tb[i]]
+        if differ:
+            return f"{split}: {len(differ)} of {len(ta)} rows differ (first: {differ[0]})"
+        if sa[split]["models"] != sb[split]["models"]:
+            return f"{split}: the means differ"
+    return "nothing"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SweepRecordError(f"{path}: not a row record (invalid JSON: {exc})") from None
+    missing = [k for k in ("row", "variant", "seed", "sft", "splits") if k not in record]
+    if not isinstance(record, dict) or missing:
+        raise SweepRecordError(f"{path}: not a row record (missing {', '.join(missing) or 'everything'})")
+    return dict(record)
+
+
+def read_record_dirs(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The rows and the teacher's record of `dirs` (each a `records/` folder, or a folder holding one).
+
+    Raises `SweepRecordError` when the folders' teachers differ, when one row has different scores in two
+    folders, or when a folder holds no record."""
+    rows: dict[str, tuple[Path, dict[str, Any]]] = {}
+    teacher: tuple[Path, dict[str, Any]] | None = None
+    for given in dirs:
+        folder = given / RECORDS_DIR if (given / RECORDS_DIR).is_dir() else given
+        paths = sorted(folder.glob("*.json"))
+        if not paths:
+            raise SweepRecordError(f"{given}: no row records here (expected <row>.json or {RECORDS_DIR}/)")
+        for path in paths:
+            record = _read(path)
+            if str(record["variant"]) == TEACHER:
+                if teacher is not None and _scores(teacher[1]) != _scores(record):
+                    raise SweepRecordError(
+                        f"{teacher[0]} and {path}: the runs trained different teachers "
+                        f"({_difference(teacher[1], record)}); their rows do not make one table"
+                    )
+                teacher = teacher or (path, record)
+                continue
+            name = str(record["row"])
+            if name in rows and _scores(rows[name][1]) != _scores(record):
+                raise SweepRecordError(
+                    f"row {name} is in {rows[name][0]} and {path} with different scores "
+                    f"({_difference(rows[name][1], record)}): the two runs did not train it alike"
+                )
+            rows.setdefault(name, (path, record))
+    if teacher is None and len(dirs) > 1:
+        raise SweepRecordError(
+            f"{', '.join(map(str, dirs))}: no teacher record ({TEACHER}.json) to show the runs share a trunk"
+        )
+    return [record for _, record in rows.values()], teacher[1] if teacher else None

@@ -1,0 +1,86 @@
+"""Row records as files: a table rebuilt from the rows of several runs that share a trunk (the teacher's
+record is the witness), and named errors when runs do not (another teacher, a row scored differently)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from otdistill.cli import main
+from otdistill.sweep.aggregate import SweepRecordError
+from otdistill.sweep.config import load_sweep
+from otdistill.sweep.records import RECORDS_DIR, read_record_dirs, write_records
+from tests.sweep_records import row_record
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "cpu-small.yaml"
+IDS = [f"ex{i}" for i in range(12)]
+METRIC = load_sweep(CONFIG)[0].tracking.promotion_metric
+
+
+def _record(variant: str, seed: int, shift: float) -> dict:
+    return row_record(variant, seed, {i: 0.3 + 0.01 * (n % 5) + shift for n, i in enumerate(IDS)}, METRIC)
+
+
+def _run(folder: Path, rows: list[dict], teacher_shift: float = 0.2) -> Path:
+    """A run's `records/` folder as the aggregation writes it, with its teacher scored `teacher_shift` up."""
+    return write_records(rows, _record("teacher", 0, teacher_shift), folder)
+
+
+def test_rows_of_two_runs_with_one_teacher_make_one_table(tmp_path: Path, capsys) -> None:
+    a = _run(tmp_path / "a", [_record("sft", 0, 0.0), _record("uld", 0, 0.1)])
+    # the second run repeats sft-s0 (a determinism check) and adds seed 1 of both variants
+    b = _run(tmp_path / "b", [_record("sft", 0, 0.0), _record("sft", 1, 0.02), _record("uld", 1, 0.12)])
+    assert a == tmp_path / "a" / RECORDS_DIR and (a / "teacher.json").is_file()
+    records, teacher = read_record_dirs([tmp_path / "a", b])  # a run folder or its records/ folder
+    assert sorted(r["row"] for r in records) == ["sft-s0", "sft-s1", "uld-s0", "uld-s1"]
+    assert teacher is not None and teacher["variant"] == "teacher"
+
+    out = tmp_path / "table"
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(a), str(b), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "| sft | 2 |" in text and "| uld | 2 |" in text
+    assert "+10.00 [+10.00, +10.00] | better than SFT |" in text  # uld: 0.1 and 0.12 over 0 and 0.02
+    assert "| teacher (after SFT; not a student) | 1 |" in text
+    assert sorted(p.name for p in (out / RECORDS_DIR).iterdir()) == [
+        "sft-s0.json", "sft-s1.json", "teacher.json", "uld-s0.json", "uld-s1.json"
+    ]  # fmt: skip
+    assert "wrote " in capsys.readouterr().out
+    # the table's own records folder reads back to the same table
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(out), "--out", str(tmp_path / "t2")]) == 0
+    assert (tmp_path / "t2" / "table.md").read_text() == text
+
+
+def test_runs_with_different_teachers_do_not_make_one_table(tmp_path: Path) -> None:
+    a = _run(tmp_path / "a", [_record("sft", 0, 0.0)])
+    b = _run(tmp_path / "b", [_record("sft", 1, 0.0)])
+    other = json.loads((b / "teacher.json").read_text())
+    other["splits"]["validation"]["row_scores"]["teacher-s0"]["ex3"][METRIC] += 0.01
+    (b / "teacher.json").write_text(json.dumps(other))
+    differ = r"trained different teachers \(validation: 1 of 12 rows differ \(first: ex3\)\)"
+    with pytest.raises(SweepRecordError, match=differ):
+        read_record_dirs([a, b])
+
+
+def test_a_row_scored_differently_by_two_runs_is_named(tmp_path: Path) -> None:
+    a = _run(tmp_path / "a", [_record("sft", 0, 0.0)])
+    b = _run(tmp_path / "b", [_record("sft", 0, 0.01)])
+    with pytest.raises(SweepRecordError, match=r"row sft-s0 is in .* with different scores \(validation"):
+        read_record_dirs([a, b])
+
+
+def test_folders_that_are_not_records_are_named(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SweepRecordError, match="empty: no row records here"):
+        read_record_dirs([tmp_path / "empty"])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.json").write_text('{"row": "x"}')
+    with pytest.raises(SweepRecordError, match=r"x.json: not a row record \(missing variant, seed, sft, spl"):
+        read_record_dirs([tmp_path / "bad"])
+    lone = [tmp_path / "c", tmp_path / "d"]
+    for folder in lone:
+        folder.mkdir()
+        (folder / "sft-s0.json").write_text(json.dumps(_record("sft", 0, 0.0)))
+    with pytest.raises(SweepRecordError, match="no teacher record"):
+        read_record_dirs(lone)
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(lone[0])]) != 0
+    assert "--records needs --out" in capsys.readouterr().err
