@@ -161,14 +161,19 @@ def build_sweep_pipeline(cfg: RunConfig, sweep: SweepConfig) -> Any:
 def sweep_summary(result: Any) -> str:
     """What `otdistill sweep` prints after a local run (`result`: `local.LocalRunResult`): the table the
     aggregation wrote to the parent MLflow run, where that run is, and how to see it."""
+    from otdistill.sweep.aggregate import ARTIFACT_DIR
+    from otdistill.sweep.records import RECORDS_DIR
     from otdistill.sweep.steps import ROW_TAG_PREFIX
     from otdistill.tracking.config import TrackingConfig
     from otdistill.tracking.connection import tracking_client
 
     client = tracking_client(TrackingConfig(tracking_uri=result.tracking_uri), connect=False)
-    table = client.get_run(result.mlflow_run_id).data.tags.get(ROW_TAG_PREFIX + "table", "(no table)")
+    run = client.get_run(result.mlflow_run_id)
+    table = run.data.tags.get(ROW_TAG_PREFIX + "table", "(no table)")
+    records = f"{run.info.artifact_uri}/{ARTIFACT_DIR}/{RECORDS_DIR}"
     lines = result.summary().splitlines()
     keep = [line for line in lines if not line.strip().startswith(("registered model:", "champion:"))]
+    keep.append(f"  row records: {records} (otdistill sweep --records tables them with other runs' rows)")
     return "\n".join([keep[0], "", table.rstrip(), *keep[1:]]).replace(
         "otdistill run finished", "otdistill sweep finished"
     )

@@ -308,6 +308,7 @@ def test_sweep_end_to_end_with_tiny_models(
     seeds, 3 held-out test rows; the table and intervals land on the parent run, every student is
     registered (not promoted)."""
     from mlflow.tracking import MlflowClient
+    from mlflow.utils.file_utils import local_file_uri_to_path
 
     from otdistill.cli import main
     from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
@@ -367,6 +368,15 @@ def test_sweep_end_to_end_with_tiny_models(
         uld = comparisons[split]["uld"]
         assert uld["rows"] == rows and uld["low"] <= uld["mean_diff"] <= uld["high"]
         assert f"sweep/{split}/uld/low" in parent.data.metrics
+    # the records the aggregation read, where the run printed them: tabled again, the same table
+    records = next(line for line in printed.splitlines() if "row records:" in line).split()[2]
+    folder = Path(local_file_uri_to_path(records))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{v}-s{s}.json" for v in ("sft", "uld") for s in (0, 1)] + ["teacher.json"]
+    )
+    assert main(["sweep", "-c", str(CPU_SMALL), "--records", str(folder), "--out", str(tmp_path / "t")]) == 0
+    table = client.download_artifacts(parent.info.run_id, "sweep/table.md", str(tmp_path))
+    assert (tmp_path / "t" / "table.md").read_text() == Path(table).read_text()
     for variant in ("sft", "uld"):
         versions = client.search_model_versions(f"name='otdistill-sweep-cpu-small-{variant}'")
         assert sorted(v.tags["otdistill.sweep.seed"] for v in versions) == ["0", "1"]
