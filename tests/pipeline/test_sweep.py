@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from otdistill.config import ConfigError
@@ -374,6 +375,8 @@ def test_sweep_end_to_end_with_tiny_models(
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"{v}-s{s}.json" for v in ("sft", "uld") for s in (0, 1)] + ["teacher.json"]
     )
+    trained_with = json.loads((folder / "uld-s0.json").read_text())["trained_with"]
+    assert trained_with["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert main(["sweep", "-c", str(CPU_SMALL), "--records", str(folder), "--out", str(tmp_path / "t")]) == 0
     table = client.download_artifacts(parent.info.run_id, "sweep/table.md", str(tmp_path))
     assert (tmp_path / "t" / "table.md").read_text() == Path(table).read_text()

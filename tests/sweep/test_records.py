@@ -55,8 +55,12 @@ def test_runs_with_different_teachers_do_not_make_one_table(tmp_path: Path) -> N
     b = _run(tmp_path / "b", [_record("sft", 1, 0.0)])
     other = json.loads((b / "teacher.json").read_text())
     other["splits"]["validation"]["row_scores"]["teacher-s0"]["ex3"][METRIC] += 0.01
+    other["trained_with"] = {"torch.cpu_capability": "AVX2", "seed": 0}
     (b / "teacher.json").write_text(json.dumps(other))
-    differ = r"trained different teachers \(validation: 1 of 12 rows differ \(first: ex3\)\)"
+    differ = (
+        r"trained different teachers \(validation: 1 of 12 rows differ \(first: ex3\); "
+        r"trained with seed None against 0, torch.cpu_capability None against AVX2\)"
+    )
     with pytest.raises(SweepRecordError, match=differ):
         read_record_dirs([a, b])
 

@@ -48,7 +48,15 @@ def _scores(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    """Where two records' scores differ, for the error: a split, a count of rows, the first row id."""
+    """Where two records' scores differ, for the error (a split, a count of rows, the first row id), and
+    what their training recorded differently (`trained_with`: torch, threads, CPU kernels), if anything."""
+    where = _scores_difference(a, b)
+    ta, tb = a.get("trained_with") or {}, b.get("trained_with") or {}
+    other = [f"{k} {ta.get(k)} against {tb.get(k)}" for k in sorted({*ta, *tb}) if ta.get(k) != tb.get(k)]
+    return f"{where}; trained with {', '.join(other)}" if other else where
+
+
+def _scores_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     sa, sb = _scores(a), _scores(b)
     if sorted(sa) != sorted(sb):
         return f"scored on {sorted(sa)} against {sorted(sb)}"

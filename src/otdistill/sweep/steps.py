@@ -117,6 +117,7 @@ def evaluate_student(
         "sft": bool(row["sft"]),
         "splits": splits,
         "objective": _objective_shares(model_dir),
+        "trained_with": _trained_with(model_dir),
     }
     _write_json(record_path, record)
     return record
@@ -130,6 +131,17 @@ def _objective_shares(model_dir: str | Path) -> dict[str, float]:
     if not (Path(model_dir) / RESULT_FILE).is_file():
         return {}
     return TrainResult.load(model_dir).objective_shares()
+
+
+def _trained_with(model_dir: str | Path) -> dict[str, Any]:
+    """What decided the trained weights besides the config (torch version, threads, CPU kernels, seed:
+    `otdistill.training.determinism`); {} for a model not trained here. Rows of two runs are tabled
+    together only when their teachers agree (`otdistill.sweep.records`); this says why two did not."""
+    from otdistill.training.runner import RESULT_FILE, TrainResult
+
+    if not (Path(model_dir) / RESULT_FILE).is_file():
+        return {}
+    return dict(TrainResult.load(model_dir).record.get("determinism", {}))
 
 
 def _write_json(path: str | Path, data: Any) -> None:

@@ -31,6 +31,9 @@ def determinism_record(seed: int, deterministic: bool) -> dict[str, Any]:
         "deterministic": deterministic,
         "torch.deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "torch.num_threads": torch.get_num_threads(),
+        # the CPU kernels torch dispatches to (AVX2, AVX512, ...): two machines with another answer may
+        # not sum in the same order, so the same seed need not give the same weights there
+        "torch.cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch.version": torch.__version__,
         "transformers.version": transformers.__version__,
         "cuda.version": str(torch.version.cuda),
