@@ -173,7 +173,8 @@ def sweep_summary(result: Any) -> str:
     records = f"{run.info.artifact_uri}/{ARTIFACT_DIR}/{RECORDS_DIR}"
     lines = result.summary().splitlines()
     keep = [line for line in lines if not line.strip().startswith(("registered model:", "champion:"))]
-    keep.append(f"  row records: {records} (otdistill sweep --records tables them with other runs' rows)")
+    at = next((i + 1 for i, line in enumerate(keep) if line.strip().startswith("MLflow run:")), len(keep))
+    keep.insert(at, f"  row records:       {records} (`otdistill sweep --records` tables them with others)")
     return "\n".join([keep[0], "", table.rstrip(), *keep[1:]]).replace(
         "otdistill run finished", "otdistill sweep finished"
     )

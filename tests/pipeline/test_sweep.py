@@ -298,6 +298,40 @@ def test_sweep_compiles_for_a_cluster(tmp_path: Path) -> None:
     assert "teacher_model" in tasks["cache-teacher"]["inputs"]["artifacts"]
 
 
+def test_a_local_sweep_prints_its_table_and_where_its_row_records_are(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from otdistill.pipelines.local import LocalRunResult
+    from otdistill.pipelines.sweep_pipeline import sweep_summary
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("s", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    run = client.create_run(experiment, tags={"otdistill.sweep.table": "| sft | 3 |"})
+    result = LocalRunResult(tmp_path, uri, tmp_path, "local-1", run.info.run_id, experiment, "f1")
+    printed = sweep_summary(result)
+    assert printed.startswith("otdistill sweep finished") and "| sft | 3 |" in printed
+    assert f"{run.info.artifact_uri}/sweep/records (`otdistill sweep --records`" in printed
+    assert printed.index("MLflow run:") < printed.index("row records:") and "champion:" not in printed
+
+
+def test_a_row_record_says_what_its_training_recorded(tmp_path: Path) -> None:
+    """`trained_with`: the trained model's determinism record (torch, threads, CPU kernels); {} untrained."""
+    from otdistill.sweep.steps import _trained_with
+    from otdistill.training.determinism import determinism_record
+    from otdistill.training.runner import RESULT_FILE
+
+    assert _trained_with(tmp_path) == {}
+    record = {"determinism": determinism_record(3, False)}
+    (tmp_path / RESULT_FILE).write_text(
+        json.dumps({"stage": "distill", "model_dir": ".", "output_dir": ".", "global_step": 1,
+                    "train_loss": 1.0, "record": record})
+    )  # fmt: skip
+    trained_with = _trained_with(tmp_path)
+    assert trained_with["seed"] == 3
+    assert trained_with["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
 @pytest.mark.e2e
 def test_sweep_end_to_end_with_tiny_models(
     tiny_pair: tuple[Path, Path],
@@ -309,7 +343,6 @@ def test_sweep_end_to_end_with_tiny_models(
     seeds, 3 held-out test rows; the table and intervals land on the parent run, every student is
     registered (not promoted)."""
     from mlflow.tracking import MlflowClient
-    from mlflow.utils.file_utils import local_file_uri_to_path
 
     from otdistill.cli import main
     from otdistill.tracking.runs import PIPELINE_RUN_ID_TAG, ROLE_TAG
@@ -369,17 +402,6 @@ def test_sweep_end_to_end_with_tiny_models(
         uld = comparisons[split]["uld"]
         assert uld["rows"] == rows and uld["low"] <= uld["mean_diff"] <= uld["high"]
         assert f"sweep/{split}/uld/low" in parent.data.metrics
-    # the records the aggregation read, where the run printed them: tabled again, the same table
-    records = next(line for line in printed.splitlines() if "row records:" in line).split()[2]
-    folder = Path(local_file_uri_to_path(records))
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"{v}-s{s}.json" for v in ("sft", "uld") for s in (0, 1)] + ["teacher.json"]
-    )
-    trained_with = json.loads((folder / "uld-s0.json").read_text())["trained_with"]
-    assert trained_with["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert main(["sweep", "-c", str(CPU_SMALL), "--records", str(folder), "--out", str(tmp_path / "t")]) == 0
-    table = client.download_artifacts(parent.info.run_id, "sweep/table.md", str(tmp_path))
-    assert (tmp_path / "t" / "table.md").read_text() == Path(table).read_text()
     for variant in ("sft", "uld"):
         versions = client.search_model_versions(f"name='otdistill-sweep-cpu-small-{variant}'")
         assert sorted(v.tags["otdistill.sweep.seed"] for v in versions) == ["0", "1"]
