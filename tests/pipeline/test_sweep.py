@@ -317,17 +317,17 @@ def test_a_local_sweep_prints_its_table_and_where_its_row_records_are(tmp_path: 
 
 def test_a_row_record_says_what_its_training_recorded(tmp_path: Path) -> None:
     """`trained_with`: the trained model's determinism record (torch, threads, CPU kernels); {} untrained."""
-    from otdistill.sweep.steps import _trained_with
+    from otdistill.sweep.steps import _training
     from otdistill.training.determinism import determinism_record
     from otdistill.training.runner import RESULT_FILE
 
-    assert _trained_with(tmp_path) == {}
+    assert _training(tmp_path) == {"objective": {}, "trained_with": {}}
     record = {"determinism": determinism_record(3, False)}
     (tmp_path / RESULT_FILE).write_text(
         json.dumps({"stage": "distill", "model_dir": ".", "output_dir": ".", "global_step": 1,
                     "train_loss": 1.0, "record": record})
     )  # fmt: skip
-    trained_with = _trained_with(tmp_path)
+    trained_with = _training(tmp_path)["trained_with"]
     assert trained_with["seed"] == 3
     assert trained_with["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 

@@ -78,7 +78,11 @@ def test_folders_that_are_not_records_are_named(tmp_path: Path, capsys) -> None:
         read_record_dirs([tmp_path / "empty"])
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.json").write_text('{"row": "x"}')
+    (tmp_path / "bad" / "y.json").write_text("[1]")
     with pytest.raises(SweepRecordError, match=r"x.json: not a row record \(missing variant, seed, sft, spl"):
+        read_record_dirs([tmp_path / "bad"])
+    (tmp_path / "bad" / "x.json").unlink()
+    with pytest.raises(SweepRecordError, match=r"y.json: not a row record \(a JSON list, not an object\)"):
         read_record_dirs([tmp_path / "bad"])
     lone = [tmp_path / "c", tmp_path / "d"]
     for folder in lone:

@@ -78,9 +78,10 @@ def _read(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SweepRecordError(f"{path}: not a row record (invalid JSON: {exc})") from None
-    missing = [k for k in ("row", "variant", "seed", "sft", "splits") if k not in record]
-    if not isinstance(record, dict) or missing:
-        raise SweepRecordError(f"{path}: not a row record (missing {', '.join(missing) or 'everything'})")
+    if not isinstance(record, dict):
+        raise SweepRecordError(f"{path}: not a row record (a JSON {type(record).__name__}, not an object)")
+    if missing := [k for k in ("row", "variant", "seed", "sft", "splits") if k not in record]:
+        raise SweepRecordError(f"{path}: not a row record (missing {', '.join(missing)})")
     return dict(record)
 
 

@@ -116,32 +116,25 @@ def evaluate_student(
         "seed": int(row["seed"]),
         "sft": bool(row["sft"]),
         "splits": splits,
-        "objective": _objective_shares(model_dir),
-        "trained_with": _trained_with(model_dir),
+        **_training(model_dir),
     }
     _write_json(record_path, record)
     return record
 
 
-def _objective_shares(model_dir: str | Path) -> dict[str, float]:
-    """The trained model's objective shares (term -> mean share over its logged steps; {} for a model
-    trained before weights were recorded, or not trained here)."""
+def _training(model_dir: str | Path) -> dict[str, Any]:
+    """What the trained model's training result says for its record: `objective` (term -> mean share over
+    its logged steps) and `trained_with` (what decided the weights besides the config: torch version,
+    threads, CPU kernels, seed; `otdistill.training.determinism`). Rows of two runs are tabled together
+    only when their teachers agree (`otdistill.sweep.records`); `trained_with` says why two did not.
+    Both {} for a model not trained here, or trained before they were recorded."""
     from otdistill.training.runner import RESULT_FILE, TrainResult
 
     if not (Path(model_dir) / RESULT_FILE).is_file():
-        return {}
-    return TrainResult.load(model_dir).objective_shares()
-
-
-def _trained_with(model_dir: str | Path) -> dict[str, Any]:
-    """What decided the trained weights besides the config (torch version, threads, CPU kernels, seed:
-    `otdistill.training.determinism`); {} for a model not trained here. Rows of two runs are tabled
-    together only when their teachers agree (`otdistill.sweep.records`); this says why two did not."""
-    from otdistill.training.runner import RESULT_FILE, TrainResult
-
-    if not (Path(model_dir) / RESULT_FILE).is_file():
-        return {}
-    return dict(TrainResult.load(model_dir).record.get("determinism", {}))
+        return {"objective": {}, "trained_with": {}}
+    result = TrainResult.load(model_dir)
+    trained_with = dict(result.record.get("determinism", {}))
+    return {"objective": result.objective_shares(), "trained_with": trained_with}
 
 
 def _write_json(path: str | Path, data: Any) -> None:
