@@ -90,8 +90,7 @@ def read_record_dirs(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[s
 
     Raises `SweepRecordError` when the folders' teachers differ, when one row has different scores in two
     folders, or when a folder holds no record."""
-    rows: dict[str, tuple[Path, dict[str, Any]]] = {}
-    teacher: tuple[Path, dict[str, Any]] | None = None
+    seen: dict[str, tuple[Path, dict[str, Any]]] = {}  # row name (the teacher's: TEACHER) -> first copy
     for given in dirs:
         folder = given / RECORDS_DIR if (given / RECORDS_DIR).is_dir() else given
         paths = sorted(folder.glob("*.json"))
@@ -99,23 +98,20 @@ def read_record_dirs(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[s
             raise SweepRecordError(f"{given}: no row records here (expected <row>.json or {RECORDS_DIR}/)")
         for path in paths:
             record = _read(path)
-            if str(record["variant"]) == TEACHER:
-                if teacher is not None and _scores(teacher[1]) != _scores(record):
-                    raise SweepRecordError(
-                        f"{teacher[0]} and {path}: the runs trained different teachers "
-                        f"({_difference(teacher[1], record)}); their rows do not make one table"
-                    )
-                teacher = teacher or (path, record)
-                continue
-            name = str(record["row"])
-            if name in rows and _scores(rows[name][1]) != _scores(record):
+            name = TEACHER if str(record["variant"]) == TEACHER else str(record["row"])
+            if name in seen and _scores(seen[name][1]) != _scores(record):
+                first, how = seen[name][0], _difference(seen[name][1], record)
                 raise SweepRecordError(
-                    f"row {name} is in {rows[name][0]} and {path} with different scores "
-                    f"({_difference(rows[name][1], record)}): the two runs did not train it alike"
+                    f"{first} and {path}: the runs trained different teachers ({how}); their rows do not "
+                    "make one table"
+                    if name == TEACHER
+                    else f"row {name} is in {first} and {path} with different scores ({how}): the two runs "
+                    "did not train it alike"
                 )
-            rows.setdefault(name, (path, record))
+            seen.setdefault(name, (path, record))
+    teacher = seen.pop(TEACHER, None)
     if teacher is None and len(dirs) > 1:
         raise SweepRecordError(
             f"{', '.join(map(str, dirs))}: no teacher record ({TEACHER}.json) to show the runs share a trunk"
         )
-    return [record for _, record in rows.values()], teacher[1] if teacher else None
+    return [record for _, record in seen.values()], teacher[1] if teacher else None
