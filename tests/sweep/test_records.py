@@ -50,6 +50,18 @@ def test_rows_of_two_runs_with_one_teacher_make_one_table(tmp_path: Path, capsys
     assert (tmp_path / "t2" / "table.md").read_text() == text
 
 
+def test_records_written_hold_paths_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    row = _record("sft", 0, 0.0)
+    provenance = {"sft-s0": {"path": f"{tmp_path}/runs/x/model", "o": "/elsewhere"}}
+    row["splits"]["validation"]["provenance"] = provenance
+    folder = write_records([row], None, tmp_path / "out")
+    written = json.loads((folder / "sft-s0.json").read_text())["splits"]["validation"]["provenance"]
+    assert written == {"sft-s0": {"path": "runs/x/model", "o": "/elsewhere"}}
+
+
 def test_runs_with_different_teachers_do_not_make_one_table(tmp_path: Path) -> None:
     a = _run(tmp_path / "a", [_record("sft", 0, 0.0)])
     b = _run(tmp_path / "b", [_record("sft", 1, 0.0)])

@@ -29,13 +29,28 @@ RECORDS_DIR = "records"
 def write_records(
     records: Sequence[Mapping[str, Any]], teacher: Mapping[str, Any] | None, out_dir: Path
 ) -> Path:
-    """`out_dir/records/<row>.json` for every row, `teacher.json` for the teacher's; returns the folder."""
+    """`out_dir/records/<row>.json` for every row, `teacher.json` for the teacher's; returns the folder.
+    Records leave the machine (committed with results, tabled elsewhere), so paths under the working
+    directory (the models' provenance: `runs/...`) are written relative to it."""
     folder = out_dir / RECORDS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    here = f"{Path.cwd()}/"
     for record in [*records, *([teacher] if teacher else [])]:
         name = TEACHER if record is teacher else str(record["row"])  # one teacher per folder
-        (folder / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+        text = json.dumps(_relative(record, here), indent=2, sort_keys=True)
+        (folder / f"{name}.json").write_text(text, encoding="utf-8")
     return folder
+
+
+def _relative(value: Any, prefix: str) -> Any:
+    """`value` with every string that starts with `prefix` (a directory, with its slash) cut after it."""
+    if isinstance(value, str):
+        return value.removeprefix(prefix)
+    if isinstance(value, Mapping):
+        return {k: _relative(v, prefix) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, prefix) for v in value]
+    return value
 
 
 def _scores(record: Mapping[str, Any]) -> dict[str, Any]:
