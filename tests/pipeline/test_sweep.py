@@ -183,11 +183,20 @@ def test_aggregation_compares_every_variant_with_sft_seeds_averaged_per_row(tmp_
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(files["comparisons"].read_text())["validation"]["better"]["rows"] == 40
     # the distilled rows against each other: "same" is clearly below "better"
-    ((row, other, k),) = summary.pairs["validation"]
-    assert (row, other) == ("same", "better") and k.mean_diff == pytest.approx(-0.1, abs=0.02) and k.high < 0
-    assert "| same | better |" in table and "worse than better" in table
-    assert json.loads(files["pairwise"].read_text())["validation"]["same vs better"]["rows"] == 40
-    assert aggregate.metrics(summary)[sweep_metric("validation", "same", "diff_vs_better")] == k.mean_diff
+    (pair,) = summary.pairs["validation"]
+    k, ks = pair.comparison, pair.seed_comparison
+    assert (pair.row, pair.other) == ("same", "better") and k.mean_diff == pytest.approx(-0.1, abs=0.02)
+    assert k.high < 0 and "worse than better" in table
+    # per seed (-0.10 at both) and with seeds resampled: both seeds agree, so still worse
+    assert pair.per_seed == pytest.approx({0: -0.1, 1: -0.1})
+    assert ks is not None and ks.method == "bootstrap-seeds" and ks.high < 0
+    assert "| same | better | -10.00 [" in table
+    assert "| -10.00 (seed 0), -10.00 (seed 1) | 0 of 2 seeds |" in table
+    pairwise = json.loads(files["pairwise"].read_text())["validation"]["same vs better"]
+    assert pairwise["rows"] == 40 and pairwise["seeds_resampled"]["high"] == ks.high
+    summed = aggregate.metrics(summary)
+    assert summed[sweep_metric("validation", "same", "diff_vs_better")] == k.mean_diff
+    assert summed[sweep_metric("validation", "same", "high_seeds_vs_better")] == ks.high
     with pytest.raises(aggregate.SweepRecordError, match="seed 0 occurs twice"):
         aggregate.summarize([*records, records[2]], "f1", resamples=10)
 
@@ -209,6 +218,13 @@ def test_differences_and_verdicts_follow_the_metric_direction_and_ties_are_not_w
     assert "better than SFT" in aggregate.markdown(summary)
     assert aggregate.seed_differences(summary, "validation") == {"lower": {0: pytest.approx(0.05)}}
     assert "against the SFT row of the same seed" not in aggregate.markdown(summary)  # one seed: no table
+    # one seed: distilled rows against each other, in the metric's direction, without per-seed columns
+    higher = row_record("higher", 0, {i: v + 0.05 for i, v in base.items()}, "wer")
+    two = aggregate.summarize([*records, higher], "wer", greater_is_better=False, resamples=200)
+    (pair,) = two.pairs["validation"]
+    assert (pair.row, pair.other, pair.seed_comparison) == ("higher", "lower", None)
+    assert pair.per_seed == {0: pytest.approx(-0.1)}
+    assert "| higher | lower | -10.00 [-10.00, -10.00] | worse than lower |\n" in aggregate.markdown(two)
     # the same scores through two seeds average to the same value up to rounding: not a difference
     thirds = {i: 0.1 + n / 3 % 0.3 for n, i in enumerate(ids)}
     tied = [

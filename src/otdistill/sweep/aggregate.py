@@ -90,6 +90,18 @@ class VariantSplit:
         return {i: math.fsum(s[i] for s in self.seed_rows) / len(self.seed_rows) for i in self.seed_rows[0]}
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One distilled row against an earlier one on a split (`row - other`): seeds averaged per row, and,
+    when the two share at least 2 seeds, with seeds resampled too (training randomness in the interval)."""
+
+    row: str
+    other: str
+    comparison: Comparison
+    seed_comparison: Comparison | None = None
+    per_seed: dict[int, float] = field(default_factory=dict)  # seed -> row mean - other mean (shared seeds)
+
+
 @dataclass
 class SweepSummary:
     metric: str
@@ -99,8 +111,8 @@ class SweepSummary:
     # variant -> term -> its share of the training objective, averaged over the variant's seeds (the
     # records' `objective`, `otdistill.training.shares`); variants trained without recorded weights: none
     shares: dict[str, dict[str, float]] = field(default_factory=dict)
-    # split -> every distilled row against every earlier one in config order: (row, other, row - other)
-    pairs: dict[str, list[tuple[str, str, Comparison]]] = field(default_factory=dict)
+    # split -> every distilled row against every earlier one in config order
+    pairs: dict[str, list[Pair]] = field(default_factory=dict)
     greater_is_better: bool = True  # the metric's direction: every difference is "better by", as compared
 
     def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
@@ -111,9 +123,17 @@ class SweepSummary:
         }
 
     def pairwise(self) -> dict[str, dict[str, dict[str, object]]]:
-        """split -> "<row> vs <other>" -> the comparison between two distilled rows (as_dict)."""
+        """split -> "<row> vs <other>" -> the comparison between two distilled rows (as_dict), with
+        `seeds_resampled` (as_dict) when they share at least 2 seeds."""
         return {
-            split: {f"{a} vs {b}": k.as_dict() for a, b, k in pairs} for split, pairs in self.pairs.items()
+            split: {
+                f"{p.row} vs {p.other}": {
+                    **p.comparison.as_dict(),
+                    **({"seeds_resampled": p.seed_comparison.as_dict()} if p.seed_comparison else {}),
+                }
+                for p in pairs
+            }
+            for split, pairs in self.pairs.items()
         }
 
     def sft_cell(self, split: str) -> VariantSplit:
@@ -157,7 +177,7 @@ def summarize(
     )
     cells: dict[str, list[VariantSplit]] = {}
     rows: dict[str, int] = {}
-    pairs: dict[str, list[tuple[str, str, Comparison]]] = {}
+    pairs: dict[str, list[Pair]] = {}
     for split in splits:
         by_variant = {v: VariantSplit(v, v in sft_names, split, teacher=v == TEACHER) for v in order}
         for r in sorted(records, key=lambda r: int(r["seed"])):
@@ -190,16 +210,23 @@ def summarize(
                 resample_seeds=seeds is not None,
             )
 
+        def over_seeds(a: VariantSplit, b: VariantSplit) -> Comparison | None:
+            """`a` against `b` with seeds resampled too, on the seeds both have (at least 2)."""
+            shared = [s for s in a.seeds if s in b.seeds]
+            return compare(a, b, seeds=shared) if len(shared) >= 2 else None
+
         for cell in by_variant.values():
             if not cell.sft:
                 cell.comparison = compare(cell, sft)
-            if cell.distilled and len(shared := [s for s in cell.seeds if s in sft.seeds]) >= 2:
-                cell.seed_comparison = compare(cell, sft, seeds=shared)
+            if cell.distilled:
+                cell.seed_comparison = over_seeds(cell, sft)
         cells[split] = list(by_variant.values())
         rows[split] = len(sft.seed_rows[0])
         distilled = [c for c in cells[split] if c.distilled]
         pairs[split] = [
-            (a.variant, b.variant, compare(a, b)) for i, a in enumerate(distilled) for b in distilled[:i]
+            Pair(a.variant, b.variant, compare(a, b), over_seeds(a, b), _seed_gaps(a, b, greater_is_better))
+            for i, a in enumerate(distilled)
+            for b in distilled[:i]
         ]
     return SweepSummary(
         metric=metric,
@@ -210,6 +237,17 @@ def summarize(
         pairs=pairs,
         greater_is_better=greater_is_better,
     )
+
+
+def _seed_gaps(a: VariantSplit, b: VariantSplit, greater_is_better: bool) -> dict[int, float]:
+    """Seed -> how much better `a`'s mean is than `b`'s at that seed, for the seeds both have (both rows of
+    a seed saw the training rows in the same order)."""
+    theirs = b.by_seed()
+    return {
+        s: better_by(m, theirs[s], greater_is_better=greater_is_better)
+        for s, m in a.by_seed().items()
+        if s in theirs
+    }
 
 
 def _shares(records: Sequence[Mapping[str, Any]], order: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -337,15 +375,9 @@ def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, f
     the training rows in the same order), for the seeds both have. The bootstrap interval resamples
     evaluation rows, with seeds averaged first, so it leaves out what training randomness adds: this is
     that spread."""
-    sft = summary.sft_cell(split).by_seed()
+    sft = summary.sft_cell(split)
     return {
-        c.variant: {
-            s: better_by(m, sft[s], greater_is_better=summary.greater_is_better)
-            for s, m in c.by_seed().items()
-            if s in sft
-        }
-        for c in summary.cells[split]
-        if c.distilled
+        c.variant: _seed_gaps(c, sft, summary.greater_is_better) for c in summary.cells[split] if c.distilled
     }
 
 
@@ -377,20 +409,38 @@ def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
 
 
 def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
-    """The distilled rows against each other on `split` (say, MultiLevelOT against ULD), as table lines."""
+    """The distilled rows against each other on `split` (say, MultiLevelOT against ULD), as table lines;
+    with several shared seeds, also per seed and with seeds resampled, as against SFT."""
     pairs = summary.pairs.get(split, [])
     if not pairs:
         return []
     level = f"{summary.confidence:.0%}"
+    seeded = any(p.seed_comparison is not None for p in pairs)
     lines = [
         f"{split}, distilled rows against each other (of {len(pairs)} intervals at {level}, about "
         f"{(1 - summary.confidence) * len(pairs):.1f} would exclude 0 by chance alone if no row differed):",
         "",
-        f"| row | against | mean difference [{level} interval] | verdict |",
-        "|---|---|---|---|",
     ]
-    for a, b, k in pairs:
-        lines.append(f"| {a} | {b} | {_interval(k)} | {verdict(k.low, k.high, b)} |")
+    if not seeded:
+        lines += [f"| row | against | mean difference [{level} interval] | verdict |", "|---|---|---|---|"]
+        for p in pairs:
+            k = p.comparison
+            lines.append(f"| {p.row} | {p.other} | {_interval(k)} | {verdict(k.low, k.high, p.other)} |")
+        return [*lines, ""]
+    lines += [
+        f"| row | against | mean difference [{level} interval] | verdict | per seed | ahead at "
+        f"| seeds and rows resampled [{level}] | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        k, ks = p.comparison, p.seed_comparison
+        gaps = ", ".join(f"{_points(d)} (seed {s})" for s, d in p.per_seed.items())
+        ahead = f"{sum(strictly_above(d, 0.0) for d in p.per_seed.values())} of {len(p.per_seed)} seeds"
+        over, said = (_interval(ks), verdict(ks.low, ks.high, p.other)) if ks is not None else ("", "")
+        lines.append(
+            f"| {p.row} | {p.other} | {_interval(k)} | {verdict(k.low, k.high, p.other)} | {gaps} | {ahead} "
+            f"| {over} | {said} |"
+        )
     return [*lines, ""]
 
 
@@ -501,7 +551,8 @@ def metrics(summary: SweepSummary) -> dict[str, float]:
     """Flat numbers for the parent run: `sweep/<split>/<variant>/mean` / `sd`, and `diff` / `low` / `high`
     against SFT (`otdistill.tracking.metric_names.sweep_metric`), `low_seeds` / `high_seeds` with seeds
     resampled too; `diff_vs_<other>` / `low_vs_<other>` / `high_vs_<other>` against each earlier distilled
-    row; `sweep/train/<variant>/share_<term>`."""
+    row, `low_seeds_vs_<other>` / `high_seeds_vs_<other>` with seeds resampled too;
+    `sweep/train/<variant>/share_<term>`."""
     out: dict[str, float] = {}
     for split, cells in summary.cells.items():
         for c in cells:
@@ -515,10 +566,13 @@ def metrics(summary: SweepSummary) -> dict[str, float]:
                 out[sweep_metric(split, c.variant, "low_seeds")] = c.seed_comparison.low
                 out[sweep_metric(split, c.variant, "high_seeds")] = c.seed_comparison.high
     for split, pairs in summary.pairs.items():
-        for a, b, k in pairs:
-            out[sweep_metric(split, a, f"diff_vs_{b}")] = k.mean_diff
-            out[sweep_metric(split, a, f"low_vs_{b}")] = k.low
-            out[sweep_metric(split, a, f"high_vs_{b}")] = k.high
+        for p in pairs:
+            out[sweep_metric(split, p.row, f"diff_vs_{p.other}")] = p.comparison.mean_diff
+            out[sweep_metric(split, p.row, f"low_vs_{p.other}")] = p.comparison.low
+            out[sweep_metric(split, p.row, f"high_vs_{p.other}")] = p.comparison.high
+            if p.seed_comparison is not None:
+                out[sweep_metric(split, p.row, f"low_seeds_vs_{p.other}")] = p.seed_comparison.low
+                out[sweep_metric(split, p.row, f"high_seeds_vs_{p.other}")] = p.seed_comparison.high
     for variant, shares in summary.shares.items():
         out.update({sweep_metric("train", variant, f"share_{term}"): v for term, v in shares.items()})
     return out
