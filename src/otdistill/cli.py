@@ -258,7 +258,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         if not args.out:
             raise ConfigError("--records needs --out: the folder the table is written to")
-        files = aggregate_records(cfg, [Path(d) for d in args.records], Path(args.out))
+        files = aggregate_records(cfg, sweep, [Path(d) for d in args.records], Path(args.out))
         print(files["table"].read_text(encoding="utf-8"))
         print(f"wrote {', '.join(sorted(p.name for p in files.values()))} to {args.out}")
         return 0

@@ -50,6 +50,22 @@ def test_rows_of_two_runs_with_one_teacher_make_one_table(tmp_path: Path, capsys
     assert (tmp_path / "t2" / "table.md").read_text() == text
 
 
+def test_records_table_in_the_config_variant_order_not_file_name_order(tmp_path: Path) -> None:
+    """multilevel-ot-s0.json sorts before uld-s0.json; the config lists uld first, as the pipeline's loop
+    hands them to its aggregation: the table and each pair's direction follow the config."""
+    rows = [
+        _record(v, s, shift)
+        for v, shift in (("sft", 0.0), ("uld", 0.1), ("multilevel_ot", 0.05))
+        for s in (1, 0)
+    ]
+    out, folder = tmp_path / "table", _run(tmp_path / "a", rows)
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(folder), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert text.index("| uld | 2 |") < text.index("| multilevel_ot | 2 |")
+    assert "| multilevel_ot | uld | -5.00 [" in text
+    assert list(json.loads((out / "pairwise.json").read_text())["validation"]) == ["multilevel_ot vs uld"]
+
+
 def test_records_written_hold_paths_relative_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

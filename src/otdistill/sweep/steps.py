@@ -21,7 +21,7 @@ from otdistill.config import RunConfig
 from otdistill.fingerprint import snapshot_data_hash
 from otdistill.models.weights_hash import WEIGHTS_SHA256_TAG, weights_sha256
 from otdistill.steps.common import load_step_config, setup_logging
-from otdistill.sweep.config import TEACHER
+from otdistill.sweep.config import TEACHER, SweepConfig
 
 log = logging.getLogger(__name__)
 
@@ -279,13 +279,21 @@ def aggregate_sweep(
     return {"files": {k: str(v) for k, v in files.items()}, "metrics": numbers}
 
 
-def aggregate_records(cfg: RunConfig, record_dirs: list[Path], out_dir: Path) -> dict[str, Path]:
+def aggregate_records(
+    cfg: RunConfig, sweep: SweepConfig, record_dirs: list[Path], out_dir: Path
+) -> dict[str, Path]:
     """The table of rows run earlier, from their records (`records/` folders of one or several runs that
     share a trunk, `otdistill.sweep.records.read_record_dirs`), written to `out_dir` as the aggregation
-    writes it; nothing is logged to MLflow. Returns the files."""
+    writes it; nothing is logged to MLflow. Returns the files.
+
+    The rows are put in the sweep's variant order, then by seed, as the pipeline's loop hands them to its
+    aggregation (files are read in name order): the same records make the same table, its rows and each
+    pair's direction (MultiLevelOT against ULD) alike. Variants the config does not list come last."""
     from otdistill.sweep.records import read_record_dirs
 
     records, teacher = read_record_dirs(record_dirs)
+    order = {v.name: i for i, v in enumerate(sweep.variants)}
+    records.sort(key=lambda r: (order.get(str(r["variant"]), len(order)), str(r["variant"]), int(r["seed"])))
     return _table(cfg, records, teacher, out_dir)[1]
 
 
