@@ -381,6 +381,15 @@ def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, f
     }
 
 
+def _seed_cells(gaps: Mapping[int, float], k: Comparison | None, other: str = "SFT") -> str:
+    """The per-seed part of a table line, against SFT or between two rows: each seed's difference, how many
+    seeds it is ahead at (a tie is not ahead), and the interval with seeds resampled with its verdict."""
+    each = ", ".join(f"{_points(d)} (seed {s})" for s, d in gaps.items())
+    ahead = sum(strictly_above(d, 0.0) for d in gaps.values())
+    interval, said = (_interval(k), verdict(k.low, k.high, other)) if k is not None else ("", "")
+    return f"{each} | {ahead} of {len(gaps)} seeds | {interval} | {said}"
+
+
 def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
     """`seed_differences` as table lines, with how many seeds each row is ahead at and the interval over
     seeds and rows (`compare_rows(..., resample_seeds=True)`); none for one seed."""
@@ -400,11 +409,7 @@ def seeds_markdown(summary: SweepSummary, split: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for variant, diffs in by_row.items():
-        cells = ", ".join(f"{_points(d)} (seed {s})" for s, d in diffs.items())
-        ahead = sum(strictly_above(d, 0.0) for d in diffs.values())
-        k = seeded.get(variant)
-        interval, said = (_interval(k), verdict(k.low, k.high)) if k is not None else ("", "")
-        lines.append(f"| {variant} | {cells} | {ahead} of {len(diffs)} seeds | {interval} | {said} |")
+        lines.append(f"| {variant} | {_seed_cells(diffs, seeded.get(variant))} |")
     return [*lines, ""]
 
 
@@ -433,13 +438,10 @@ def pairs_markdown(summary: SweepSummary, split: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in pairs:
-        k, ks = p.comparison, p.seed_comparison
-        gaps = ", ".join(f"{_points(d)} (seed {s})" for s, d in p.per_seed.items())
-        ahead = f"{sum(strictly_above(d, 0.0) for d in p.per_seed.values())} of {len(p.per_seed)} seeds"
-        over, said = (_interval(ks), verdict(ks.low, ks.high, p.other)) if ks is not None else ("", "")
+        k = p.comparison
         lines.append(
-            f"| {p.row} | {p.other} | {_interval(k)} | {verdict(k.low, k.high, p.other)} | {gaps} | {ahead} "
-            f"| {over} | {said} |"
+            f"| {p.row} | {p.other} | {_interval(k)} | {verdict(k.low, k.high, p.other)} "
+            f"| {_seed_cells(p.per_seed, p.seed_comparison, p.other)} |"
         )
     return [*lines, ""]
 
