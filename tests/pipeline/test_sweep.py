@@ -332,9 +332,10 @@ def test_a_local_sweep_prints_its_table_and_where_its_row_records_are(tmp_path: 
 
 
 def test_a_row_record_says_what_its_training_recorded(tmp_path: Path) -> None:
-    """`trained_with`: the trained model's determinism record (torch, threads, CPU kernels); {} untrained."""
+    """`trained_with`: the trained model's determinism record (torch, threads, CPU kernels and model); {}
+    untrained."""
     from otdistill.sweep.steps import _training
-    from otdistill.training.determinism import determinism_record
+    from otdistill.training.determinism import cpu_model, determinism_record
     from otdistill.training.runner import RESULT_FILE
 
     assert _training(tmp_path) == {"objective": {}, "trained_with": {}}
@@ -346,6 +347,7 @@ def test_a_row_record_says_what_its_training_recorded(tmp_path: Path) -> None:
     trained_with = _training(tmp_path)["trained_with"]
     assert trained_with["seed"] == 3
     assert trained_with["torch.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert trained_with["cpu.model"] == cpu_model() != ""  # "AMD EPYC", "Intel(R) Xeon(R) ...": a vendor
 
 
 @pytest.mark.e2e

@@ -66,6 +66,28 @@ def test_records_table_in_the_config_variant_order_not_file_name_order(tmp_path:
     assert list(json.loads((out / "pairwise.json").read_text())["validation"]) == ["multilevel_ot vs uld"]
 
 
+def test_rows_trained_on_two_platforms_say_so_under_the_table(tmp_path: Path) -> None:
+    """One teacher, rows from an AVX512 and an AVX2 machine: the table lists each platform's rows (a row
+    that did not record the field, as the teacher here, is left out); one platform: no such lines."""
+
+    def on(record: dict, capability: str) -> dict:
+        return {**record, "trained_with": {"seed": record["seed"], "torch.cpu_capability": capability,
+                                           "torch.num_threads": 2}}  # fmt: skip
+
+    same = [on(_record("sft", 0, 0.0), "AVX512"), on(_record("uld", 0, 0.1), "AVX512")]
+    a = _run(tmp_path / "a", same)
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(a), "--out", str(tmp_path / "t1")]) == 0
+    assert "platform" not in (tmp_path / "t1" / "table.md").read_text()  # seeds differ: not a platform
+
+    b = _run(tmp_path / "b", [on(_record("sft", 1, 0.02), "AVX2"), on(_record("uld", 1, 0.12), "AVX2")])
+    out = tmp_path / "t2"
+    assert main(["sweep", "--config", str(CONFIG), "--records", str(a), str(b), "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "Not all rows were trained on one platform" in text
+    assert "- torch.cpu_capability: AVX512 (sft-s0, uld-s0); AVX2 (sft-s1, uld-s1)\n" in text
+    assert "torch.num_threads" not in text and "teacher-s0" not in text.split("one platform")[1]
+
+
 def test_records_written_hold_paths_relative_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

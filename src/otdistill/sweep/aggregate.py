@@ -25,6 +25,7 @@ from typing import Any
 from otdistill.stats import Comparison, better_by, compare_rows, metric_column, strictly_above
 from otdistill.sweep.config import TEACHER
 from otdistill.tracking.metric_names import sweep_metric
+from otdistill.training.determinism import PLATFORM_KEYS
 
 ARTIFACT_DIR = "sweep"
 SPLITS = ("validation", "test")
@@ -114,6 +115,9 @@ class SweepSummary:
     # split -> every distilled row against every earlier one in config order
     pairs: dict[str, list[Pair]] = field(default_factory=dict)
     greater_is_better: bool = True  # the metric's direction: every difference is "better by", as compared
+    # platform field (`PLATFORM_KEYS`) -> value -> the rows trained with it, for the fields on which the
+    # rows differ (records tabled from runs on two machines); a row that did not record a field is left out
+    platforms: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
     def comparisons(self) -> dict[str, dict[str, dict[str, object]]]:
         """split -> variant -> the comparison against SFT (as_dict), for JSON and metrics."""
@@ -236,7 +240,23 @@ def summarize(
         shares=_shares(records, order),
         pairs=pairs,
         greater_is_better=greater_is_better,
+        platforms=_platforms(records),
     )
+
+
+def _platforms(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """`SweepSummary.platforms`: the platform fields of the records' `trained_with` that take more than one
+    value, each value with its rows."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for key in PLATFORM_KEYS:
+        rows: dict[str, list[str]] = {}
+        for r in records:
+            value = (r.get("trained_with") or {}).get(key)
+            if value is not None:
+                rows.setdefault(str(value), []).append(str(r["row"]))
+        if len(rows) > 1:
+            out[key] = rows
+    return out
 
 
 def _seed_gaps(a: VariantSplit, b: VariantSplit, greater_is_better: bool) -> dict[int, float]:
@@ -362,12 +382,29 @@ def markdown(summary: SweepSummary) -> str:
         lines += pairs_markdown(summary, split)
     if shares := shares_markdown(summary):
         lines += [shares]
+    lines += platforms_markdown(summary)
     lines.append(
         f"Differences: paired bootstrap over the evaluation rows (`otdistill.stats.compare_rows`), each "
         f"row's score averaged over the seeds first; {level} percentile interval. A verdict other than "
         "'not distinguishable' needs the whole interval on one side of 0."
     )
     return "\n".join(lines) + "\n"
+
+
+def platforms_markdown(summary: SweepSummary) -> list[str]:
+    """Where the rows were trained, when that differs between them (none when it does not)."""
+    if not summary.platforms:
+        return []
+    lines = [
+        "Not all rows were trained on one platform (records of several runs: `otdistill sweep --records`). "
+        "They table together because their teachers score every row alike; a student's last bits depend on "
+        "the platform (docs/reproducibility.md), and through training its scores do, as with another seed:",
+        "",
+    ]
+    for key, rows in summary.platforms.items():
+        each = (f"{value} ({', '.join(names)})" for value, names in rows.items())
+        lines.append(f"- {key}: " + "; ".join(each))
+    return [*lines, ""]
 
 
 def seed_differences(summary: SweepSummary, split: str) -> dict[str, dict[int, float]]:
